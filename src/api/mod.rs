@@ -1,0 +1,151 @@
+//! HTTP routes, grouped by area, and the extractors that authenticate callers.
+
+mod admin;
+mod ops;
+mod user;
+mod ws;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::{web, FromRequest, HttpRequest};
+
+use crate::auth::{bearer, unauthorized, AdminKey, TokenKeys};
+use crate::error::ApiError;
+use crate::registry::RegistryActor;
+use crate::session::SessionContext;
+use crate::store::Store;
+
+/// What every route can reach.
+pub struct AppState {
+    pub store: Store,
+    pub registry: Addr<RegistryActor>,
+    pub tokens: TokenKeys,
+    pub admin_key: AdminKey,
+    pub sessions: Arc<SessionContext>,
+}
+
+/// Mounts every route.
+pub fn routes(max_http_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(
+            web::JsonConfig::default()
+                .limit(max_http_body)
+                .error_handler(|err, _| {
+                    let error = match &err {
+                        actix_web::error::JsonPayloadError::Overflow { .. }
+                        | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+                            ApiError::new(crate::error::ErrorCode::TooLarge, err.to_string())
+                        }
+                        _ => ApiError::bad_request(format!("invalid JSON body: {err}")),
+                    };
+                    error.into()
+                }),
+        )
+        .app_data(
+            web::PathConfig::default().error_handler(|err, _| {
+                ApiError::bad_request(format!("invalid path: {err}")).into()
+            }),
+        )
+        .app_data(
+            web::QueryConfig::default().error_handler(|err, _| {
+                ApiError::bad_request(format!("invalid query: {err}")).into()
+            }),
+        )
+        .route("/healthz", web::get().to(ops::healthz_route))
+        .route("/readyz", web::get().to(ops::readyz_route))
+        .route("/metrics", web::get().to(ops::metrics_route))
+        .route("/v1/ws", web::get().to(ws::ws_route))
+        .service(
+            web::scope("/v1/admin")
+                .route("/tokens", web::post().to(admin::tokens_route))
+                .route("/users", web::post().to(admin::users_route))
+                .route(
+                    "/users/{uid}/deactivate",
+                    web::post().to(admin::deactivate_route),
+                )
+                .route("/groups", web::post().to(admin::create_group_route))
+                .route(
+                    "/groups/{gid}/members",
+                    web::post().to(admin::add_members_route),
+                )
+                .route(
+                    "/groups/{gid}/members/{uid}",
+                    web::delete().to(admin::remove_member_route),
+                ),
+        )
+        .route(
+            "/v1/groups/{gid}/messages",
+            web::get().to(user::messages_route),
+        )
+        .route("/v1/groups/{gid}/ack", web::post().to(user::ack_route))
+        .route("/v1/me/groups", web::get().to(user::my_groups_route))
+        .default_service(web::to(|| async {
+            Err::<actix_web::HttpResponse, _>(ApiError::not_found("no such endpoint"))
+        }));
+    }
+}
+
+fn state(req: &HttpRequest) -> web::Data<AppState> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .expect("AppState is registered with the App")
+}
+
+/// An authenticated, active user (HS256 bearer token).
+pub struct User {
+    pub uid: u64,
+}
+
+impl FromRequest for User {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let state = state(req);
+        let token = bearer(
+            req.headers()
+                .get("authorization")
+                .and_then(|h| h.to_str().ok()),
+        )
+        .map(str::to_owned);
+        Box::pin(async move {
+            let token = token.ok_or_else(|| unauthorized("missing bearer token"))?;
+            let identity = state.tokens.verify(&token)?;
+            require_active(&state.store, identity.uid).await?;
+            Ok(User { uid: identity.uid })
+        })
+    }
+}
+
+/// Refuses users never created or deactivated (403).
+pub async fn require_active(store: &Store, uid: u64) -> Result<(), ApiError> {
+    match store.user_active(uid).await? {
+        Some(true) => Ok(()),
+        Some(false) => Err(ApiError::forbidden(format!("user {uid} is deactivated"))),
+        None => Err(ApiError::forbidden(format!("user {uid} does not exist"))),
+    }
+}
+
+/// The app's backend, holding the admin key.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let state = state(req);
+        let presented = bearer(
+            req.headers()
+                .get("authorization")
+                .and_then(|h| h.to_str().ok()),
+        );
+        std::future::ready(match presented {
+            Some(key) => state.admin_key.check(key).map(|()| Admin),
+            None => Err(unauthorized("missing admin bearer key")),
+        })
+    }
+}

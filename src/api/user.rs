@@ -1,0 +1,84 @@
+//! Endpoints for users (bearer JWT): pull, ack, their groups.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, User};
+use crate::error::ApiError;
+use crate::messages::AckUpTo;
+use crate::protocol::{pull_limit, valid_id, GroupCursor, MessageView};
+use crate::registry::{ask_group, LiveCursors};
+use crate::session::pull_page;
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct PageBody<'a> {
+    gid: u64,
+    msgs: &'a [MessageView],
+    more: bool,
+}
+
+/// `GET /v1/groups/{gid}/messages?after=&limit=`: a page of messages, members only.
+pub async fn messages_route(
+    user: User,
+    gid: web::Path<u64>,
+    query: web::Query<PageQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let gid = valid_id(*gid)?;
+    let limit = pull_limit(query.limit)?;
+    let page = pull_page(&state.store, gid, user.uid, query.after, limit).await?;
+    Ok(HttpResponse::Ok().json(PageBody {
+        gid,
+        msgs: &page.msgs,
+        more: page.more,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct AckBody {
+    msgid: u64,
+}
+
+/// `POST /v1/groups/{gid}/ack {"msgid"}`: cumulative ack, never backwards.
+pub async fn ack_route(
+    user: User,
+    gid: web::Path<u64>,
+    body: web::Json<AckBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let gid = valid_id(*gid)?;
+    let ack = AckUpTo {
+        uid: user.uid,
+        msgid: body.msgid,
+    };
+    ask_group(&state.registry, gid, ack).await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Serialize)]
+struct GroupsBody {
+    groups: Vec<GroupCursor>,
+}
+
+/// `GET /v1/me/groups`: every group of the user with `last_ack` and `latest`.
+pub async fn my_groups_route(
+    user: User,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let stored = state.store.user_groups(user.uid).await?;
+    let groups = state
+        .registry
+        .send(LiveCursors {
+            uid: user.uid,
+            stored,
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(GroupsBody { groups }))
+}

@@ -1,0 +1,40 @@
+//! The WebSocket upgrade.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws::WsResponseBuilder;
+use serde::Deserialize;
+
+use super::{require_active, AppState};
+use crate::auth::{bearer, unauthorized};
+use crate::error::ApiError;
+use crate::session::Session;
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `GET /v1/ws`: authenticates (401/403 before any upgrade), then starts a session.
+pub async fn ws_route(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let header = bearer(
+        req.headers()
+            .get("authorization")
+            .and_then(|h| h.to_str().ok()),
+    );
+    let query = web::Query::<TokenQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let token = header
+        .or(query.token.as_deref())
+        .ok_or_else(|| unauthorized("missing token: send a bearer header or ?token="))?;
+    let identity = state.tokens.verify(token)?;
+    require_active(&state.store, identity.uid).await?;
+    let session = Session::new(identity, state.sessions.clone());
+    WsResponseBuilder::new(session, &req, stream)
+        .frame_size(state.sessions.limits.max_frame_bytes)
+        .start()
+        .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))
+}

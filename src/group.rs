@@ -1,0 +1,489 @@
+//! The group actor: one per active group. It knows the members and which of their
+//! sessions are online, commits sends in batches (group commit), fans each committed
+//! message out once to every online session, and coalesces the members' acks.
+//!
+//! The group never waits on a session: pushes are pre-serialised frames queued with
+//! `do_send`, bounded by each session's backlog.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use tokio::sync::oneshot;
+
+use crate::acks::AckWriter;
+use crate::error::ApiError;
+use crate::messages::{
+    AckUpTo, CursorOf, FlushAcks, Join, Leave, MemberLeft, MembersJoined, SessionHandle, SessionId,
+    Submit, ToSession, WriteAcks,
+};
+use crate::metrics;
+use crate::protocol::{now_ms, GroupCursor, GroupEvent, MessageView, ServerFrame};
+use crate::registry::{GroupStopped, RegistryActor};
+use crate::store::{AckUpdate, AppendOutcome, Appended, NewMessage, Store, StoreError};
+
+/// How long a group that failed to load answers with its error before it stops (a later
+/// request starts a fresh actor, which tries again).
+const FAILED_LINGER: Duration = Duration::from_secs(1);
+
+/// What every group actor is built with.
+#[derive(Clone)]
+pub struct GroupSettings {
+    pub max_batch: usize,
+    pub ack_flush: Duration,
+    pub idle: Duration,
+}
+
+/// A send waiting for its group-commit transaction.
+struct PendingSend {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<Appended, ApiError>>,
+}
+
+pub struct GroupActor {
+    gid: u64,
+    /// Tells the registry which actor stopped, so a newer one is not forgotten.
+    generation: u64,
+    store: Store,
+    registry: Addr<RegistryActor>,
+    ack_writer: Addr<AckWriter>,
+    settings: GroupSettings,
+    /// Set when the group could not be loaded; every request gets it until the actor stops.
+    failed: Option<ApiError>,
+    /// Newest msgid this actor knows committed.
+    latest: u64,
+    /// Every member and the highest msgid they acked (written or not).
+    members: HashMap<u64, u64>,
+    online: HashMap<SessionId, SessionHandle>,
+    /// Acks not yet handed to the ack writer: one entry per member however many acks came.
+    unflushed: HashMap<u64, u64>,
+    queue: Vec<PendingSend>,
+    /// One group-commit transaction at a time, so msgids reach sessions in order.
+    writing: bool,
+    idle_since: Option<Instant>,
+}
+
+impl GroupActor {
+    pub fn new(
+        gid: u64,
+        generation: u64,
+        store: Store,
+        registry: Addr<RegistryActor>,
+        ack_writer: Addr<AckWriter>,
+        settings: GroupSettings,
+    ) -> Self {
+        GroupActor {
+            gid,
+            generation,
+            store,
+            registry,
+            ack_writer,
+            settings,
+            failed: None,
+            latest: 0,
+            members: HashMap::new(),
+            online: HashMap::new(),
+            unflushed: HashMap::new(),
+            queue: Vec::new(),
+            writing: false,
+            idle_since: None,
+        }
+    }
+
+    /// Why `uid` may not act in this group, if it may not.
+    fn refusal(&self, uid: u64) -> Option<ApiError> {
+        if let Some(failed) = &self.failed {
+            return Some(failed.clone());
+        }
+        (!self.members.contains_key(&uid)).then(|| ApiError::not_a_member(self.gid))
+    }
+
+    fn fail(&mut self, error: ApiError, ctx: &mut Context<Self>) {
+        self.failed = Some(error);
+        ctx.run_later(FAILED_LINGER, |_, ctx| ctx.stop());
+    }
+
+    /// Starts the next group-commit transaction if none is running: everything queued
+    /// since the last one, up to `max_batch`, is committed together.
+    fn write_next(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.queue.is_empty() {
+            return;
+        }
+        let take = self.queue.len().min(self.settings.max_batch);
+        let (messages, replies): (Vec<_>, Vec<_>) = self
+            .queue
+            .drain(..take)
+            .map(|p| (p.message, p.reply))
+            .unzip();
+        self.writing = true;
+        let (store, gid, known) = (self.store.clone(), self.gid, self.latest);
+        let max_gap = self.settings.max_batch as u64;
+        let commit = async move {
+            let outcome = store.append(gid, &messages).await;
+            let missed = match &outcome {
+                Ok(outcome) => missed_messages(&store, gid, known, outcome, max_gap).await,
+                Err(_) => Vec::new(),
+            };
+            (messages, outcome, missed)
+        };
+        ctx.spawn(
+            commit
+                .into_actor(self)
+                .map(|(messages, outcome, missed), act, ctx| {
+                    act.writing = false;
+                    act.committed(messages, replies, outcome, missed);
+                    act.write_next(ctx);
+                }),
+        );
+    }
+
+    /// Replies to the senders and pushes what was stored, in msgid order.
+    fn committed(
+        &mut self,
+        messages: Vec<NewMessage>,
+        replies: Vec<oneshot::Sender<Result<Appended, ApiError>>>,
+        outcome: Result<AppendOutcome, StoreError>,
+        missed: Vec<MessageView>,
+    ) {
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::warn!(gid = self.gid, %error, "group commit failed");
+                let error = ApiError::from(error);
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                return;
+            }
+        };
+        let metrics = metrics::global();
+        metrics.send_batch_size.observe(messages.len() as f64);
+        let mut views = missed;
+        for ((message, reply), result) in messages.into_iter().zip(replies).zip(outcome.results) {
+            let _ = reply.send(Ok(result));
+            if result.dup {
+                metrics.duplicate_sends.inc();
+            } else {
+                metrics.messages_stored.inc();
+                views.push(MessageView {
+                    gid: self.gid,
+                    msgid: result.msgid,
+                    from: message.sender,
+                    ts: message.ts,
+                    cmid: message.cmid,
+                    body: message.body,
+                });
+            }
+        }
+        self.latest = self.latest.max(outcome.latest);
+        if !views.is_empty() {
+            let frames = views
+                .iter()
+                .map(|v| ServerFrame::Msg(v).encode().into())
+                .collect();
+            self.push(frames);
+        }
+    }
+
+    /// Queues frames to every online session; sessions over their backlog bound are
+    /// dropped from the group (they were told to close with 4008).
+    fn push(&mut self, frames: Arc<[ByteString]>) {
+        let before = self.online.len();
+        self.online.retain(|_, session| session.push(&frames));
+        let metrics = metrics::global();
+        metrics
+            .deliveries
+            .inc_by((frames.len() * self.online.len()) as u64);
+        let dropped = before - self.online.len();
+        if dropped > 0 {
+            metrics.slow_consumers_closed.inc_by(dropped as u64);
+            tracing::info!(gid = self.gid, dropped, "closed slow sessions (4008)");
+        }
+    }
+
+    fn announce(&mut self, event: GroupEvent) {
+        let frame: ByteString = ServerFrame::Event(&event).encode().into();
+        self.push(Arc::from([frame]));
+    }
+
+    fn record_ack(&mut self, uid: u64, msgid: u64) {
+        if let Some(acked) = self.members.get_mut(&uid) {
+            if msgid > *acked {
+                *acked = msgid;
+                self.unflushed.insert(uid, msgid);
+            }
+        }
+    }
+
+    /// The acks not yet handed to the ack writer, as one batch.
+    fn take_unflushed(&mut self) -> WriteAcks {
+        let gid = self.gid;
+        WriteAcks(
+            self.unflushed
+                .drain()
+                .map(|(uid, msgid)| AckUpdate { gid, uid, msgid })
+                .collect(),
+        )
+    }
+
+    /// Stops the actor once nobody has been online and nothing has been pending for the
+    /// idle period; sessions that died without leaving are forgotten here too.
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        self.online.retain(|_, session| session.alive());
+        let idle = self.online.is_empty()
+            && self.queue.is_empty()
+            && !self.writing
+            && self.unflushed.is_empty();
+        match (idle, self.idle_since) {
+            (false, _) => self.idle_since = None,
+            (true, None) => self.idle_since = Some(Instant::now()),
+            (true, Some(since)) if since.elapsed() >= self.settings.idle => ctx.stop(),
+            (true, Some(_)) => {}
+        }
+    }
+}
+
+/// Messages committed by someone else between what this actor knew and its own commit
+/// (another node, or a commit whose reply was lost), so pushes stay dense. A gap larger
+/// than `max_gap` is left to the clients' pull.
+async fn missed_messages(
+    store: &Store,
+    gid: u64,
+    known: u64,
+    outcome: &AppendOutcome,
+    max_gap: u64,
+) -> Vec<MessageView> {
+    let Some(first) = outcome
+        .results
+        .iter()
+        .filter(|r| !r.dup)
+        .map(|r| r.msgid)
+        .min()
+    else {
+        return Vec::new();
+    };
+    if first <= known + 1 || first - known - 1 > max_gap {
+        return Vec::new();
+    }
+    store
+        .messages_between(gid, known, first)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(gid, %error, "could not load messages committed elsewhere");
+            Vec::new()
+        })
+}
+
+impl Actor for GroupActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::global().groups_active.inc();
+        ctx.set_mailbox_capacity(crate::messages::BUSY_ACTOR_MAILBOX);
+        let (store, gid) = (self.store.clone(), self.gid);
+        // Nothing else is handled until the group is loaded.
+        ctx.wait(
+            async move { store.group_snapshot(gid).await }
+                .into_actor(self)
+                .map(move |loaded, act, ctx| match loaded {
+                    Ok(Some(snapshot)) => {
+                        act.latest = snapshot.latest;
+                        act.members = snapshot.members.into_iter().collect();
+                    }
+                    Ok(None) => act.fail(
+                        ApiError::not_found(format!("group {gid} does not exist")),
+                        ctx,
+                    ),
+                    Err(error) => {
+                        tracing::warn!(gid, %error, "could not load group");
+                        act.fail(ApiError::from(error), ctx)
+                    }
+                }),
+        );
+        ctx.run_interval(self.settings.ack_flush, |act, _| {
+            if !act.unflushed.is_empty() {
+                let acks = act.take_unflushed();
+                act.ack_writer.do_send(acks);
+            }
+        });
+        let check_every = (self.settings.idle / 2).max(Duration::from_millis(100));
+        ctx.run_interval(check_every, |act, ctx| act.check_idle(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::global().groups_active.dec();
+        if !self.unflushed.is_empty() {
+            let acks = self.take_unflushed();
+            self.ack_writer.do_send(acks);
+        }
+        for pending in self.queue.drain(..) {
+            let _ = pending.reply.send(Err(ApiError::unavailable()));
+        }
+        self.registry.do_send(GroupStopped {
+            gid: self.gid,
+            generation: self.generation,
+        });
+    }
+}
+
+impl Handler<Join> for GroupActor {
+    type Result = Result<GroupCursor, ApiError>;
+
+    fn handle(&mut self, Join(session): Join, _: &mut Self::Context) -> Self::Result {
+        if let Some(refusal) = self.refusal(session.uid) {
+            return Err(refusal);
+        }
+        let last_ack = self.members[&session.uid];
+        self.online.insert(session.id, session);
+        Ok(GroupCursor {
+            gid: self.gid,
+            last_ack,
+            latest: self.latest,
+        })
+    }
+}
+
+impl Handler<Leave> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, Leave(session): Leave, _: &mut Self::Context) {
+        self.online.remove(&session);
+    }
+}
+
+impl Handler<Submit> for GroupActor {
+    type Result = ResponseFuture<Result<Appended, ApiError>>;
+
+    fn handle(&mut self, submit: Submit, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(refusal) = self.refusal(submit.uid) {
+            return Box::pin(async move { Err(refusal) });
+        }
+        let (reply, committed) = oneshot::channel();
+        self.queue.push(PendingSend {
+            message: NewMessage {
+                sender: submit.uid,
+                cmid: submit.cmid,
+                body: submit.body,
+                ts: now_ms(),
+            },
+            reply,
+        });
+        self.write_next(ctx);
+        Box::pin(async move {
+            committed
+                .await
+                .unwrap_or_else(|_| Err(ApiError::unavailable()))
+        })
+    }
+}
+
+impl Handler<AckUpTo> for GroupActor {
+    type Result = ResponseActFuture<Self, Result<(), ApiError>>;
+
+    fn handle(&mut self, ack: AckUpTo, _: &mut Self::Context) -> Self::Result {
+        if let Some(refusal) = self.refusal(ack.uid) {
+            return Box::pin(fut::ready(Err(refusal)));
+        }
+        if ack.msgid <= self.latest {
+            self.record_ack(ack.uid, ack.msgid);
+            return Box::pin(fut::ready(Ok(())));
+        }
+        // Above what this actor committed: another node may have stored more.
+        let (store, gid) = (self.store.clone(), self.gid);
+        Box::pin(
+            async move { store.group_latest(gid).await }
+                .into_actor(self)
+                .map(move |latest, act, _| {
+                    let latest = latest.map_err(ApiError::from)?.unwrap_or(0);
+                    if ack.msgid > latest {
+                        return Err(ApiError::bad_request(format!(
+                            "msgid {} is above the newest msgid of group {gid}, {latest}",
+                            ack.msgid
+                        )));
+                    }
+                    act.record_ack(ack.uid, ack.msgid);
+                    Ok(())
+                }),
+        )
+    }
+}
+
+impl Handler<CursorOf> for GroupActor {
+    type Result = Option<GroupCursor>;
+
+    fn handle(&mut self, CursorOf(uid): CursorOf, _: &mut Self::Context) -> Self::Result {
+        let last_ack = *self.members.get(&uid)?;
+        Some(GroupCursor {
+            gid: self.gid,
+            last_ack,
+            latest: self.latest,
+        })
+    }
+}
+
+impl Handler<MembersJoined> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, joined: MembersJoined, ctx: &mut Self::Context) {
+        if self.failed.is_some() {
+            return;
+        }
+        let now = now_ms();
+        for &uid in &joined.uids {
+            self.members.entry(uid).or_insert(self.latest);
+        }
+        for session in joined.sessions {
+            if self.members.contains_key(&session.uid) {
+                session.inbox.do_send(ToSession::Joined {
+                    gid: self.gid,
+                    group: ctx.address(),
+                });
+                self.online.insert(session.id, session);
+            }
+        }
+        if joined.announce {
+            for uid in joined.uids {
+                self.announce(GroupEvent::MemberAdded {
+                    gid: self.gid,
+                    uid,
+                    by: None,
+                    ts: now,
+                });
+            }
+        }
+    }
+}
+
+impl Handler<MemberLeft> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, left: MemberLeft, _: &mut Self::Context) {
+        if self.failed.is_some() || self.members.remove(&left.uid).is_none() {
+            return;
+        }
+        self.unflushed.remove(&left.uid);
+        // The member concerned hears of it too, then stops receiving the group.
+        self.announce(GroupEvent::MemberRemoved {
+            gid: self.gid,
+            uid: left.uid,
+            by: left.by,
+            reason: left.reason,
+            ts: now_ms(),
+        });
+        self.online.retain(|_, session| session.uid != left.uid);
+    }
+}
+
+impl Handler<FlushAcks> for GroupActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushAcks, _: &mut Self::Context) -> Self::Result {
+        let acks = self.take_unflushed();
+        let written = self.ack_writer.send(acks);
+        Box::pin(async move {
+            let _ = written.await;
+        })
+    }
+}

@@ -1,0 +1,37 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use herald::config::Cli;
+use herald::startup::Application;
+use herald::store::Store;
+
+fn main() -> ExitCode {
+    let (command, settings) = Cli::parse().into_command();
+    herald::telemetry::init(&settings.log_format);
+    let config = match settings.validate() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("herald: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = actix::System::new().block_on(async move {
+        match command {
+            "migrate" => {
+                let store = Store::new(&config.database_url, 1)?;
+                let applied = store.migrate().await?;
+                tracing::info!(?applied, "migrations applied");
+                Ok(())
+            }
+            _ => Application::build(config).await?.run_until_stopped().await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("herald: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The WebSocket wire protocol: the frames a client sends, the frames the server sends,
+//! and the decoding rules for both (`docs/protocol.md`).
+//!
+//! Client frames are decoded through one flat envelope rather than a `#[serde(tag)]` enum:
+//! serde buffers internally tagged content, which would lose the message body's exact
+//! text (`RawValue`), and a flat envelope still yields the request `id` when the rest of the
+//! frame is wrong, so the error can echo it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::{ApiError, ErrorCode};
+
+/// Largest uid or gid: ids travel as JSON numbers, which clients read as doubles.
+pub const MAX_ID: u64 = (1 << 53) - 1;
+/// `cmid` length bounds, in characters.
+pub const CMID_MAX_CHARS: usize = 64;
+/// Default and largest page of a `pull`.
+pub const PULL_DEFAULT_LIMIT: u32 = 100;
+pub const PULL_MAX_LIMIT: u32 = 1000;
+
+/// A request id, echoed verbatim in the reply: a string or a number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Number(serde_json::Number),
+    Text(String),
+}
+
+/// A decoded client request.
+#[derive(Debug)]
+pub enum ClientRequest {
+    Send {
+        gid: u64,
+        cmid: String,
+        body: Box<RawValue>,
+    },
+    Ack {
+        gid: u64,
+        msgid: u64,
+    },
+    Pull {
+        gid: u64,
+        after: u64,
+        limit: u32,
+    },
+    Ping,
+}
+
+/// A client frame that could not be decoded, with the `id` it carried if any.
+#[derive(Debug)]
+pub struct FrameError {
+    pub id: Option<RequestId>,
+    pub error: ApiError,
+}
+
+/// Every field any client frame may carry; which are required depends on `type`.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<RequestId>,
+    gid: Option<u64>,
+    cmid: Option<String>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+    msgid: Option<u64>,
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// Only the `id`, for an error reply to a frame whose other fields are wrong.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: Option<RequestId>,
+}
+
+/// Decodes one text frame. `max_body` bounds the `body` of a send, in bytes of JSON.
+pub fn decode(
+    text: &str,
+    max_body: usize,
+) -> Result<(Option<RequestId>, ClientRequest), FrameError> {
+    let envelope: Envelope = serde_json::from_str(text).map_err(|e| FrameError {
+        id: serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id),
+        error: ApiError::bad_request(format!("malformed frame: {e}")),
+    })?;
+    let id = envelope.id.clone();
+    match request(envelope, max_body) {
+        Ok(request) => Ok((id, request)),
+        Err(error) => Err(FrameError { id, error }),
+    }
+}
+
+fn request(envelope: Envelope, max_body: usize) -> Result<ClientRequest, ApiError> {
+    let kind = envelope
+        .kind
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("missing field `type`"))?;
+    let gid = || {
+        envelope
+            .gid
+            .ok_or_else(|| missing(kind, "gid"))
+            .and_then(valid_id)
+    };
+    match kind {
+        "send" => {
+            let gid = gid()?;
+            let cmid = envelope.cmid.ok_or_else(|| missing(kind, "cmid"))?;
+            let chars = cmid.chars().count();
+            if chars == 0 || chars > CMID_MAX_CHARS {
+                return Err(ApiError::bad_request(format!(
+                    "cmid must be 1..{CMID_MAX_CHARS} characters"
+                )));
+            }
+            let body = envelope.body.ok_or_else(|| missing(kind, "body"))?;
+            if body.get().len() > max_body {
+                return Err(ApiError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "body is {} bytes, the limit is {max_body}",
+                        body.get().len()
+                    ),
+                ));
+            }
+            Ok(ClientRequest::Send {
+                gid,
+                cmid,
+                body: body.to_owned(),
+            })
+        }
+        "ack" => Ok(ClientRequest::Ack {
+            gid: gid()?,
+            msgid: envelope.msgid.ok_or_else(|| missing(kind, "msgid"))?,
+        }),
+        "pull" => Ok(ClientRequest::Pull {
+            gid: gid()?,
+            after: envelope.after.unwrap_or(0),
+            limit: pull_limit(envelope.limit)?,
+        }),
+        "ping" => Ok(ClientRequest::Ping),
+        other => Err(ApiError::bad_request(format!(
+            "unknown frame type `{other}`"
+        ))),
+    }
+}
+
+fn missing(kind: &str, field: &str) -> ApiError {
+    ApiError::bad_request(format!("`{kind}` needs the field `{field}`"))
+}
+
+/// Checks a uid or gid: positive and representable in a JSON double.
+pub fn valid_id(id: u64) -> Result<u64, ApiError> {
+    if id == 0 || id > MAX_ID {
+        Err(ApiError::bad_request(format!(
+            "id {id} is out of range 1..2^53"
+        )))
+    } else {
+        Ok(id)
+    }
+}
+
+/// The page size of a pull: the default when absent, refused outside 1..=1000.
+pub fn pull_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(PULL_DEFAULT_LIMIT),
+        Some(n) if (1..=PULL_MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit {n} is out of range 1..={PULL_MAX_LIMIT}"
+        ))),
+    }
+}
+
+/// A stored group message as clients see it, pushed or pulled.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub gid: u64,
+    pub msgid: u64,
+    pub from: u64,
+    pub ts: i64,
+    pub cmid: String,
+    pub body: Box<RawValue>,
+}
+
+/// A group the user belongs to, with what is unread in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GroupCursor {
+    pub gid: u64,
+    pub last_ack: u64,
+    pub latest: u64,
+}
+
+/// Why a member left a group, as `member_removed` events tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalReason {
+    Removed,
+    Left,
+    Deactivated,
+}
+
+/// A change to a group that its online members are told about. Tagged by `event`, so
+/// later kinds of change extend it without touching the frame around it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum GroupEvent {
+    MemberAdded {
+        gid: u64,
+        uid: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<u64>,
+        ts: i64,
+    },
+    MemberRemoved {
+        gid: u64,
+        uid: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<u64>,
+        reason: RemovalReason,
+        ts: i64,
+    },
+}
+
+/// Every frame the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Hello {
+        uid: u64,
+        session: &'a str,
+        heartbeat_s: u64,
+        groups: &'a [GroupCursor],
+    },
+    Sent {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        gid: u64,
+        msgid: u64,
+        ts: i64,
+        dup: bool,
+    },
+    Msgs {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        gid: u64,
+        msgs: &'a [MessageView],
+        more: bool,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        code: ErrorCode,
+        message: &'a str,
+    },
+    Msg(&'a MessageView),
+    Event(&'a GroupEvent),
+}
+
+impl ServerFrame<'_> {
+    /// The frame as JSON text. Serialising these types cannot fail: no maps with non-string
+    /// keys, and raw bodies were valid JSON when they were accepted.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialise")
+    }
+}
+
+/// Current server time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_keeps_its_body_byte_for_byte() {
+        let text =
+            r#"{"type":"send","id":"r1","gid":7,"cmid":"c-1","body":{"b":1e400,"a":[1, 2]}}"#;
+        let (id, request) = decode(text, 1024).expect("valid send");
+        assert_eq!(id, Some(RequestId::Text("r1".into())));
+        match request {
+            ClientRequest::Send { gid, cmid, body } => {
+                assert_eq!((gid, cmid.as_str()), (7, "c-1"));
+                assert_eq!(body.get(), r#"{"b":1e400,"a":[1, 2]}"#);
+            }
+            other => panic!("decoded as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_ill_typed_field_still_echoes_the_id() {
+        let err = decode(r#"{"type":"send","id":9,"gid":"seven"}"#, 1024).unwrap_err();
+        assert_eq!(err.id, Some(RequestId::Number(9.into())));
+        assert_eq!(err.error.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_too_large() {
+        let err = decode(
+            r#"{"type":"send","gid":1,"cmid":"c","body":"0123456789"}"#,
+            8,
+        )
+        .unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn cmid_length_is_counted_in_characters() {
+        let ok = format!(
+            r#"{{"type":"send","gid":1,"cmid":"{}","body":1}}"#,
+            "é".repeat(64)
+        );
+        assert!(decode(&ok, 1024).is_ok());
+        let long = format!(
+            r#"{{"type":"send","gid":1,"cmid":"{}","body":1}}"#,
+            "é".repeat(65)
+        );
+        assert!(decode(&long, 1024).is_err());
+        assert!(decode(r#"{"type":"send","gid":1,"cmid":"","body":1}"#, 1024).is_err());
+    }
+
+    #[test]
+    fn unknown_types_and_non_objects_are_bad_requests() {
+        for text in [r#"{"type":"dance"}"#, "[1,2]", "\"send\"", "not json", "{}"] {
+            assert_eq!(
+                decode(text, 1024).unwrap_err().error.code,
+                ErrorCode::BadRequest,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn pull_limits_default_and_cap() {
+        assert_eq!(pull_limit(None).unwrap(), 100);
+        assert_eq!(pull_limit(Some(1000)).unwrap(), 1000);
+        assert!(pull_limit(Some(1001)).is_err());
+        assert!(pull_limit(Some(0)).is_err());
+    }
+
+    #[test]
+    fn pushed_messages_carry_their_type_and_raw_body() {
+        let view = MessageView {
+            gid: 7,
+            msgid: 126,
+            from: 42,
+            ts: 1,
+            cmid: "c-1".into(),
+            body: RawValue::from_string(r#"{"text":"hi"}"#.into()).unwrap(),
+        };
+        assert_eq!(
+            ServerFrame::Msg(&view).encode(),
+            r#"{"type":"msg","gid":7,"msgid":126,"from":42,"ts":1,"cmid":"c-1","body":{"text":"hi"}}"#
+        );
+    }
+
+    #[test]
+    fn events_nest_their_kind_under_event() {
+        let event = GroupEvent::MemberRemoved {
+            gid: 7,
+            uid: 20,
+            by: None,
+            reason: RemovalReason::Deactivated,
+            ts: 5,
+        };
+        assert_eq!(
+            ServerFrame::Event(&event).encode(),
+            r#"{"type":"event","event":"member_removed","gid":7,"uid":20,"reason":"deactivated","ts":5}"#
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! The registry: routes gid → group actor (starting one when needed) and uid → sessions,
+//! and carries membership changes made in storage to the live actors.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+
+use crate::acks::AckWriter;
+use crate::error::ApiError;
+use crate::group::{GroupActor, GroupSettings};
+use crate::messages::{CursorOf, FlushAcks, MemberLeft, MembersJoined, SessionHandle, SessionId};
+use crate::protocol::{GroupCursor, RemovalReason};
+use crate::store::Store;
+
+/// What the registry needs to start group actors.
+pub struct GroupFactory {
+    pub store: Store,
+    pub settings: GroupSettings,
+    /// Ack writers; a group uses the one its gid selects, always the same.
+    pub ack_writers: Vec<Addr<AckWriter>>,
+    /// Threads group actors run on; a group runs on the one its gid selects.
+    pub arbiters: Vec<ArbiterHandle>,
+}
+
+pub struct RegistryActor {
+    factory: GroupFactory,
+    groups: HashMap<u64, (u64, Addr<GroupActor>)>,
+    sessions: HashMap<u64, HashMap<SessionId, SessionHandle>>,
+    /// Tells group actors of one gid apart across restarts of the actor.
+    next_generation: u64,
+}
+
+impl RegistryActor {
+    pub fn new(factory: GroupFactory) -> Self {
+        RegistryActor {
+            factory,
+            groups: HashMap::new(),
+            sessions: HashMap::new(),
+            next_generation: 0,
+        }
+    }
+
+    fn live_group(&self, gid: u64) -> Option<Addr<GroupActor>> {
+        self.groups
+            .get(&gid)
+            .map(|(_, addr)| addr)
+            .filter(|addr| addr.connected())
+            .cloned()
+    }
+
+    fn group(&mut self, gid: u64, ctx: &mut Context<Self>) -> Addr<GroupActor> {
+        if let Some(addr) = self.live_group(gid) {
+            return addr;
+        }
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let slot = (gid % self.factory.arbiters.len() as u64) as usize;
+        let writer = (gid % self.factory.ack_writers.len() as u64) as usize;
+        let (store, settings) = (self.factory.store.clone(), self.factory.settings.clone());
+        let (ack_writer, registry) = (self.factory.ack_writers[writer].clone(), ctx.address());
+        let addr = GroupActor::start_in_arbiter(&self.factory.arbiters[slot], move |_| {
+            GroupActor::new(gid, generation, store, registry, ack_writer, settings)
+        });
+        self.groups.insert(gid, (generation, addr.clone()));
+        addr
+    }
+
+    fn sessions_of(&self, uids: &[u64]) -> Vec<SessionHandle> {
+        uids.iter()
+            .filter_map(|uid| self.sessions.get(uid))
+            .flat_map(|sessions| sessions.values().cloned())
+            .collect()
+    }
+}
+
+impl Actor for RegistryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::messages::BUSY_ACTOR_MAILBOX);
+    }
+}
+
+/// A session opened.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect(pub SessionHandle);
+
+impl Handler<Connect> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, Connect(session): Connect, _: &mut Self::Context) {
+        self.sessions
+            .entry(session.uid)
+            .or_default()
+            .insert(session.id, session);
+    }
+}
+
+/// A session closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub uid: u64,
+    pub id: SessionId,
+}
+
+impl Handler<Disconnect> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
+        if let Some(sessions) = self.sessions.get_mut(&msg.uid) {
+            sessions.remove(&msg.id);
+            if sessions.is_empty() {
+                self.sessions.remove(&msg.uid);
+            }
+        }
+    }
+}
+
+/// The group's actor, started if it is not running.
+#[derive(Message)]
+#[rtype(result = "Addr<GroupActor>")]
+pub struct GroupFor(pub u64);
+
+impl Handler<GroupFor> for RegistryActor {
+    type Result = MessageResult<GroupFor>;
+
+    fn handle(&mut self, GroupFor(gid): GroupFor, ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.group(gid, ctx))
+    }
+}
+
+/// A group actor stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GroupStopped {
+    pub gid: u64,
+    pub generation: u64,
+}
+
+impl Handler<GroupStopped> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, stopped: GroupStopped, _: &mut Self::Context) {
+        if self.groups.get(&stopped.gid).map(|(g, _)| *g) == Some(stopped.generation) {
+            self.groups.remove(&stopped.gid);
+        }
+    }
+}
+
+/// Members were added to a group in storage. Their online sessions join the live group.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MembersAdded {
+    pub gid: u64,
+    pub uids: Vec<u64>,
+    pub announce: bool,
+}
+
+impl Handler<MembersAdded> for RegistryActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, added: MembersAdded, ctx: &mut Self::Context) -> Self::Result {
+        let sessions = self.sessions_of(&added.uids);
+        // A group with no actor has nobody online; start one only if someone added is.
+        let group = if sessions.is_empty() {
+            self.live_group(added.gid)
+        } else {
+            Some(self.group(added.gid, ctx))
+        };
+        Box::pin(async move {
+            if let Some(group) = group {
+                let joined = MembersJoined {
+                    uids: added.uids,
+                    sessions,
+                    announce: added.announce,
+                };
+                // A group that stopped meanwhile had nobody to tell.
+                let _ = group.send(joined).await;
+            }
+        })
+    }
+}
+
+/// A member left a group in storage (removed, quit or deactivated).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MemberRemoved {
+    pub gid: u64,
+    pub uid: u64,
+    pub by: Option<u64>,
+    pub reason: RemovalReason,
+}
+
+impl Handler<MemberRemoved> for RegistryActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, removed: MemberRemoved, _: &mut Self::Context) -> Self::Result {
+        let group = self.live_group(removed.gid);
+        Box::pin(async move {
+            if let Some(group) = group {
+                let left = MemberLeft {
+                    uid: removed.uid,
+                    by: removed.by,
+                    reason: removed.reason,
+                };
+                let _ = group.send(left).await;
+            }
+        })
+    }
+}
+
+/// A user was deactivated in storage and removed from `gids`: every group hears of it,
+/// then the user's sessions close with 4003.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deactivated {
+    pub uid: u64,
+    pub gids: Vec<u64>,
+}
+
+impl Handler<Deactivated> for RegistryActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Deactivated, _: &mut Self::Context) -> Self::Result {
+        let uid = msg.uid;
+        let left: Vec<_> = msg
+            .gids
+            .iter()
+            .filter_map(|&gid| self.live_group(gid))
+            .map(|group| {
+                group.send(MemberLeft {
+                    uid,
+                    by: None,
+                    reason: RemovalReason::Deactivated,
+                })
+            })
+            .collect();
+        Box::pin(join_all(left).into_actor(self).map(move |_, act, _| {
+            // Closed after the events were queued to them, so they arrive first.
+            for session in act.sessions_of(&[uid]) {
+                session.close(crate::messages::close::DEACTIVATED, "account deactivated");
+            }
+        }))
+    }
+}
+
+/// The user's cursors merged with what live groups know (acks not yet written).
+#[derive(Message)]
+#[rtype(result = "Vec<GroupCursor>")]
+pub struct LiveCursors {
+    pub uid: u64,
+    pub stored: Vec<GroupCursor>,
+}
+
+impl Handler<LiveCursors> for RegistryActor {
+    type Result = ResponseFuture<Vec<GroupCursor>>;
+
+    fn handle(&mut self, msg: LiveCursors, _: &mut Self::Context) -> Self::Result {
+        let uid = msg.uid;
+        let asks: Vec<_> = msg
+            .stored
+            .into_iter()
+            .map(|stored| (stored, self.live_group(stored.gid)))
+            .collect();
+        Box::pin(async move {
+            let merged = asks.into_iter().map(|(stored, group)| async move {
+                let live = match group {
+                    Some(group) => group.send(CursorOf(uid)).await.ok().flatten(),
+                    None => None,
+                };
+                merge_cursors(stored, live)
+            });
+            join_all(merged).await
+        })
+    }
+}
+
+/// The newer of a stored cursor and a live group's view of it.
+pub fn merge_cursors(stored: GroupCursor, live: Option<GroupCursor>) -> GroupCursor {
+    match live {
+        Some(live) => GroupCursor {
+            gid: stored.gid,
+            last_ack: stored.last_ack.max(live.last_ack),
+            latest: stored.latest.max(live.latest),
+        },
+        None => stored,
+    }
+}
+
+/// Close every session (a graceful stop).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Handler<CloseAll> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseAll, _: &mut Self::Context) {
+        for session in self.sessions.values().flat_map(|s| s.values()) {
+            session.close(msg.code, msg.reason);
+        }
+    }
+}
+
+/// Write every ack held in memory; replies once they are stored.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushAll;
+
+impl Handler<FlushAll> for RegistryActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushAll, _: &mut Self::Context) -> Self::Result {
+        let flushes: Vec<_> = self
+            .groups
+            .values()
+            .map(|(_, group)| group.send(FlushAcks))
+            .collect();
+        Box::pin(async move {
+            join_all(flushes).await;
+        })
+    }
+}
+
+/// Asks the group `gid` to handle `msg`, starting the group if needed.
+pub async fn ask_group<M>(
+    registry: &Addr<RegistryActor>,
+    gid: u64,
+    msg: M,
+) -> Result<M::Result, ApiError>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    GroupActor: Handler<M>,
+{
+    let group = registry.send(GroupFor(gid)).await?;
+    Ok(group.send(msg).await?)
+}

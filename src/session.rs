@@ -1,0 +1,480 @@
+//! The session actor: one per WebSocket. It decodes client frames, routes them to group
+//! actors or storage, and writes replies and pushed frames to its socket.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
+use bytestring::ByteString;
+use futures_util::future::join_all;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::auth::Identity;
+use crate::error::{ApiError, ErrorCode};
+use crate::group::GroupActor;
+use crate::messages::{
+    close, AckUpTo, Backlog, Join, Leave, SessionHandle, SessionId, Submit, ToSession,
+};
+use crate::metrics;
+use crate::protocol::{self, ClientRequest, GroupCursor, RequestId, ServerFrame};
+use crate::registry::{merge_cursors, Connect, Disconnect, GroupFor, RegistryActor};
+use crate::store::{Membership, Store};
+
+/// Bad frames in a row after which the session is closed with 1008.
+const MAX_BAD_FRAMES_IN_A_ROW: u32 = 10;
+
+/// What every session shares.
+pub struct SessionContext {
+    pub store: Store,
+    pub registry: Addr<RegistryActor>,
+    pub limits: SessionLimits,
+}
+
+/// Per-session limits, from the configuration.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub max_frame_bytes: usize,
+    pub max_body_bytes: usize,
+    pub heartbeat: Duration,
+    pub outbound_queue: usize,
+    pub max_pending: usize,
+    /// Sends per second; 0 is unlimited.
+    pub send_rate: u32,
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+pub struct Session {
+    id: SessionId,
+    name: String,
+    identity: Identity,
+    shared: Arc<SessionContext>,
+    /// Group actors this session is online in, to send to without asking the registry.
+    groups: HashMap<u64, Addr<GroupActor>>,
+    backlog: Arc<Backlog>,
+    last_heard: Instant,
+    send_limiter: Option<DefaultDirectRateLimiter>,
+    /// Sends and pulls waiting for storage.
+    pending: usize,
+    bad_frames: u32,
+    /// A fragmented text message being reassembled.
+    fragments: Option<Vec<u8>>,
+}
+
+impl Session {
+    pub fn new(identity: Identity, shared: Arc<SessionContext>) -> Self {
+        let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let limits = &shared.limits;
+        let send_limiter = NonZeroU32::new(limits.send_rate).map(|rate| {
+            let burst = NonZeroU32::new(rate.get().saturating_mul(2)).unwrap_or(rate);
+            RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+        });
+        Session {
+            id,
+            name: format!("s-{id:x}"),
+            identity,
+            backlog: Arc::new(Backlog::new(limits.outbound_queue)),
+            shared,
+            groups: HashMap::new(),
+            last_heard: Instant::now(),
+            send_limiter,
+            pending: 0,
+            bad_frames: 0,
+            fragments: None,
+        }
+    }
+
+    fn uid(&self) -> u64 {
+        self.identity.uid
+    }
+
+    fn session_handle(&self, ctx: &mut WebsocketContext<Self>) -> SessionHandle {
+        SessionHandle {
+            id: self.id,
+            uid: self.uid(),
+            inbox: ctx.address().recipient(),
+            backlog: self.backlog.clone(),
+        }
+    }
+
+    fn write(&self, ctx: &mut WebsocketContext<Self>, frame: ServerFrame) {
+        ctx.text(frame.encode());
+    }
+
+    fn write_error(
+        &self,
+        ctx: &mut WebsocketContext<Self>,
+        id: Option<RequestId>,
+        error: &ApiError,
+    ) {
+        metrics::global().error(error.code);
+        self.write(
+            ctx,
+            ServerFrame::Error {
+                id,
+                code: error.code,
+                message: &error.message,
+            },
+        );
+    }
+
+    fn close(&self, ctx: &mut WebsocketContext<Self>, code: u16, reason: &str) {
+        ctx.close(Some(CloseReason {
+            code: CloseCode::Other(code),
+            description: Some(reason.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    /// Looks up the group actor: the one this session is online in, or via the registry.
+    fn group(
+        &self,
+        gid: u64,
+    ) -> impl Future<Output = Result<Addr<GroupActor>, ApiError>> + 'static {
+        let known = self.groups.get(&gid).cloned();
+        let registry = self.shared.registry.clone();
+        async move {
+            match known {
+                Some(group) => Ok(group),
+                None => Ok(registry.send(GroupFor(gid)).await?),
+            }
+        }
+    }
+
+    /// Counts a request waiting for storage; refuses it past the bound.
+    fn begin_pending(&mut self) -> Result<(), ApiError> {
+        if self.pending >= self.shared.limits.max_pending {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many requests waiting; wait for replies",
+            ));
+        }
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Registers with every group of the user, then greets the client with its cursors.
+    fn greet(&mut self, ctx: &mut WebsocketContext<Self>) {
+        let (uid, handle) = (self.uid(), self.session_handle(ctx));
+        let (store, registry) = (self.shared.store.clone(), self.shared.registry.clone());
+        let joining = async move {
+            let stored = store.user_groups(uid).await?;
+            let joins = stored.into_iter().map(|stored| {
+                let (registry, handle) = (registry.clone(), handle.clone());
+                async move {
+                    let group = registry.send(GroupFor(stored.gid)).await.ok()?;
+                    // Refused: the user left the group since it was read.
+                    let live = group.send(Join(handle)).await.ok()?.ok()?;
+                    Some((merge_cursors(stored, Some(live)), group))
+                }
+            });
+            Ok::<_, ApiError>(
+                join_all(joins)
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
+            )
+        };
+        ctx.wait(joining.into_actor(self).map(|joined, act, ctx| match joined {
+            Ok(joined) => {
+                let cursors: Vec<GroupCursor> = joined.iter().map(|(c, _)| *c).collect();
+                act.groups = joined.into_iter().map(|(c, g)| (c.gid, g)).collect();
+                act.write(
+                    ctx,
+                    ServerFrame::Hello {
+                        uid: act.uid(),
+                        session: &act.name,
+                        heartbeat_s: act.shared.limits.heartbeat.as_secs(),
+                        groups: &cursors,
+                    },
+                );
+            }
+            Err(error) => {
+                tracing::warn!(uid = act.uid(), %error, "session could not load its groups");
+                act.close(ctx, 1011, "storage unavailable, reconnect later");
+            }
+        }));
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
+        match protocol::decode(text, self.shared.limits.max_body_bytes) {
+            Ok((id, request)) => {
+                self.bad_frames = 0;
+                self.dispatch(id, request, ctx);
+            }
+            Err(bad) => self.bad_frame(bad.id, &bad.error, ctx),
+        }
+    }
+
+    fn bad_frame(
+        &mut self,
+        id: Option<RequestId>,
+        error: &ApiError,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
+        self.write_error(ctx, id, error);
+        self.bad_frames += 1;
+        if self.bad_frames >= MAX_BAD_FRAMES_IN_A_ROW {
+            ctx.close(Some(CloseReason {
+                code: CloseCode::Policy,
+                description: Some("too many bad frames".into()),
+            }));
+            ctx.stop();
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        id: Option<RequestId>,
+        request: ClientRequest,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
+        match request {
+            ClientRequest::Ping => self.write(ctx, ServerFrame::Pong { id }),
+            ClientRequest::Send { gid, cmid, body } => self.send(id, gid, cmid, body, ctx),
+            ClientRequest::Ack { gid, msgid } => self.ack(id, gid, msgid, ctx),
+            ClientRequest::Pull { gid, after, limit } => self.pull(id, gid, after, limit, ctx),
+        }
+    }
+
+    fn send(
+        &mut self,
+        id: Option<RequestId>,
+        gid: u64,
+        cmid: String,
+        body: Box<serde_json::value::RawValue>,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
+        if self
+            .send_limiter
+            .as_ref()
+            .is_some_and(|l| l.check().is_err())
+        {
+            let error = ApiError::new(ErrorCode::RateLimited, "send rate limit exceeded");
+            return self.write_error(ctx, id, &error);
+        }
+        if let Err(error) = self.begin_pending() {
+            return self.write_error(ctx, id, &error);
+        }
+        let submit = Submit {
+            uid: self.uid(),
+            cmid,
+            body,
+        };
+        let group = self.group(gid);
+        let sending = async move { group.await?.send(submit).await? };
+        ctx.spawn(sending.into_actor(self).map(move |sent, act, ctx| {
+            act.pending -= 1;
+            match sent {
+                Ok(sent) => act.write(
+                    ctx,
+                    ServerFrame::Sent {
+                        id,
+                        gid,
+                        msgid: sent.msgid,
+                        ts: sent.ts,
+                        dup: sent.dup,
+                    },
+                ),
+                Err(error) => act.write_error(ctx, id, &error),
+            }
+        }));
+    }
+
+    fn ack(
+        &mut self,
+        id: Option<RequestId>,
+        gid: u64,
+        msgid: u64,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
+        let ack = AckUpTo {
+            uid: self.uid(),
+            msgid,
+        };
+        let group = self.group(gid);
+        let acking = async move { group.await?.send(ack).await? };
+        ctx.spawn(acking.into_actor(self).map(move |acked, act, ctx| {
+            if let Err(error) = acked {
+                act.write_error(ctx, id, &error);
+            }
+        }));
+    }
+
+    fn pull(
+        &mut self,
+        id: Option<RequestId>,
+        gid: u64,
+        after: u64,
+        limit: u32,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
+        if let Err(error) = self.begin_pending() {
+            return self.write_error(ctx, id, &error);
+        }
+        let (store, uid) = (self.shared.store.clone(), self.uid());
+        let pulling = async move { pull_page(&store, gid, uid, after, limit).await };
+        ctx.spawn(pulling.into_actor(self).map(move |page, act, ctx| {
+            act.pending -= 1;
+            match page {
+                Ok(page) => act.write(
+                    ctx,
+                    ServerFrame::Msgs {
+                        id,
+                        gid,
+                        msgs: &page.msgs,
+                        more: page.more,
+                    },
+                ),
+                Err(error) => act.write_error(ctx, id, &error),
+            }
+        }));
+    }
+
+    /// Reassembles fragmented messages, bounded by the frame limit.
+    fn on_continuation(&mut self, item: actix_http::ws::Item, ctx: &mut WebsocketContext<Self>) {
+        let limit = self.shared.limits.max_frame_bytes;
+        let (first, data, last) = match item {
+            actix_http::ws::Item::FirstText(data) => (Some(true), data, false),
+            actix_http::ws::Item::FirstBinary(data) => (Some(false), data, false),
+            actix_http::ws::Item::Continue(data) => (None, data, false),
+            actix_http::ws::Item::Last(data) => (None, data, true),
+        };
+        match first {
+            Some(true) => self.fragments = Some(Vec::new()),
+            Some(false) => {
+                self.fragments = None;
+                let error = ApiError::bad_request("binary frames are not supported");
+                return self.bad_frame(None, &error, ctx);
+            }
+            None => {}
+        }
+        let Some(buffer) = self.fragments.as_mut() else {
+            // The rest of a binary message, already answered; or a stray continuation.
+            return;
+        };
+        if buffer.len() + data.len() > limit {
+            return self.close(ctx, 1009, "message too big");
+        }
+        buffer.extend_from_slice(&data);
+        if last {
+            let whole = self.fragments.take().unwrap_or_default();
+            match String::from_utf8(whole) {
+                Ok(text) => self.on_text(&text, ctx),
+                Err(_) => self.close(ctx, 1007, "text message is not UTF-8"),
+            }
+        }
+    }
+}
+
+/// A page of a group's messages for a member.
+pub async fn pull_page(
+    store: &Store,
+    gid: u64,
+    uid: u64,
+    after: u64,
+    limit: u32,
+) -> Result<crate::store::Page, ApiError> {
+    let (membership, page) = futures_util::try_join!(
+        store.membership(gid, uid),
+        store.messages_after(gid, after, limit)
+    )?;
+    match membership {
+        Membership::Member => Ok(page),
+        Membership::NotMember => Err(ApiError::not_a_member(gid)),
+        Membership::NoSuchGroup => Err(ApiError::not_found(format!("group {gid} does not exist"))),
+    }
+}
+
+impl Actor for Session {
+    type Context = WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::global().sessions.inc();
+        self.shared
+            .registry
+            .do_send(Connect(self.session_handle(ctx)));
+        let heartbeat = self.shared.limits.heartbeat;
+        ctx.run_interval(heartbeat, move |act, ctx| {
+            if act.last_heard.elapsed() > heartbeat * 2 {
+                tracing::debug!(session = %act.name, "peer silent for two heartbeats; dropping");
+                ctx.stop();
+            } else {
+                ctx.ping(b"");
+            }
+        });
+        let expires_in = self
+            .identity
+            .exp
+            .saturating_sub(jsonwebtoken::get_current_timestamp());
+        ctx.run_later(Duration::from_secs(expires_in), |act, ctx| {
+            act.close(ctx, close::TOKEN_EXPIRED, "token expired");
+        });
+        self.greet(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::global().sessions.dec();
+        self.shared.registry.do_send(Disconnect {
+            uid: self.uid(),
+            id: self.id,
+        });
+        for group in self.groups.values() {
+            group.do_send(Leave(self.id));
+        }
+    }
+}
+
+impl Handler<ToSession> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
+        match msg {
+            ToSession::Frames(frames) => {
+                // A session told to close for its backlog writes no more.
+                if !self.backlog.overflowed() {
+                    for frame in frames.iter() {
+                        ctx.text(ByteString::clone(frame));
+                    }
+                }
+                self.backlog.release(frames.len());
+            }
+            ToSession::Joined { gid, group } => {
+                self.groups.insert(gid, group);
+            }
+            ToSession::Close { code, reason } => self.close(ctx, code, reason),
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Binary(_)) => {
+                let error =
+                    ApiError::bad_request("binary frames are not supported; send JSON text");
+                self.bad_frame(None, &error, ctx);
+            }
+            Ok(ws::Message::Continuation(item)) => self.on_continuation(item, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ProtocolError::Overflow) => self.close(ctx, 1009, "frame too big"),
+            Err(error) => {
+                tracing::debug!(session = %self.name, %error, "websocket protocol error");
+                ctx.stop();
+            }
+        }
+    }
+}

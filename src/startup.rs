@@ -1,0 +1,153 @@
+//! Start-up and shutdown: builds the store, the actors and the HTTP server, runs until a
+//! signal, then stops in order (stop accepting, close sessions with 1012, flush acks).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::acks::AckWriter;
+use crate::api::{self, AppState};
+use crate::auth::{AdminKey, TokenKeys};
+use crate::config::Config;
+use crate::group::GroupSettings;
+use crate::messages::close;
+use crate::registry::{CloseAll, FlushAll, GroupFactory, RegistryActor};
+use crate::session::{SessionContext, SessionLimits};
+use crate::store::Store;
+
+/// A built gateway, listening but not yet serving.
+pub struct Application {
+    server: Server,
+    handle: ServerHandle,
+    registry: Addr<RegistryActor>,
+    arbiters: Vec<Arbiter>,
+    addr: SocketAddr,
+    config: Config,
+}
+
+impl Application {
+    /// Connects to PostgreSQL, applies the migrations, starts the actors and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = Store::new(&config.database_url, config.db_pool)
+            .context("DATABASE_URL: cannot build the connection pool")?;
+        let applied = store
+            .migrate()
+            .await
+            .context("cannot apply the migrations (is PostgreSQL running at DATABASE_URL?)")?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "migrations applied");
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+        let ack_writers = (0..config.ack_writers)
+            .map(|_| AckWriter::new(store.clone()).start())
+            .collect();
+        let registry = RegistryActor::new(GroupFactory {
+            store: store.clone(),
+            settings: GroupSettings {
+                max_batch: config.max_batch,
+                ack_flush: config.ack_flush,
+                idle: config.group_idle,
+            },
+            ack_writers,
+            arbiters: arbiters.iter().map(Arbiter::handle).collect(),
+        })
+        .start();
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            registry: registry.clone(),
+            tokens: TokenKeys::new(&config.jwt_secret),
+            admin_key: AdminKey::new(config.admin_key.clone()),
+            sessions: Arc::new(SessionContext {
+                store,
+                registry: registry.clone(),
+                limits: SessionLimits {
+                    max_frame_bytes: config.max_frame_bytes,
+                    max_body_bytes: config.max_body_bytes,
+                    heartbeat: config.heartbeat,
+                    outbound_queue: config.outbound_queue,
+                    max_pending: config.max_pending_sends,
+                    send_rate: config.send_rate,
+                },
+            }),
+        });
+        let max_http_body = config.max_http_body_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(api::routes(max_http_body))
+        })
+        // Signals are ours: sessions must be closed and acks flushed in order.
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs());
+        if config.workers > 0 {
+            server = server.workers(config.workers);
+        }
+        let server = server
+            .bind(config.listen)
+            .with_context(|| format!("HERALD_LISTEN: cannot listen on {}", config.listen))?;
+        let addr = server.addrs()[0];
+        let server = server.run();
+        Ok(Application {
+            handle: server.handle(),
+            server,
+            registry,
+            arbiters,
+            addr,
+            config,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops gracefully.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            server,
+            handle,
+            registry,
+            arbiters,
+            addr,
+            config,
+        } = self;
+        tracing::info!(%addr, "herald ready");
+        let serving = actix::spawn(server);
+        shutdown_signal().await;
+        tracing::info!("stopping: no new connections, closing sessions, flushing acks");
+        let stopping = handle.stop(true);
+        registry
+            .send(CloseAll {
+                code: close::GOING_AWAY_RESTART,
+                reason: "server restarting",
+            })
+            .await?;
+        stopping.await;
+        let flushed = tokio::time::timeout(config.shutdown_timeout, registry.send(FlushAll)).await;
+        match flushed {
+            Ok(Ok(())) => tracing::info!("acks flushed"),
+            _ => tracing::error!("acks could not be flushed in time; members may see redelivery"),
+        }
+        for arbiter in arbiters {
+            arbiter.stop();
+        }
+        serving.await?.context("HTTP server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,690 @@
+//! Storage: every SQL statement Herald runs, over a pool of PostgreSQL connections.
+//!
+//! Statements are named constants run through `prepare_cached`; rows are mapped to types
+//! in one place each. Nothing above this module sees SQL or `tokio_postgres` types.
+
+mod migrate;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::try_join;
+use serde_json::value::RawValue;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::metrics;
+use crate::protocol::{GroupCursor, MessageView};
+
+pub use migrate::MIGRATIONS;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// PostgreSQL cannot be reached or is shutting down: retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("query failed: {0}")]
+    Query(#[source] tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        let unreachable = match err.code() {
+            None => true,
+            Some(code) => [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::CONNECTION_FAILURE,
+                SqlState::CONNECTION_EXCEPTION,
+                SqlState::CONNECTION_DOES_NOT_EXIST,
+                SqlState::TOO_MANY_CONNECTIONS,
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+            ]
+            .contains(code),
+        };
+        if unreachable {
+            StoreError::Unavailable(err.to_string())
+        } else {
+            StoreError::Query(err)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        match err {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// One message to append to a group.
+#[derive(Debug)]
+pub struct NewMessage {
+    pub sender: u64,
+    pub cmid: String,
+    pub body: Box<RawValue>,
+    pub ts: i64,
+}
+
+/// What became of one appended message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub msgid: u64,
+    pub ts: i64,
+    /// The (sender, cmid) was stored before; `msgid` and `ts` are the original's.
+    pub dup: bool,
+}
+
+/// The result of one group-commit transaction.
+#[derive(Debug)]
+pub struct AppendOutcome {
+    /// One entry per input message, in input order.
+    pub results: Vec<Appended>,
+    /// The group's newest msgid after the commit.
+    pub latest: u64,
+}
+
+/// A user to create or update; absent profile fields are left as they are.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct UserUpsert {
+    pub uid: u64,
+    pub nickname: Option<String>,
+    pub avatar: Option<String>,
+    pub signature: Option<String>,
+}
+
+/// A group as its actor needs it: the newest msgid and every member's watermark.
+#[derive(Debug)]
+pub struct GroupSnapshot {
+    pub latest: u64,
+    pub members: Vec<(u64, u64)>,
+}
+
+/// One member's new ack watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AckUpdate {
+    pub gid: u64,
+    pub uid: u64,
+    pub msgid: u64,
+}
+
+/// A page of a group's messages.
+#[derive(Debug)]
+pub struct Page {
+    pub msgs: Vec<MessageView>,
+    pub more: bool,
+}
+
+/// Whether a user may use a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    NoSuchGroup,
+    NotMember,
+    Member,
+}
+
+const USER_ACTIVE: &str = "SELECT active FROM users WHERE uid = $1";
+
+const INSERT_USERS: &str = "
+    INSERT INTO users (uid, nickname, avatar, signature)
+    SELECT uid, coalesce(nickname, ''), coalesce(avatar, ''), coalesce(signature, '')
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+        AS i (uid, nickname, avatar, signature)
+    ON CONFLICT (uid) DO NOTHING";
+
+const UPDATE_PROFILES: &str = "
+    UPDATE users AS u
+    SET nickname = coalesce(i.nickname, u.nickname),
+        avatar = coalesce(i.avatar, u.avatar),
+        signature = coalesce(i.signature, u.signature)
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+        AS i (uid, nickname, avatar, signature)
+    WHERE u.uid = i.uid
+      AND (i.nickname IS NOT NULL OR i.avatar IS NOT NULL OR i.signature IS NOT NULL)";
+
+const ACTIVE_USERS_AMONG: &str = "SELECT uid FROM users WHERE uid = ANY($1::bigint[]) AND active";
+
+const DEACTIVATE_USER: &str = "UPDATE users SET active = false WHERE uid = $1 RETURNING uid";
+
+const LEAVE_ALL_GROUPS: &str = "DELETE FROM group_members WHERE uid = $1 RETURNING gid";
+
+const INSERT_GROUP_AUTO_GID: &str =
+    "INSERT INTO groups (name, owner_uid) VALUES ($1, $2) RETURNING gid";
+
+const INSERT_GROUP_WITH_GID: &str = "
+    INSERT INTO groups (gid, name, owner_uid) VALUES ($1, $2, $3)
+    ON CONFLICT (gid) DO NOTHING RETURNING gid";
+
+/// New members start caught up: their watermark is the group's newest msgid, and older
+/// messages stay pullable.
+const INSERT_MEMBERS: &str = "
+    INSERT INTO group_members (gid, uid, role, last_ack_msgid)
+    SELECT g.gid, i.uid, i.role, g.last_msgid
+    FROM unnest($2::bigint[], $3::text[]) AS i (uid, role)
+    JOIN groups g ON g.gid = $1
+    ON CONFLICT (gid, uid) DO NOTHING
+    RETURNING uid";
+
+const GROUP_EXISTS: &str = "SELECT 1 FROM groups WHERE gid = $1";
+
+const REMOVE_MEMBER: &str = "DELETE FROM group_members WHERE gid = $1 AND uid = $2 RETURNING uid";
+
+const MEMBERSHIP: &str = "
+    SELECT m.uid FROM groups g
+    LEFT JOIN group_members m ON m.gid = g.gid AND m.uid = $2
+    WHERE g.gid = $1";
+
+const GROUP_SNAPSHOT: &str = "
+    SELECT g.last_msgid, m.uid, m.last_ack_msgid FROM groups g
+    LEFT JOIN group_members m ON m.gid = g.gid
+    WHERE g.gid = $1";
+
+const GROUP_LATEST: &str = "SELECT last_msgid FROM groups WHERE gid = $1";
+
+const USER_GROUPS: &str = "
+    SELECT m.gid, m.last_ack_msgid, g.last_msgid FROM group_members m
+    JOIN groups g ON g.gid = m.gid
+    WHERE m.uid = $1
+    ORDER BY m.gid";
+
+/// Taking the group row's lock serialises every writer of the group, on every node: msgids
+/// come from this counter inside the same transaction, so they are dense and commit order
+/// equals msgid order.
+const LOCK_GROUP_COUNTER: &str = "SELECT last_msgid FROM groups WHERE gid = $1 FOR UPDATE";
+
+/// Runs after the lock is held (pipelined behind it), so it sees every committed resend.
+const FIND_SENT: &str = "
+    SELECT m.sender_uid, m.cmid, m.msgid, m.ts FROM group_msgs m
+    JOIN unnest($2::bigint[], $3::text[]) AS i (sender_uid, cmid)
+        ON m.sender_uid = i.sender_uid AND m.cmid = i.cmid
+    WHERE m.gid = $1";
+
+const INSERT_MSGS: &str = "
+    INSERT INTO group_msgs (gid, msgid, sender_uid, cmid, ts, body)
+    SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])";
+
+const SET_GROUP_COUNTER: &str = "UPDATE groups SET last_msgid = $2 WHERE gid = $1";
+
+const MESSAGES_AFTER: &str = "
+    SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
+    WHERE gid = $1 AND msgid > $2
+    ORDER BY msgid
+    LIMIT $3";
+
+const MESSAGES_BETWEEN: &str = "
+    SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
+    WHERE gid = $1 AND msgid > $2 AND msgid < $3
+    ORDER BY msgid";
+
+/// Watermarks only move forward, whatever order flushes land in.
+const FLUSH_ACKS: &str = "
+    UPDATE group_members AS m SET last_ack_msgid = a.msgid
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS a (gid, uid, msgid)
+    WHERE m.gid = a.gid AND m.uid = a.uid AND m.last_ack_msgid < a.msgid";
+
+/// One statement parameter.
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// PostgreSQL's bigint is signed; every id Herald stores is below 2^53.
+fn db(id: u64) -> i64 {
+    id as i64
+}
+
+fn id(value: i64) -> u64 {
+    value as u64
+}
+
+/// The store: a connection pool and the operations over it.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Records an operation's latency when dropped.
+struct Timed {
+    op: &'static str,
+    start: Instant,
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        metrics::global().storage(self.op, self.start.elapsed());
+    }
+}
+
+fn timed(op: &'static str) -> Timed {
+    Timed {
+        op,
+        start: Instant::now(),
+    }
+}
+
+impl Store {
+    /// A pool over `url`. Connects lazily: start-up may precede PostgreSQL.
+    pub fn new(url: &str, size: usize) -> Result<Store, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Store { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Applies the migrations in `sql/` not applied yet; safe with several nodes at once.
+    pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
+        let mut client = self.client().await?;
+        migrate::apply(&mut client).await
+    }
+
+    /// Whether PostgreSQL answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let _t = timed("ping");
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// `Some(active)` for a user that exists, `None` for one never created.
+    pub async fn user_active(&self, uid: u64) -> Result<Option<bool>, StoreError> {
+        let _t = timed("user_active");
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(USER_ACTIVE).await?;
+        Ok(client
+            .query_opt(&stmt, &[&db(uid)])
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    /// Creates users or updates the profile fields given; deactivated users stay so.
+    pub async fn upsert_users(&self, users: &[UserUpsert]) -> Result<(), StoreError> {
+        let _t = timed("upsert_users");
+        let uids: Vec<i64> = users.iter().map(|u| db(u.uid)).collect();
+        let nicknames: Vec<Option<&str>> = users.iter().map(|u| u.nickname.as_deref()).collect();
+        let avatars: Vec<Option<&str>> = users.iter().map(|u| u.avatar.as_deref()).collect();
+        let signatures: Vec<Option<&str>> = users.iter().map(|u| u.signature.as_deref()).collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (insert, update) = try_join!(
+            tx.prepare_cached(INSERT_USERS),
+            tx.prepare_cached(UPDATE_PROFILES)
+        )?;
+        let params: [Param; 4] = [&uids, &nicknames, &avatars, &signatures];
+        tx.execute(&insert, &params).await?;
+        tx.execute(&update, &params).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Fails with `NotFound` naming the first of `uids` that is not an active user.
+    async fn require_active_users(
+        client: &impl deadpool_postgres::GenericClient,
+        uids: &[u64],
+    ) -> Result<(), StoreError> {
+        let wanted: Vec<i64> = uids.iter().copied().map(db).collect();
+        let stmt = client.prepare_cached(ACTIVE_USERS_AMONG).await?;
+        let found: std::collections::HashSet<u64> = client
+            .query(&stmt, &[&wanted])
+            .await?
+            .iter()
+            .map(|r| id(r.get(0)))
+            .collect();
+        match uids.iter().find(|uid| !found.contains(uid)) {
+            Some(uid) => Err(StoreError::NotFound(format!(
+                "user {uid} does not exist or is deactivated"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates a group owned by `owner` with `members` (the owner always among them).
+    /// Returns the gid, chosen by the caller or assigned.
+    pub async fn create_group(
+        &self,
+        gid: Option<u64>,
+        name: &str,
+        owner: u64,
+        members: &[u64],
+    ) -> Result<u64, StoreError> {
+        let _t = timed("create_group");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut everyone = vec![owner];
+        everyone.extend(members.iter().filter(|&&m| m != owner));
+        everyone.sort_unstable();
+        everyone.dedup();
+        Self::require_active_users(&tx, &everyone).await?;
+        let row = match gid {
+            Some(gid) => {
+                let stmt = tx.prepare_cached(INSERT_GROUP_WITH_GID).await?;
+                tx.query_opt(&stmt, &[&db(gid), &name, &db(owner)])
+                    .await?
+                    .ok_or_else(|| StoreError::Conflict(format!("group {gid} already exists")))?
+            }
+            None => {
+                let stmt = tx.prepare_cached(INSERT_GROUP_AUTO_GID).await?;
+                tx.query_one(&stmt, &[&name, &db(owner)]).await?
+            }
+        };
+        let gid = id(row.get(0));
+        let roles: Vec<&str> = everyone
+            .iter()
+            .map(|&uid| if uid == owner { "owner" } else { "member" })
+            .collect();
+        let uids: Vec<i64> = everyone.iter().copied().map(db).collect();
+        let stmt = tx.prepare_cached(INSERT_MEMBERS).await?;
+        tx.query(&stmt, &[&db(gid), &uids, &roles]).await?;
+        tx.commit().await?;
+        Ok(gid)
+    }
+
+    /// Adds members; those already in the group are left alone. Returns who was added.
+    pub async fn add_members(&self, gid: u64, uids: &[u64]) -> Result<Vec<u64>, StoreError> {
+        let _t = timed("add_members");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let exists = tx.prepare_cached(GROUP_EXISTS).await?;
+        if tx.query_opt(&exists, &[&db(gid)]).await?.is_none() {
+            return Err(StoreError::NotFound(format!("group {gid} does not exist")));
+        }
+        let mut wanted = uids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        Self::require_active_users(&tx, &wanted).await?;
+        let roles = vec!["member"; wanted.len()];
+        let wanted: Vec<i64> = wanted.into_iter().map(db).collect();
+        let stmt = tx.prepare_cached(INSERT_MEMBERS).await?;
+        let added = tx
+            .query(&stmt, &[&db(gid), &wanted, &roles])
+            .await?
+            .iter()
+            .map(|r| id(r.get(0)))
+            .collect();
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Removes a member. `Ok(false)` when the user was not a member.
+    pub async fn remove_member(&self, gid: u64, uid: u64) -> Result<bool, StoreError> {
+        let _t = timed("remove_member");
+        let client = self.client().await?;
+        let (exists, remove) = try_join!(
+            client.prepare_cached(GROUP_EXISTS),
+            client.prepare_cached(REMOVE_MEMBER)
+        )?;
+        if client.query_opt(&exists, &[&db(gid)]).await?.is_none() {
+            return Err(StoreError::NotFound(format!("group {gid} does not exist")));
+        }
+        Ok(client
+            .query_opt(&remove, &[&db(gid), &db(uid)])
+            .await?
+            .is_some())
+    }
+
+    /// Deactivates a user and removes them from every group, in one transaction.
+    /// Returns the groups they left.
+    pub async fn deactivate_user(&self, uid: u64) -> Result<Vec<u64>, StoreError> {
+        let _t = timed("deactivate_user");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (deactivate, leave) = try_join!(
+            tx.prepare_cached(DEACTIVATE_USER),
+            tx.prepare_cached(LEAVE_ALL_GROUPS)
+        )?;
+        if tx.query_opt(&deactivate, &[&db(uid)]).await?.is_none() {
+            return Err(StoreError::NotFound(format!("user {uid} does not exist")));
+        }
+        let gids = tx
+            .query(&leave, &[&db(uid)])
+            .await?
+            .iter()
+            .map(|r| id(r.get(0)))
+            .collect();
+        tx.commit().await?;
+        Ok(gids)
+    }
+
+    /// Whether `uid` may use group `gid`.
+    pub async fn membership(&self, gid: u64, uid: u64) -> Result<Membership, StoreError> {
+        let _t = timed("membership");
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(MEMBERSHIP).await?;
+        Ok(
+            match client.query_opt(&stmt, &[&db(gid), &db(uid)]).await? {
+                None => Membership::NoSuchGroup,
+                Some(row) if row.get::<_, Option<i64>>(0).is_none() => Membership::NotMember,
+                Some(_) => Membership::Member,
+            },
+        )
+    }
+
+    /// The group's newest msgid and its members' watermarks; `None` if it does not exist.
+    pub async fn group_snapshot(&self, gid: u64) -> Result<Option<GroupSnapshot>, StoreError> {
+        let _t = timed("group_snapshot");
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(GROUP_SNAPSHOT).await?;
+        let rows = client.query(&stmt, &[&db(gid)]).await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let latest = id(first.get(0));
+        let members = rows
+            .iter()
+            .filter_map(|r| {
+                let uid: Option<i64> = r.get(1);
+                uid.map(|uid| (id(uid), id(r.get(2))))
+            })
+            .collect();
+        Ok(Some(GroupSnapshot { latest, members }))
+    }
+
+    /// The group's newest committed msgid.
+    pub async fn group_latest(&self, gid: u64) -> Result<Option<u64>, StoreError> {
+        let _t = timed("group_latest");
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(GROUP_LATEST).await?;
+        Ok(client
+            .query_opt(&stmt, &[&db(gid)])
+            .await?
+            .map(|r| id(r.get(0))))
+    }
+
+    /// Every group of a user with its stored watermark and newest msgid.
+    pub async fn user_groups(&self, uid: u64) -> Result<Vec<GroupCursor>, StoreError> {
+        let _t = timed("user_groups");
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(USER_GROUPS).await?;
+        Ok(client
+            .query(&stmt, &[&db(uid)])
+            .await?
+            .iter()
+            .map(|r| GroupCursor {
+                gid: id(r.get(0)),
+                last_ack: id(r.get(1)),
+                latest: id(r.get(2)),
+            })
+            .collect())
+    }
+
+    /// Appends a batch of messages to a group in one transaction (group commit).
+    ///
+    /// Resends of a (sender, cmid) stored before, or repeated inside the batch, are not
+    /// stored again: they come back `dup` with the original msgid.
+    pub async fn append(
+        &self,
+        gid: u64,
+        batch: &[NewMessage],
+    ) -> Result<AppendOutcome, StoreError> {
+        let _t = timed("append");
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (lock, find, insert, bump) = try_join!(
+            tx.prepare_cached(LOCK_GROUP_COUNTER),
+            tx.prepare_cached(FIND_SENT),
+            tx.prepare_cached(INSERT_MSGS),
+            tx.prepare_cached(SET_GROUP_COUNTER),
+        )?;
+        let senders: Vec<i64> = batch.iter().map(|m| db(m.sender)).collect();
+        let cmids: Vec<&str> = batch.iter().map(|m| m.cmid.as_str()).collect();
+        let gid_param = db(gid);
+        let lock_params: [Param; 1] = [&gid_param];
+        let find_params: [Param; 3] = [&gid_param, &senders, &cmids];
+        let (counter, stored_before) = try_join!(
+            tx.query_opt(&lock, &lock_params),
+            tx.query(&find, &find_params),
+        )?;
+        let Some(counter) = counter else {
+            return Err(StoreError::NotFound(format!("group {gid} does not exist")));
+        };
+        let mut known: HashMap<(u64, &str), Appended> = stored_before
+            .iter()
+            .map(|r| {
+                let key = (id(r.get(0)), r.get::<_, &str>(1));
+                let found = Appended {
+                    msgid: id(r.get(2)),
+                    ts: r.get(3),
+                    dup: true,
+                };
+                (key, found)
+            })
+            .collect();
+        let mut latest = id(counter.get(0));
+        let mut results = Vec::with_capacity(batch.len());
+        let mut fresh = Vec::with_capacity(batch.len());
+        for (message, &cmid) in batch.iter().zip(&cmids) {
+            match known.get(&(message.sender, cmid)) {
+                Some(&earlier) => results.push(Appended {
+                    dup: true,
+                    ..earlier
+                }),
+                None => {
+                    latest += 1;
+                    let appended = Appended {
+                        msgid: latest,
+                        ts: message.ts,
+                        dup: false,
+                    };
+                    known.insert((message.sender, cmid), appended);
+                    results.push(appended);
+                    fresh.push(message);
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            let first = latest + 1 - fresh.len() as u64;
+            let msgids: Vec<i64> = (first..=latest).map(db).collect();
+            let senders: Vec<i64> = fresh.iter().map(|m| db(m.sender)).collect();
+            let cmids: Vec<&str> = fresh.iter().map(|m| m.cmid.as_str()).collect();
+            let stamps: Vec<i64> = fresh.iter().map(|m| m.ts).collect();
+            let bodies: Vec<&str> = fresh.iter().map(|m| m.body.get()).collect();
+            let latest_param = db(latest);
+            let insert_params: [Param; 6] =
+                [&gid_param, &msgids, &senders, &cmids, &stamps, &bodies];
+            let bump_params: [Param; 2] = [&gid_param, &latest_param];
+            try_join!(
+                tx.execute(&insert, &insert_params),
+                tx.execute(&bump, &bump_params),
+            )?;
+        }
+        tx.commit().await?;
+        Ok(AppendOutcome { results, latest })
+    }
+
+    /// Up to `limit` messages with msgid above `after`, ascending.
+    pub async fn messages_after(
+        &self,
+        gid: u64,
+        after: u64,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        let _t = timed("messages_after");
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(MESSAGES_AFTER).await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &db(gid),
+                    &db(after.min(crate::protocol::MAX_ID)),
+                    &(i64::from(limit) + 1),
+                ],
+            )
+            .await?;
+        let more = rows.len() > limit as usize;
+        let msgs = rows
+            .iter()
+            .take(limit as usize)
+            .map(|row| message_view(gid, row))
+            .collect();
+        Ok(Page { msgs, more })
+    }
+
+    /// Every message strictly between two msgids, ascending.
+    pub async fn messages_between(
+        &self,
+        gid: u64,
+        after: u64,
+        before: u64,
+    ) -> Result<Vec<MessageView>, StoreError> {
+        let _t = timed("messages_between");
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(MESSAGES_BETWEEN).await?;
+        Ok(client
+            .query(&stmt, &[&db(gid), &db(after), &db(before)])
+            .await?
+            .iter()
+            .map(|row| message_view(gid, row))
+            .collect())
+    }
+
+    /// Writes a batch of ack watermarks in one statement; returns the rows moved forward.
+    /// The batch is sorted so concurrent flushes lock rows in one order.
+    pub async fn flush_acks(&self, acks: &mut [AckUpdate]) -> Result<u64, StoreError> {
+        let _t = timed("flush_acks");
+        acks.sort_unstable();
+        let gids: Vec<i64> = acks.iter().map(|a| db(a.gid)).collect();
+        let uids: Vec<i64> = acks.iter().map(|a| db(a.uid)).collect();
+        let msgids: Vec<i64> = acks.iter().map(|a| db(a.msgid)).collect();
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(FLUSH_ACKS).await?;
+        Ok(client.execute(&stmt, &[&gids, &uids, &msgids]).await?)
+    }
+}
+
+fn message_view(gid: u64, row: &tokio_postgres::Row) -> MessageView {
+    let body: String = row.get(4);
+    MessageView {
+        gid,
+        msgid: id(row.get(0)),
+        from: id(row.get(1)),
+        cmid: row.get(2),
+        ts: row.get(3),
+        // Bodies were checked to be JSON before they were stored.
+        body: RawValue::from_string(body).expect("stored bodies are valid JSON"),
+    }
+}
