@@ -51,6 +51,10 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| unauthorized(format!("invalid token: {e}")))?;
+        // The library accepts `exp == now`; a token is valid only before the second it names.
+        if data.claims.exp <= jsonwebtoken::get_current_timestamp() {
+            return Err(unauthorized("invalid token: ExpiredSignature"));
+        }
         let uid = data
             .claims
             .sub
@@ -125,46 +129,39 @@ mod tests {
         );
     }
 
+    /// A token with any subject and expiry, signed with `SECRET`, as another JWT library would.
+    fn signed(sub: &str, exp: u64) -> String {
+        let claims = Claims {
+            sub: sub.into(),
+            exp,
+            dev: None,
+        };
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
     #[test]
     fn forged_and_expired_tokens_are_refused() {
         let keys = TokenKeys::new(SECRET);
+        let now = jsonwebtoken::get_current_timestamp();
+        assert!(keys.verify(&signed("42", now + 60)).is_ok());
         let forged = TokenKeys::new("another-secret-entirely").issue(42, 60, None);
-        assert_eq!(
-            keys.verify(&forged).unwrap_err().code,
-            ErrorCode::Unauthorized
-        );
-        let expired = Claims {
-            sub: "42".into(),
-            exp: jsonwebtoken::get_current_timestamp() - 1,
-            dev: None,
-        };
-        let expired = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &expired,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap();
-        assert_eq!(
-            keys.verify(&expired).unwrap_err().code,
-            ErrorCode::Unauthorized
-        );
+        let expired = signed("42", now - 1);
+        let expiring_now = signed("42", now);
+        for token in [forged, expired, expiring_now] {
+            assert_eq!(
+                keys.verify(&token).unwrap_err().code,
+                ErrorCode::Unauthorized
+            );
+        }
     }
 
     #[test]
     fn a_non_numeric_subject_is_refused() {
         let keys = TokenKeys::new(SECRET);
-        let claims = Claims {
-            sub: "alice".into(),
-            exp: jsonwebtoken::get_current_timestamp() + 60,
-            dev: None,
-        };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap();
-        assert!(keys.verify(&token).is_err());
+        let now = jsonwebtoken::get_current_timestamp();
+        assert!(keys.verify(&signed("alice", now + 60)).is_err());
+        assert!(keys.verify(&signed("0", now + 60)).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use bytestring::ByteString;
-use futures_util::future::join_all;
+use futures_util::future::try_join_all;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::auth::Identity;
@@ -164,22 +164,11 @@ impl Session {
         let (store, registry) = (self.shared.store.clone(), self.shared.registry.clone());
         let joining = async move {
             let stored = store.user_groups(uid).await?;
-            let joins = stored.into_iter().map(|stored| {
-                let (registry, handle) = (registry.clone(), handle.clone());
-                async move {
-                    let group = registry.send(GroupFor(stored.gid)).await.ok()?;
-                    // Refused: the user left the group since it was read.
-                    let live = group.send(Join(handle)).await.ok()?.ok()?;
-                    Some((merge_cursors(stored, Some(live)), group))
-                }
-            });
-            Ok::<_, ApiError>(
-                join_all(joins)
-                    .await
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>(),
-            )
+            let joins = stored
+                .into_iter()
+                .map(|stored| join_group(registry.clone(), handle.clone(), stored));
+            let joined = try_join_all(joins).await?;
+            Ok::<_, ApiError>(joined.into_iter().flatten().collect::<Vec<_>>())
         };
         ctx.wait(joining.into_actor(self).map(|joined, act, ctx| match joined {
             Ok(joined) => {
@@ -196,7 +185,7 @@ impl Session {
                 );
             }
             Err(error) => {
-                tracing::warn!(uid = act.uid(), %error, "session could not load its groups");
+                tracing::warn!(uid = act.uid(), %error, "session could not join its groups");
                 act.close(ctx, 1011, "storage unavailable, reconnect later");
             }
         }));
@@ -371,6 +360,30 @@ impl Session {
             }
         }
     }
+}
+
+/// Joins one group the store says the user belongs to. `None` when the user left it (or it
+/// is gone) since the store was read; an error when the group cannot be loaded.
+async fn join_group(
+    registry: Addr<RegistryActor>,
+    session: SessionHandle,
+    stored: GroupCursor,
+) -> Result<Option<(GroupCursor, Addr<GroupActor>)>, ApiError> {
+    // A group actor that stops just as we ask is replaced by the registry: ask once more.
+    for _ in 0..2 {
+        let group = registry.send(GroupFor(stored.gid)).await?;
+        match group.send(Join(session.clone())).await {
+            Ok(Ok(live)) => return Ok(Some((merge_cursors(stored, Some(live)), group))),
+            Ok(Err(refused))
+                if matches!(refused.code, ErrorCode::Forbidden | ErrorCode::NotFound) =>
+            {
+                return Ok(None)
+            }
+            Ok(Err(error)) => return Err(error),
+            Err(_stopped) => continue,
+        }
+    }
+    Err(ApiError::unavailable())
 }
 
 /// A page of a group's messages for a member.

@@ -21,7 +21,8 @@ pub struct TokenRequest {
     dev: Option<String>,
 }
 
-/// `POST /v1/admin/tokens`: issues a user token.
+/// `POST /v1/admin/tokens`: issues a user token (404 for a user never created, 403 for a
+/// deactivated one).
 pub async fn tokens_route(
     _: Admin,
     body: web::Json<TokenRequest>,
@@ -35,8 +36,10 @@ pub async fn tokens_route(
             "ttl_s must be 1..={MAX_TOKEN_TTL_S}"
         )));
     }
-    if state.store.user_active(uid).await?.is_none() {
-        return Err(ApiError::not_found(format!("user {uid} does not exist")));
+    match state.store.user_active(uid).await? {
+        Some(true) => {}
+        Some(false) => return Err(ApiError::forbidden(format!("user {uid} is deactivated"))),
+        None => return Err(ApiError::not_found(format!("user {uid} does not exist"))),
     }
     Ok(HttpResponse::Ok().json(json!({"token": state.tokens.issue(uid, ttl_s, dev)})))
 }
