@@ -62,11 +62,16 @@ struct Envelope<'a> {
     id: Option<RequestId>,
     gid: Option<u64>,
     cmid: Option<String>,
-    #[serde(borrow)]
+    /// A present `null` is a body; only an absent field is `None`.
+    #[serde(default, borrow, deserialize_with = "present")]
     body: Option<&'a RawValue>,
     msgid: Option<u64>,
     after: Option<u64>,
     limit: Option<u32>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(value).map(Some)
 }
 
 /// Only the `id`, for an error reply to a frame whose other fields are wrong.
@@ -80,6 +85,13 @@ pub fn decode(
     text: &str,
     max_body: usize,
 ) -> Result<(Option<RequestId>, ClientRequest), FrameError> {
+    // serde would also read a struct from a JSON array, field by field.
+    if !text.trim_start().starts_with('{') {
+        return Err(FrameError {
+            id: None,
+            error: ApiError::bad_request("a frame is one JSON object"),
+        });
+    }
     let envelope: Envelope = serde_json::from_str(text).map_err(|e| FrameError {
         id: serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id),
         error: ApiError::bad_request(format!("malformed frame: {e}")),
@@ -327,8 +339,25 @@ mod tests {
     }
 
     #[test]
+    fn a_null_body_is_a_body() {
+        match decode(r#"{"type":"send","gid":1,"cmid":"c","body":null}"#, 8) {
+            Ok((_, ClientRequest::Send { body, .. })) => assert_eq!(body.get(), "null"),
+            other => panic!("decoded as {other:?}"),
+        }
+        assert!(decode(r#"{"type":"send","gid":1,"cmid":"c"}"#, 8).is_err());
+    }
+
+    #[test]
     fn unknown_types_and_non_objects_are_bad_requests() {
-        for text in [r#"{"type":"dance"}"#, "[1,2]", "\"send\"", "not json", "{}"] {
+        let array = r#"["send","a1",1,"c-1",{"text":"hi"},null,null,null]"#;
+        for text in [
+            r#"{"type":"dance"}"#,
+            "[1,2]",
+            array,
+            "\"send\"",
+            "not json",
+            "{}",
+        ] {
             assert_eq!(
                 decode(text, 1024).unwrap_err().error.code,
                 ErrorCode::BadRequest,

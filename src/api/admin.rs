@@ -56,9 +56,9 @@ pub async fn users_route(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let users = body.into_inner().users;
-    for user in &users {
-        valid_id(user.uid)?;
-    }
+    users
+        .iter()
+        .try_for_each(|user| valid_id(user.uid).map(drop))?;
     state.store.upsert_users(&users).await?;
     Ok(HttpResponse::Ok().json(json!({"upserted": users.len()})))
 }
@@ -85,6 +85,9 @@ pub async fn create_group_route(
         members,
     } = body.into_inner();
     let gid = gid.map(valid_id).transpose()?;
+    members
+        .iter()
+        .try_for_each(|&uid| valid_id(uid).map(drop))?;
     let gid = state
         .store
         .create_group(gid, &name, valid_id(owner)?, &members)
@@ -116,6 +119,9 @@ pub async fn add_members_route(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let gid = valid_id(*gid)?;
+    body.uids
+        .iter()
+        .try_for_each(|&uid| valid_id(uid).map(drop))?;
     let added = state.store.add_members(gid, &body.uids).await?;
     if !added.is_empty() {
         state
