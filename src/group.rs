@@ -379,15 +379,14 @@ impl Handler<Submit> for GroupActor {
     }
 }
 
-impl Handler<AckUpTo> for GroupActor {
-    type Result = ResponseActFuture<Self, Result<(), ApiError>>;
-
-    fn handle(&mut self, ack: AckUpTo, _: &mut Self::Context) -> Self::Result {
-        if let Some(refusal) = self.refusal(ack.uid) {
+impl GroupActor {
+    /// Records an ack, or says why it is refused.
+    fn apply_ack(&mut self, uid: u64, msgid: u64) -> ResponseActFuture<Self, Result<(), ApiError>> {
+        if let Some(refusal) = self.refusal(uid) {
             return Box::pin(fut::ready(Err(refusal)));
         }
-        if ack.msgid <= self.latest {
-            self.record_ack(ack.uid, ack.msgid);
+        if msgid <= self.latest {
+            self.record_ack(uid, msgid);
             return Box::pin(fut::ready(Ok(())));
         }
         // Above what this actor committed: another node may have stored more.
@@ -397,14 +396,33 @@ impl Handler<AckUpTo> for GroupActor {
                 .into_actor(self)
                 .map(move |latest, act, _| {
                     let latest = latest.map_err(ApiError::from)?.unwrap_or(0);
-                    if ack.msgid > latest {
+                    if msgid > latest {
                         return Err(ApiError::bad_request(format!(
-                            "msgid {} is above the newest msgid of group {gid}, {latest}",
-                            ack.msgid
+                            "msgid {msgid} is above the newest msgid of group {gid}, {latest}"
                         )));
                     }
-                    act.record_ack(ack.uid, ack.msgid);
+                    act.record_ack(uid, msgid);
                     Ok(())
+                }),
+        )
+    }
+}
+
+impl Handler<AckUpTo> for GroupActor {
+    type Result = ResponseActFuture<Self, Result<(), ApiError>>;
+
+    fn handle(&mut self, ack: AckUpTo, _: &mut Self::Context) -> Self::Result {
+        let refusals = ack.refusals;
+        Box::pin(
+            self.apply_ack(ack.uid, ack.msgid)
+                .map(move |applied, _, _| {
+                    if let (Err(error), Some(to)) = (&applied, refusals) {
+                        to.session.do_send(ToSession::Refused {
+                            id: to.id,
+                            error: error.clone(),
+                        });
+                    }
+                    applied
                 }),
         )
     }

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 use crate::group::GroupActor;
-use crate::protocol::{GroupCursor, RemovalReason};
+use crate::protocol::{GroupCursor, RemovalReason, RequestId};
 use crate::store::{AckUpdate, Appended};
 
 /// Mailbox bound of actors every session talks to (groups, the registry): requests past it
@@ -37,6 +37,17 @@ pub enum ToSession {
     Joined { gid: u64, group: Addr<GroupActor> },
     /// Close the session with this code.
     Close { code: u16, reason: &'static str },
+    /// A request nobody awaited was refused: write the error.
+    Refused {
+        id: Option<RequestId>,
+        error: ApiError,
+    },
+}
+
+/// Where a group reports the refusal of a request sent without awaiting a reply.
+pub struct ReplyTo {
+    pub session: Recipient<ToSession>,
+    pub id: Option<RequestId>,
 }
 
 /// A session's outbound backlog: frames handed to it that it has not written yet.
@@ -141,6 +152,8 @@ pub struct Submit {
 pub struct AckUpTo {
     pub uid: u64,
     pub msgid: u64,
+    /// Where to report a refusal when the ack was sent with `do_send`.
+    pub refusals: Option<ReplyTo>,
 }
 
 /// The member's cursor as the live group knows it (acks not yet written included).

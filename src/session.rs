@@ -2,7 +2,6 @@
 //! actors or storage, and writes replies and pushed frames to its socket.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,18 +10,18 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use bytestring::ByteString;
-use futures_util::future::try_join_all;
+use futures_util::future::{try_join_all, BoxFuture};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::auth::Identity;
 use crate::error::{ApiError, ErrorCode};
 use crate::group::GroupActor;
 use crate::messages::{
-    close, AckUpTo, Backlog, Join, Leave, SessionHandle, SessionId, Submit, ToSession,
+    close, AckUpTo, Backlog, Join, Leave, ReplyTo, SessionHandle, SessionId, Submit, ToSession,
 };
 use crate::metrics;
 use crate::protocol::{self, ClientRequest, GroupCursor, RequestId, ServerFrame};
-use crate::registry::{merge_cursors, Connect, Disconnect, GroupFor, RegistryActor};
+use crate::registry::{ask_group, merge_cursors, Connect, Disconnect, GroupFor, RegistryActor};
 use crate::store::{Membership, Store};
 
 /// Bad frames in a row after which the session is closed with 1008.
@@ -131,17 +130,23 @@ impl Session {
         ctx.stop();
     }
 
-    /// Looks up the group actor: the one this session is online in, or via the registry.
-    fn group(
-        &self,
-        gid: u64,
-    ) -> impl Future<Output = Result<Addr<GroupActor>, ApiError>> + 'static {
-        let known = self.groups.get(&gid).cloned();
-        let registry = self.shared.registry.clone();
-        async move {
-            match known {
-                Some(group) => Ok(group),
-                None => Ok(registry.send(GroupFor(gid)).await?),
+    /// Hands `msg` to the group `gid`. When this session is online in the group the message
+    /// is queued at once, so it is not lost if the session closes before the reply (an ack
+    /// followed by a close); otherwise the registry is asked for the group first.
+    fn ask_group<M>(&self, gid: u64, msg: M) -> BoxFuture<'static, Result<M::Result, ApiError>>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        GroupActor: Handler<M>,
+    {
+        match self.groups.get(&gid) {
+            Some(group) => {
+                let queued = group.send(msg);
+                Box::pin(async move { Ok(queued.await?) })
+            }
+            None => {
+                let registry = self.shared.registry.clone();
+                Box::pin(async move { ask_group(&registry, gid, msg).await })
             }
         }
     }
@@ -256,8 +261,8 @@ impl Session {
             cmid,
             body,
         };
-        let group = self.group(gid);
-        let sending = async move { group.await?.send(submit).await? };
+        let submitted = self.ask_group(gid, submit);
+        let sending = async move { submitted.await? };
         ctx.spawn(sending.into_actor(self).map(move |sent, act, ctx| {
             act.pending -= 1;
             match sent {
@@ -283,17 +288,34 @@ impl Session {
         msgid: u64,
         ctx: &mut WebsocketContext<Self>,
     ) {
-        let ack = AckUpTo {
-            uid: self.uid(),
-            msgid,
-        };
-        let group = self.group(gid);
-        let acking = async move { group.await?.send(ack).await? };
-        ctx.spawn(acking.into_actor(self).map(move |acked, act, ctx| {
-            if let Err(error) = acked {
-                act.write_error(ctx, id, &error);
+        let uid = self.uid();
+        match self.groups.get(&gid) {
+            // Fire and forget: actix skips a message whose reply future was dropped, and an
+            // ack followed at once by a close must still count. Refusals come back as
+            // `ToSession::Refused`.
+            Some(group) => group.do_send(AckUpTo {
+                uid,
+                msgid,
+                refusals: Some(ReplyTo {
+                    session: ctx.address().recipient(),
+                    id,
+                }),
+            }),
+            None => {
+                let ack = AckUpTo {
+                    uid,
+                    msgid,
+                    refusals: None,
+                };
+                let acked = self.ask_group(gid, ack);
+                let acking = async move { acked.await? };
+                ctx.spawn(acking.into_actor(self).map(move |acked, act, ctx| {
+                    if let Err(error) = acked {
+                        act.write_error(ctx, id, &error);
+                    }
+                }));
             }
-        }));
+        }
     }
 
     fn pull(
@@ -462,6 +484,7 @@ impl Handler<ToSession> for Session {
                 self.groups.insert(gid, group);
             }
             ToSession::Close { code, reason } => self.close(ctx, code, reason),
+            ToSession::Refused { id, error } => self.write_error(ctx, id, &error),
         }
     }
 }

@@ -57,6 +57,7 @@ pub async fn ack_route(
     let ack = AckUpTo {
         uid: user.uid,
         msgid: body.msgid,
+        refusals: None,
     };
     ask_group(&state.registry, gid, ack).await??;
     Ok(HttpResponse::NoContent().finish())

@@ -2,6 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::WsResponseBuilder;
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{require_active, AppState};
@@ -33,6 +34,10 @@ pub async fn ws_route(
     let identity = state.tokens.verify(token)?;
     require_active(&state.store, identity.uid).await?;
     let session = Session::new(identity, state.sessions.clone());
+    // The WebSocket decoder drops the frames it has buffered when its input fails, and a peer
+    // that sends its last frames and leaves (an ack, then a close) ends with such a failure:
+    // ending the input at the first error lets those frames be handled first.
+    let stream = stream.take_while(|chunk| std::future::ready(chunk.is_ok()));
     WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.sessions.limits.max_frame_bytes)
         .start()

@@ -1,5 +1,9 @@
 //! Integration tests: the real `herald` binary against a real PostgreSQL, driven by real
 //! WebSocket and HTTP clients on 127.0.0.1. Run with `scripts/test`.
 
+mod faults;
 mod helpers;
+mod membership;
 mod messaging;
+mod protocol_errors;
+mod pull_ack;

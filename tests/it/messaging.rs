@@ -33,3 +33,27 @@ async fn a_message_reaches_every_session_of_every_member_including_the_sender() 
         assert_eq!(msg["ts"], sent["ts"]);
     }
 }
+
+#[tokio::test]
+async fn pipelined_sends_of_one_session_are_stored_in_the_order_sent() {
+    // 200 in flight: under the default bound of 256 sends waiting per session.
+    let server = Server::start().await;
+    let gid = server.group(&[1, 2]).await;
+    let mut ann = server.connect(1).await;
+    for n in 0..200 {
+        let frame =
+            json!({"type": "send", "id": n, "gid": gid, "cmid": format!("c-{n}"), "body": n});
+        ann.send(frame).await;
+    }
+    let mut msgid_of = vec![0; 200];
+    let mut replies = 0;
+    while replies < 200 {
+        let frame = ann.recv().await;
+        if frame["type"] == "sent" {
+            msgid_of[frame["id"].as_u64().unwrap() as usize] = frame["msgid"].as_u64().unwrap();
+            replies += 1;
+        }
+    }
+    let expected: Vec<u64> = (1..=200).collect();
+    assert_eq!(msgid_of, expected, "msgid n+1 for the n-th send");
+}
