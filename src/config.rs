@@ -44,79 +44,154 @@ impl Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// PostgreSQL connection URL. Required.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 
     /// Address to listen on.
-    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "HERALD_LISTEN",
+        value_name = "HERALD_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
 
     /// HS256 secret for user tokens. Required; at least 16 bytes.
-    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        value_name = "HERALD_JWT_SECRET",
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<String>,
 
     /// Bearer key of the admin API. Required; at least 16 bytes.
-    #[arg(long, env = "HERALD_ADMIN_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HERALD_ADMIN_KEY",
+        value_name = "HERALD_ADMIN_KEY",
+        hide_env_values = true
+    )]
     pub admin_key: Option<String>,
 
     /// Sends per second per session (the burst is twice this); 0 turns the limit off.
-    #[arg(long, env = "HERALD_SEND_RATE", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "HERALD_SEND_RATE",
+        value_name = "HERALD_SEND_RATE",
+        default_value_t = 100
+    )]
     pub send_rate: u32,
 
     /// Largest WebSocket frame accepted, in bytes; a larger one closes the session with 1009.
-    #[arg(long, env = "HERALD_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, env = "HERALD_MAX_FRAME_BYTES", value_name = "HERALD_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
 
     /// Largest message body, in bytes of JSON; a larger one is answered `too_large`.
-    #[arg(long, env = "HERALD_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES", value_name = "HERALD_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
 
     /// Largest HTTP request body, in bytes (the admin API's batches are the big ones).
-    #[arg(long, env = "HERALD_MAX_HTTP_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "HERALD_MAX_HTTP_BODY_BYTES", value_name = "HERALD_MAX_HTTP_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_http_body_bytes: usize,
 
     /// Seconds between WebSocket pings; a peer silent for two intervals is dropped.
-    #[arg(long, env = "HERALD_HEARTBEAT_S", default_value_t = 25)]
+    #[arg(
+        long,
+        env = "HERALD_HEARTBEAT_S",
+        value_name = "HERALD_HEARTBEAT_S",
+        default_value_t = 25
+    )]
     pub heartbeat_s: u64,
 
     /// Frames that may wait for one session's socket; past it the session is closed with 4008.
-    #[arg(long, env = "HERALD_OUTBOUND_QUEUE", default_value_t = 4096)]
+    #[arg(
+        long,
+        env = "HERALD_OUTBOUND_QUEUE",
+        value_name = "HERALD_OUTBOUND_QUEUE",
+        default_value_t = 4096
+    )]
     pub outbound_queue: usize,
 
     /// Sends of one session that may wait for storage at once; past it, `rate_limited`.
-    #[arg(long, env = "HERALD_MAX_PENDING_SENDS", default_value_t = 256)]
+    #[arg(
+        long,
+        env = "HERALD_MAX_PENDING_SENDS",
+        value_name = "HERALD_MAX_PENDING_SENDS",
+        default_value_t = 256
+    )]
     pub max_pending_sends: usize,
 
     /// Milliseconds acks are coalesced in memory before they are written.
-    #[arg(long, env = "HERALD_ACK_FLUSH_MS", default_value_t = 500)]
+    #[arg(
+        long,
+        env = "HERALD_ACK_FLUSH_MS",
+        value_name = "HERALD_ACK_FLUSH_MS",
+        default_value_t = 500
+    )]
     pub ack_flush_ms: u64,
 
     /// Number of ack writers; each owns a disjoint share of the groups.
-    #[arg(long, env = "HERALD_ACK_WRITERS", default_value_t = 2)]
+    #[arg(
+        long,
+        env = "HERALD_ACK_WRITERS",
+        value_name = "HERALD_ACK_WRITERS",
+        default_value_t = 2
+    )]
     pub ack_writers: usize,
 
     /// Largest number of messages committed in one group-commit transaction.
-    #[arg(long, env = "HERALD_MAX_BATCH", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "HERALD_MAX_BATCH",
+        value_name = "HERALD_MAX_BATCH",
+        default_value_t = 1000
+    )]
     pub max_batch: usize,
 
     /// Seconds a group actor with nobody online lingers before it stops.
-    #[arg(long, env = "HERALD_GROUP_IDLE_S", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "HERALD_GROUP_IDLE_S",
+        value_name = "HERALD_GROUP_IDLE_S",
+        default_value_t = 30
+    )]
     pub group_idle_s: u64,
 
     /// PostgreSQL connections in the pool.
-    #[arg(long, env = "HERALD_DB_POOL", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "HERALD_DB_POOL",
+        value_name = "HERALD_DB_POOL",
+        default_value_t = 16
+    )]
     pub db_pool: usize,
 
     /// HTTP worker threads; 0 means one per core.
-    #[arg(long, env = "HERALD_WORKERS", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "HERALD_WORKERS",
+        value_name = "HERALD_WORKERS",
+        default_value_t = 0
+    )]
     pub workers: usize,
 
     /// Seconds a graceful stop waits for connections to close.
-    #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "HERALD_SHUTDOWN_TIMEOUT_S",
+        value_name = "HERALD_SHUTDOWN_TIMEOUT_S",
+        default_value_t = 10
+    )]
     pub shutdown_timeout_s: u64,
 
     /// Log format: `pretty` for people, `json` for machines.
-    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_name = "HERALD_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     pub log_format: String,
 }
 

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_open_files_limit();
     let outcome = actix::System::new().block_on(async move {
         match command {
             "migrate" => {
@@ -32,6 +33,16 @@ fn main() -> ExitCode {
             tracing::error!("{error:#}");
             eprintln!("herald: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// One descriptor per connection: as many as allowed (root may lift the hard limit too).
+fn raise_open_files_limit() {
+    const WANTED: u64 = 1 << 20;
+    if rlimit::setrlimit(rlimit::Resource::NOFILE, WANTED, WANTED).is_err() {
+        if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+            tracing::warn!(%error, "could not raise the open-files limit");
         }
     }
 }

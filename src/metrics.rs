@@ -102,6 +102,14 @@ impl Metrics {
                 .register(collector)
                 .expect("unique metric names");
         }
+        // process_resident_memory_bytes, process_cpu_seconds_total, open fds: what the load
+        // test reads when the server is not its child.
+        metrics
+            .registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("one process collector");
         for code in ErrorCode::ALL {
             metrics.errors.with_label_values(&[code.as_str()]);
         }

@@ -81,6 +81,16 @@ impl Application {
                 .app_data(state.clone())
                 .configure(api::routes(max_http_body))
         })
+        // Frames leave as soon as they are written: the dispatcher already batches what a
+        // session has queued into one write, and Nagle's algorithm would hold a small frame
+        // back until the peer's delayed ACK (up to 40 ms).
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            }
+        })
         // Signals are ours: sessions must be closed and acks flushed in order.
         .disable_signals()
         .shutdown_timeout(config.shutdown_timeout.as_secs());

@@ -4,7 +4,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; `format` is `pretty` or `json`.
 pub fn init(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // deadpool warns whenever it replaces a pooled connection that closed (after a
+    // PostgreSQL restart, at shutdown); it then opens a new one, so that is not actionable.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,deadpool_postgres=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

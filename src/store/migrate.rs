@@ -4,7 +4,13 @@ use super::StoreError;
 
 /// Every migration, in the order it is applied. A migration is never edited once
 /// released: changes come as a new file.
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_core", include_str!("../../sql/0001_core.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_core", include_str!("../../sql/0001_core.sql")),
+    (
+        "0002_append_function",
+        include_str!("../../sql/0002_append_function.sql"),
+    ),
+];
 
 /// An arbitrary constant naming Herald's migration lock among the database's advisory locks.
 const MIGRATION_LOCK: i64 = 0x4845_5241_4c44; // "HERALD"

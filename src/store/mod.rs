@@ -5,7 +5,6 @@
 
 mod migrate;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -197,23 +196,8 @@ const USER_GROUPS: &str = "
     WHERE m.uid = $1
     ORDER BY m.gid";
 
-/// Taking the group row's lock serialises every writer of the group, on every node: msgids
-/// come from this counter inside the same transaction, so they are dense and commit order
-/// equals msgid order.
-const LOCK_GROUP_COUNTER: &str = "SELECT last_msgid FROM groups WHERE gid = $1 FOR UPDATE";
-
-/// Runs after the lock is held (pipelined behind it), so it sees every committed resend.
-const FIND_SENT: &str = "
-    SELECT m.sender_uid, m.cmid, m.msgid, m.ts FROM group_msgs m
-    JOIN unnest($2::bigint[], $3::text[]) AS i (sender_uid, cmid)
-        ON m.sender_uid = i.sender_uid AND m.cmid = i.cmid
-    WHERE m.gid = $1";
-
-const INSERT_MSGS: &str = "
-    INSERT INTO group_msgs (gid, msgid, sender_uid, cmid, ts, body)
-    SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[])";
-
-const SET_GROUP_COUNTER: &str = "UPDATE groups SET last_msgid = $2 WHERE gid = $1";
+/// Group commit: see `sql/0002_append_function.sql`.
+const APPEND: &str = "SELECT ord, msgid, ts, dup, latest FROM herald_append($1, $2, $3, $4, $5)";
 
 const MESSAGES_AFTER: &str = "
     SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
@@ -275,9 +259,9 @@ impl Store {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
-        let manager = Manager::from_config(
+        let manager = Manager::from_connect(
             config,
-            NoTls,
+            OnStorageThread::start().map_err(|e| StoreError::Unavailable(e.to_string()))?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -531,7 +515,8 @@ impl Store {
             .collect())
     }
 
-    /// Appends a batch of messages to a group in one transaction (group commit).
+    /// Appends a batch of messages to a group in one transaction and one round trip (group
+    /// commit; the logic is `herald_append` in `sql/`).
     ///
     /// Resends of a (sender, cmid) stored before, or repeated inside the batch, are not
     /// stored again: they come back `dup` with the original msgid.
@@ -541,77 +526,30 @@ impl Store {
         batch: &[NewMessage],
     ) -> Result<AppendOutcome, StoreError> {
         let _t = timed("append");
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let (lock, find, insert, bump) = try_join!(
-            tx.prepare_cached(LOCK_GROUP_COUNTER),
-            tx.prepare_cached(FIND_SENT),
-            tx.prepare_cached(INSERT_MSGS),
-            tx.prepare_cached(SET_GROUP_COUNTER),
-        )?;
         let senders: Vec<i64> = batch.iter().map(|m| db(m.sender)).collect();
         let cmids: Vec<&str> = batch.iter().map(|m| m.cmid.as_str()).collect();
-        let gid_param = db(gid);
-        let lock_params: [Param; 1] = [&gid_param];
-        let find_params: [Param; 3] = [&gid_param, &senders, &cmids];
-        let (counter, stored_before) = try_join!(
-            tx.query_opt(&lock, &lock_params),
-            tx.query(&find, &find_params),
-        )?;
-        let Some(counter) = counter else {
-            return Err(StoreError::NotFound(format!("group {gid} does not exist")));
-        };
-        let mut known: HashMap<(u64, &str), Appended> = stored_before
+        let stamps: Vec<i64> = batch.iter().map(|m| m.ts).collect();
+        let bodies: Vec<&str> = batch.iter().map(|m| m.body.get()).collect();
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(APPEND).await?;
+        let rows = client
+            .query(&stmt, &[&db(gid), &senders, &cmids, &stamps, &bodies])
+            .await
+            .map_err(|e| match e.code() {
+                Some(&SqlState::NO_DATA_FOUND) => {
+                    StoreError::NotFound(format!("group {gid} does not exist"))
+                }
+                _ => e.into(),
+            })?;
+        let latest = rows.first().map_or(0, |r| id(r.get(4)));
+        let results = rows
             .iter()
-            .map(|r| {
-                let key = (id(r.get(0)), r.get::<_, &str>(1));
-                let found = Appended {
-                    msgid: id(r.get(2)),
-                    ts: r.get(3),
-                    dup: true,
-                };
-                (key, found)
+            .map(|r| Appended {
+                msgid: id(r.get(1)),
+                ts: r.get(2),
+                dup: r.get(3),
             })
             .collect();
-        let mut latest = id(counter.get(0));
-        let mut results = Vec::with_capacity(batch.len());
-        let mut fresh = Vec::with_capacity(batch.len());
-        for (message, &cmid) in batch.iter().zip(&cmids) {
-            match known.get(&(message.sender, cmid)) {
-                Some(&earlier) => results.push(Appended {
-                    dup: true,
-                    ..earlier
-                }),
-                None => {
-                    latest += 1;
-                    let appended = Appended {
-                        msgid: latest,
-                        ts: message.ts,
-                        dup: false,
-                    };
-                    known.insert((message.sender, cmid), appended);
-                    results.push(appended);
-                    fresh.push(message);
-                }
-            }
-        }
-        if !fresh.is_empty() {
-            let first = latest + 1 - fresh.len() as u64;
-            let msgids: Vec<i64> = (first..=latest).map(db).collect();
-            let senders: Vec<i64> = fresh.iter().map(|m| db(m.sender)).collect();
-            let cmids: Vec<&str> = fresh.iter().map(|m| m.cmid.as_str()).collect();
-            let stamps: Vec<i64> = fresh.iter().map(|m| m.ts).collect();
-            let bodies: Vec<&str> = fresh.iter().map(|m| m.body.get()).collect();
-            let latest_param = db(latest);
-            let insert_params: [Param; 6] =
-                [&gid_param, &msgids, &senders, &cmids, &stamps, &bodies];
-            let bump_params: [Param; 2] = [&gid_param, &latest_param];
-            try_join!(
-                tx.execute(&insert, &insert_params),
-                tx.execute(&bump, &bump_params),
-            )?;
-        }
-        tx.commit().await?;
         Ok(AppendOutcome { results, latest })
     }
 
@@ -673,6 +611,50 @@ impl Store {
         let client = self.client().await?;
         let stmt = client.prepare_cached(FLUSH_ACKS).await?;
         Ok(client.execute(&stmt, &[&gids, &uids, &msgids]).await?)
+    }
+}
+
+/// Opens connections on a thread of their own: a connection's socket and I/O task live on
+/// the runtime that opened it, and the HTTP workers and group threads are busy with sessions,
+/// where replies from PostgreSQL would wait their turn behind fan-out.
+struct OnStorageThread {
+    runtime: tokio::runtime::Handle,
+}
+
+impl OnStorageThread {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("storage-io".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        Ok(OnStorageThread { runtime: handle })
+    }
+}
+
+impl deadpool_postgres::Connect for OnStorageThread {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let (config, runtime) = (config.clone(), self.runtime.clone());
+        Box::pin(async move {
+            let (client, connection) = runtime
+                .spawn(async move { config.connect(NoTls).await })
+                .await
+                .expect("the storage thread runs as long as the process")?;
+            let task = runtime.spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "PostgreSQL connection ended");
+                }
+            });
+            Ok((client, task))
+        })
     }
 }
 

@@ -5,5 +5,6 @@ mod faults;
 mod helpers;
 mod membership;
 mod messaging;
+mod operations;
 mod protocol_errors;
 mod pull_ack;

@@ -1,0 +1,21 @@
+//! Herald's load-test harness: thousands of real WebSocket sessions against a running (or
+//! self-started) Herald, measuring latency, throughput and completeness.
+//!
+//! # Layout
+//! - [`target`]: the Herald under test, started here or reached by URL; provisioning.
+//! - [`baseline`]: a storage-free broadcast server, the ceiling of the machine.
+//! - [`backend`]: either of the two, as scenarios see them.
+//! - [`client`]: one simulated session: receives, checks, times, acks, sends.
+//! - [`record`]: latency histograms and counters shared by all sessions.
+//! - [`scenarios`]: fan-out (and big-group, slow-consumer, baseline), reconnect-storm, idle.
+//! - [`progress`]: progress bars while running.
+//! - [`report`]: summary table, JSON report, SVG latency plot.
+
+pub mod backend;
+pub mod baseline;
+pub mod client;
+pub mod progress;
+pub mod record;
+pub mod report;
+pub mod scenarios;
+pub mod target;

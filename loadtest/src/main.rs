@@ -1,0 +1,168 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use herald_loadtest::backend::Backend;
+use herald_loadtest::baseline::Broadcast;
+use herald_loadtest::report::{plot, Report};
+use herald_loadtest::scenarios::fanout::{self, FanoutArgs};
+use herald_loadtest::scenarios::{idle, reconnect};
+use herald_loadtest::target::{Target, TargetArgs};
+
+/// Load tests for Herald. Every run is bounded in time and count and targets loopback only.
+#[derive(Parser)]
+#[command(name = "herald-loadtest", version)]
+struct Cli {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Write the JSON report here.
+    #[arg(long, global = true)]
+    report: Option<PathBuf>,
+    /// Write an SVG latency plot here.
+    #[arg(long, global = true)]
+    plot: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// G groups × M online members, S senders each, open or closed loop.
+    Fanout(FanoutArgs),
+    /// One group of thousands of online members.
+    BigGroup(BigGroupArgs),
+    /// Fan-out where a share of every group stops reading; the rest must not notice.
+    SlowConsumer(SlowArgs),
+    /// The same fan-out against a storage-free broadcast server, then against Herald.
+    Baseline(FanoutArgs),
+    /// N sessions leave, messages pile up, all come back at once and catch up by pull.
+    ReconnectStorm(reconnect::ReconnectArgs),
+    /// Hold N idle sessions; report the server's memory per session.
+    Idle(idle::IdleArgs),
+}
+
+#[derive(clap::Args)]
+struct BigGroupArgs {
+    /// Online members of the group.
+    #[arg(long, default_value_t = 5000)]
+    members: usize,
+    /// Sending members.
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Offered messages per second.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    #[arg(long, default_value_t = 64)]
+    body_bytes: usize,
+}
+
+#[derive(clap::Args)]
+struct SlowArgs {
+    #[command(flatten)]
+    fanout: FanoutArgs,
+    /// Share of each group's members that stop reading.
+    #[arg(long, default_value_t = 0.1)]
+    stalled_share: f64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(report) => {
+            report.print();
+            if report.lost == 0 {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("herald-loadtest: {} messages lost", report.lost);
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("herald-loadtest: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<Report> {
+    // One descriptor per session: as many as allowed (root may lift the hard limit too).
+    const WANTED: u64 = 1 << 20;
+    if rlimit::setrlimit(rlimit::Resource::NOFILE, WANTED, WANTED).is_err() {
+        rlimit::increase_nofile_limit(u64::MAX)?;
+    }
+    let herald =
+        || async { Ok::<_, anyhow::Error>(Backend::Herald(Target::open(&cli.target).await?)) };
+    let (report, series) = match &cli.scenario {
+        Scenario::Fanout(args) => {
+            let outcome = fanout::run(&herald().await?, args, "fanout").await?;
+            (outcome.report, vec![("Herald".to_owned(), outcome.latency)])
+        }
+        Scenario::BigGroup(args) => {
+            let args = FanoutArgs {
+                groups: 1,
+                members: args.members,
+                senders: args.senders,
+                rate: args.rate,
+                window: None,
+                duration_s: args.duration_s,
+                warmup_s: args.warmup_s,
+                body_bytes: args.body_bytes,
+                ack_ms: 1000,
+                stalled_share: 0.0,
+            };
+            let outcome = fanout::run(&herald().await?, &args, "big-group").await?;
+            (outcome.report, vec![("Herald".to_owned(), outcome.latency)])
+        }
+        Scenario::SlowConsumer(args) => {
+            let mut fanout_args = args.fanout.clone();
+            fanout_args.stalled_share = args.stalled_share;
+            let outcome = fanout::run(&herald().await?, &fanout_args, "slow-consumer").await?;
+            (
+                outcome.report,
+                vec![("Herald, readers".to_owned(), outcome.latency)],
+            )
+        }
+        Scenario::Baseline(args) => {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let ceiling = fanout::run(
+                &Backend::Baseline(Broadcast::start(cores)?),
+                args,
+                "baseline",
+            )
+            .await?;
+            let outcome = fanout::run(&herald().await?, args, "fanout vs baseline").await?;
+            let mut report = outcome.report;
+            report.vs_baseline =
+                Some(report.deliveries_per_s / ceiling.report.deliveries_per_s.max(1.0));
+            report.baseline = Some(Box::new(ceiling.report));
+            (
+                report,
+                vec![
+                    ("baseline".to_owned(), ceiling.latency),
+                    ("Herald".to_owned(), outcome.latency),
+                ],
+            )
+        }
+        Scenario::ReconnectStorm(args) => (reconnect::run(&herald().await?, args).await?, vec![]),
+        Scenario::Idle(args) => (idle::run(&herald().await?, args).await?, vec![]),
+    };
+    if let Some(path) = &cli.report {
+        report.write_json(path)?;
+    }
+    if let Some(path) = &cli.plot {
+        let series: Vec<(&str, &hdrhistogram::Histogram<u64>)> =
+            series.iter().map(|(name, h)| (name.as_str(), h)).collect();
+        plot(
+            path,
+            &format!("{}: delivery latency", report.scenario),
+            &series,
+        )?;
+    }
+    Ok(report)
+}

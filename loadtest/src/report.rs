@@ -1,0 +1,199 @@
+//! The run's results: a table for people, a JSON report for machines, an SVG latency plot.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+use serde::Serialize;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub count: u64,
+}
+
+impl Percentiles {
+    pub fn of(histogram: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+            count: histogram.len(),
+        }
+    }
+}
+
+/// Everything a run reports. Fields that a scenario does not measure are left out of the JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub target: String,
+    pub sessions: u64,
+    pub groups: u64,
+    pub duration_s: f64,
+    pub deliveries: u64,
+    pub deliveries_per_s: f64,
+    pub stored: u64,
+    pub stored_per_s: f64,
+    pub latency_ms: Percentiles,
+    pub sent_latency_ms: Percentiles,
+    pub connect_per_s: f64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub errors: u64,
+    pub closed_too_slow: u64,
+    pub dropped: u64,
+    pub server_rss_bytes: u64,
+    pub server_cpu_percent: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_per_session_bytes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Box<Report>>,
+    /// Herald's deliveries/s as a share of the baseline's, in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_baseline: Option<f64>,
+}
+
+impl Report {
+    /// Prints the summary table.
+    pub fn print(&self) {
+        println!("\n== {} against {} ==", self.scenario, self.target);
+        let rows: Vec<(&str, String)> = vec![
+            (
+                "sessions",
+                format!("{} in {} groups", self.sessions, self.groups),
+            ),
+            (
+                "connect rate",
+                format!("{:.0} sessions/s", self.connect_per_s),
+            ),
+            ("measured for", format!("{:.1} s", self.duration_s)),
+            (
+                "deliveries",
+                format!("{} ({:.0}/s)", self.deliveries, self.deliveries_per_s),
+            ),
+            (
+                "stored messages",
+                format!("{} ({:.0}/s)", self.stored, self.stored_per_s),
+            ),
+            ("delivery latency", latency_row(&self.latency_ms)),
+            ("sent-reply latency", latency_row(&self.sent_latency_ms)),
+            ("lost", self.lost.to_string()),
+            ("duplicates", self.duplicates.to_string()),
+            ("errors", self.errors.to_string()),
+            ("closed too slow (4008)", self.closed_too_slow.to_string()),
+            ("dropped otherwise", self.dropped.to_string()),
+            (
+                "server RSS",
+                format!("{:.1} MiB", self.server_rss_bytes as f64 / 1048576.0),
+            ),
+            (
+                "server CPU",
+                format!("{:.0} % of a core", self.server_cpu_percent),
+            ),
+        ];
+        for (name, value) in rows {
+            println!("  {name:<24} {value}");
+        }
+        if let Some(catch_up) = self.catch_up_s {
+            println!("  {:<24} {catch_up:.2} s", "catch-up time");
+        }
+        if let Some(per_session) = self.rss_per_session_bytes {
+            println!(
+                "  {:<24} {:.1} KiB",
+                "server RSS per session",
+                per_session / 1024.0
+            );
+        }
+        if let (Some(baseline), Some(share)) = (&self.baseline, self.vs_baseline) {
+            println!(
+                "  {:<24} {:.0}/s deliveries, p99 {:.1} ms; Herald reaches {:.0} % of it",
+                "baseline (no storage)",
+                baseline.deliveries_per_s,
+                baseline.latency_ms.p99,
+                share * 100.0
+            );
+        }
+        println!(
+            "  verdict: {}",
+            if self.lost == 0 {
+                "complete (nothing lost)"
+            } else {
+                "LOSS"
+            }
+        );
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+fn latency_row(p: &Percentiles) -> String {
+    format!(
+        "p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms",
+        p.p50, p.p90, p.p99, p.p999, p.max
+    )
+}
+
+/// Draws latency by percentile (HDR style: x is 1/(1-p), log scale) for each series.
+pub fn plot(path: &Path, title: &str, series: &[(&str, &Histogram<u64>)]) -> Result<()> {
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let curves: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(name, h)| {
+            let points = h
+                .iter_quantiles(1)
+                .map(|v| {
+                    let q = v.quantile_iterated_to().min(0.99999);
+                    (1.0 / (1.0 - q), v.value_iterated_to() as f64 / 1000.0)
+                })
+                .collect();
+            (*name, points)
+        })
+        .collect();
+    let max_ms = curves
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|&(_, ms)| ms))
+        .fold(1.0f64, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1.0f64..100_000.0f64).log_scale(), 0.0..max_ms * 1.05)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (ms)")
+        .x_label_formatter(&|x| format!("{:.3}%", 100.0 * (1.0 - 1.0 / x)))
+        .draw()?;
+    for (i, (name, points)) in curves.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! Fan-out: G groups of M online members, S senders per group, open loop at a fixed offered
+//! rate or closed loop; every member times and checks every message of its group. With a
+//! stalled share it is the slow-consumer scenario; with one big group, big-group.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+
+use crate::backend::Backend;
+use crate::client::{self, Cursor, Pace, Phase, Progress, Role};
+use crate::progress;
+use crate::record::Recorder;
+use crate::report::{Percentiles, Report};
+use crate::target::id_base;
+
+/// Most WebSocket handshakes in flight while connecting.
+const CONNECTS_IN_FLIGHT: usize = 256;
+/// Longest wait for the last replies and deliveries after sending stops.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutArgs {
+    /// Groups.
+    #[arg(long, default_value_t = 20)]
+    pub groups: usize,
+    /// Online members per group (each a session of its own user).
+    #[arg(long, default_value_t = 250)]
+    pub members: usize,
+    /// Sending members per group.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Offered messages per second over all groups (open loop).
+    #[arg(long, default_value_t = 400.0)]
+    pub rate: f64,
+    /// Closed loop instead: sends each sender keeps waiting for `sent`.
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Seconds of sending before measuring.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_s: u64,
+    /// Padding bytes in each message body.
+    #[arg(long, default_value_t = 64)]
+    pub body_bytes: usize,
+    /// Milliseconds between a member's cumulative acks.
+    #[arg(long, default_value_t = 1000)]
+    pub ack_ms: u64,
+    /// Share of each group's members that stop reading (set by slow-consumer).
+    #[arg(skip)]
+    pub stalled_share: f64,
+}
+
+/// A finished run: its report and its delivery-latency histogram (for plots).
+pub struct Outcome {
+    pub report: Report,
+    pub latency: Histogram<u64>,
+}
+
+struct Member {
+    role: Role,
+    progress: Arc<Progress>,
+}
+
+pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result<Outcome> {
+    if args.groups == 0 || args.members == 0 || args.senders > args.members {
+        bail!("need at least one group and member, and no more senders than members");
+    }
+    let stalled = ((args.members as f64) * args.stalled_share).floor() as usize;
+    if args.senders + stalled > args.members {
+        bail!("senders and stalled members overlap: lower --stalled-share");
+    }
+    let base = id_base();
+    let total = args.groups * args.members;
+    let uids: Vec<u64> = (0..total as u64).map(|i| base + i).collect();
+    let gids: Vec<u64> = (0..args.groups as u64).map(|g| base + g).collect();
+    let setup = progress::spinner(format!("creating {total} users and {} groups", args.groups));
+    backend.create_users(&uids).await?;
+    for (g, &gid) in gids.iter().enumerate() {
+        backend
+            .create_group(gid, &uids[g * args.members..(g + 1) * args.members])
+            .await?;
+    }
+    let tokens = backend.tokens(&uids).await?;
+    setup.finish_and_clear();
+
+    let (sockets, connect_per_s) = connect_all(backend, &tokens).await?;
+    let recorder = Arc::new(Recorder::new());
+    let group_latest: Vec<Arc<std::sync::atomic::AtomicU64>> =
+        gids.iter().map(|_| Arc::default()).collect();
+    let interval =
+        Duration::from_secs_f64((args.groups * args.senders) as f64 / args.rate.max(0.001));
+    let pace = match args.window {
+        Some(window) => Pace::Window(window),
+        None => Pace::Every(interval),
+    };
+    let (phase_tx, phase_rx) = watch::channel(Phase::Sending);
+    let mut members = Vec::with_capacity(total);
+    let mut tasks = Vec::with_capacity(total);
+    for (i, (ws, start)) in sockets.into_iter().enumerate() {
+        let (g, k) = (i / args.members, i % args.members);
+        let role = Role {
+            gid: gids[g],
+            group_latest: group_latest[g].clone(),
+            pace: (k < args.senders).then_some(pace),
+            body_pad: args.body_bytes,
+            ack_every: Duration::from_millis(args.ack_ms),
+            stalled: k >= args.members - stalled,
+        };
+        let progress = Arc::new(Progress::default());
+        tasks.push(tokio::spawn(client::run(
+            ws,
+            start,
+            role.clone(),
+            recorder.clone(),
+            progress.clone(),
+            phase_rx.clone(),
+        )));
+        members.push(Member { role, progress });
+    }
+
+    tokio::time::sleep(Duration::from_secs(args.warmup_s)).await;
+    recorder.reset_latencies();
+    let server_before = backend.stats().await;
+    let (deliveries_before, stored_before) = (
+        Recorder::get(&recorder.deliveries),
+        Recorder::get(&recorder.stored),
+    );
+    let started = Instant::now();
+    progress::measure(&recorder, Duration::from_secs(args.duration_s)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let deliveries = Recorder::get(&recorder.deliveries) - deliveries_before;
+    let stored = Recorder::get(&recorder.stored) - stored_before;
+    let server_after = backend.stats().await;
+
+    phase_tx.send_replace(Phase::Draining);
+    let readers: Vec<&Member> = members.iter().filter(|m| !m.role.stalled).collect();
+    wait_until(|| {
+        readers
+            .iter()
+            .all(|m| m.progress.in_flight.load(Ordering::Relaxed) == 0)
+    })
+    .await;
+    let caught_up = |m: &&Member| {
+        m.progress.ended_early.load(Ordering::Relaxed)
+            || m.progress.last.load(Ordering::Relaxed)
+                >= m.role.group_latest.load(Ordering::Relaxed)
+    };
+    wait_until(|| readers.iter().all(caught_up)).await;
+    phase_tx.send_replace(Phase::Stop);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+
+    let shortfall: u64 = readers
+        .iter()
+        .filter(|m| !m.progress.ended_early.load(Ordering::Relaxed))
+        .map(|m| {
+            let last = m.progress.last.load(Ordering::Relaxed);
+            m.role
+                .group_latest
+                .load(Ordering::Relaxed)
+                .saturating_sub(last)
+        })
+        .sum();
+    let latency = recorder.delivery_latency.lock().unwrap().clone();
+    let report = Report {
+        scenario: scenario.into(),
+        target: backend.name(),
+        sessions: total as u64,
+        groups: args.groups as u64,
+        duration_s: elapsed,
+        deliveries,
+        deliveries_per_s: deliveries as f64 / elapsed,
+        stored,
+        stored_per_s: stored as f64 / elapsed,
+        latency_ms: Percentiles::of(&latency),
+        sent_latency_ms: Percentiles::of(&recorder.sent_latency.lock().unwrap()),
+        connect_per_s,
+        lost: Recorder::get(&recorder.gaps) + shortfall,
+        duplicates: Recorder::get(&recorder.duplicates),
+        errors: Recorder::get(&recorder.errors),
+        closed_too_slow: Recorder::get(&recorder.closed_too_slow),
+        dropped: Recorder::get(&recorder.dropped),
+        server_rss_bytes: server_after.map_or(0, |s| s.rss_bytes),
+        server_cpu_percent: match (server_before, server_after) {
+            (Some(before), Some(after)) => after.cpu_percent_since(&before),
+            _ => 0.0,
+        },
+        ..Report::default()
+    };
+    Ok(Outcome { report, latency })
+}
+
+/// Opens every session, `CONNECTS_IN_FLIGHT` at a time; returns them in token order with
+/// the connect rate.
+pub async fn connect_all(
+    backend: &Backend,
+    tokens: &[String],
+) -> Result<(Vec<(client::Socket, Cursor)>, f64)> {
+    let bar = progress::counter(tokens.len() as u64, "connecting");
+    let addr = backend.addr();
+    let started = Instant::now();
+    let mut connected: Vec<(usize, client::Socket, Cursor)> =
+        futures_util::stream::iter(tokens.iter().enumerate())
+            .map(|(n, token)| {
+                let bar = bar.clone();
+                async move {
+                    let (ws, hello) = client::connect(addr, n, token).await?;
+                    bar.inc(1);
+                    let cursor = hello.groups.first().copied().unwrap_or(Cursor {
+                        gid: 0,
+                        last_ack: 0,
+                        latest: 0,
+                    });
+                    Ok::<_, anyhow::Error>((n, ws, cursor))
+                }
+            })
+            .buffer_unordered(CONNECTS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+    let rate = tokens.len() as f64 / started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    connected.sort_by_key(|(n, _, _)| *n);
+    Ok((
+        connected.into_iter().map(|(_, ws, c)| (ws, c)).collect(),
+        rate,
+    ))
+}
+
+/// Polls `done` until it holds or the drain deadline passes.
+pub async fn wait_until(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
