@@ -116,6 +116,8 @@ pub struct Role {
     pub group_latest: Arc<AtomicU64>,
     /// Sending, if this session sends.
     pub pace: Option<Pace>,
+    /// Most messages this session sends in the run.
+    pub send_limit: Option<u64>,
     /// Bytes of padding in each body.
     pub body_pad: usize,
     /// Cumulative ack interval.
@@ -186,7 +188,8 @@ pub async fn run(
     };
     let mut outgoing = Vec::new();
     loop {
-        let sending = *phase.borrow() == Phase::Sending;
+        let sending =
+            *phase.borrow() == Phase::Sending && role.send_limit.is_none_or(|limit| seq < limit);
         // Closed loop: top the window up before waiting.
         while sending && waiting.len() < window {
             seq += 1;

@@ -3,6 +3,7 @@
 
 mod faults;
 mod helpers;
+mod loadtest_smoke;
 mod membership;
 mod messaging;
 mod operations;

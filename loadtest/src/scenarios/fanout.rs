@@ -109,6 +109,7 @@ pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result
             gid: gids[g],
             group_latest: group_latest[g].clone(),
             pace: (k < args.senders).then_some(pace),
+            send_limit: None,
             body_pad: args.body_bytes,
             ack_every: Duration::from_millis(args.ack_ms),
             stalled: k >= args.members - stalled,

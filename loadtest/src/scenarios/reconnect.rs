@@ -70,31 +70,30 @@ pub async fn run(backend: &Backend, args: &ReconnectArgs) -> Result<Report> {
     let (senders, _) = connect_all(backend, &sender_tokens).await?;
     let (phase_tx, phase_rx) = watch::channel(Phase::Sending);
     let mut tasks = Vec::new();
-    let mut roles = Vec::new();
     for ((ws, start), &gid) in senders.into_iter().zip(&gids) {
         let role = Role {
             gid,
             group_latest: Arc::default(),
             pace: Some(Pace::Window(16)),
+            send_limit: Some(args.missed),
             body_pad: 64,
             ack_every: Duration::from_secs(1),
             stalled: false,
         };
-        let progress = Arc::new(Progress::default());
         tasks.push(tokio::spawn(client::run(
             ws,
             start,
-            role.clone(),
+            role,
             recorder.clone(),
-            progress.clone(),
+            Arc::new(Progress::default()),
             phase_rx.clone(),
         )));
-        roles.push(role);
     }
     let sending = progress::spinner(format!("sending {} messages to each group", args.missed));
     let started = Instant::now();
-    let target = args.missed;
-    wait_until(|| Recorder::get(&recorder.stored) >= target * args.groups as u64).await;
+    let target = args.missed * args.groups as u64;
+    wait_until(|| Recorder::get(&recorder.stored) + Recorder::get(&recorder.errors) >= target)
+        .await;
     phase_tx.send_replace(Phase::Stop);
     let stored = Recorder::get(&recorder.stored);
     let stored_per_s = stored as f64 / started.elapsed().as_secs_f64();

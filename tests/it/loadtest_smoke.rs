@@ -1,0 +1,116 @@
+//! A small run of the load-test harness against a real server: a few hundred sessions for a
+//! few seconds, completeness checked. The harness's figures are not asserted here (see
+//! docs/benchmarks.md); that it runs, measures and finds nothing lost is.
+
+use herald_loadtest::backend::Backend;
+use herald_loadtest::baseline::Broadcast;
+use herald_loadtest::scenarios::fanout::{self, FanoutArgs};
+use herald_loadtest::scenarios::reconnect::{self, ReconnectArgs};
+use herald_loadtest::target::{Target, TargetArgs};
+
+use crate::helpers::{Server, ADMIN_KEY, JWT_SECRET};
+
+fn small_fanout() -> FanoutArgs {
+    FanoutArgs {
+        groups: 4,
+        members: 50,
+        senders: 2,
+        rate: 100.0,
+        window: None,
+        duration_s: 2,
+        warmup_s: 1,
+        body_bytes: 32,
+        ack_ms: 200,
+        stalled_share: 0.0,
+    }
+}
+
+/// Each message stored in the measured window reaches its group's 50 members. Counts are of
+/// the window, whose edges cut a few fan-outs in two (the whole run's completeness is `lost`).
+fn assert_fans_out_to_50(report: &herald_loadtest::report::Report) {
+    let expected = report.stored * 50;
+    assert!(
+        report.deliveries.abs_diff(expected) <= expected / 20,
+        "{} deliveries for {} stored: {report:?}",
+        report.deliveries,
+        report.stored
+    );
+}
+
+async fn herald(server: &Server) -> Backend {
+    let args = TargetArgs {
+        url: Some(format!("http://{}", server.addr)),
+        admin_key: Some(ADMIN_KEY.into()),
+        jwt_secret: Some(JWT_SECRET.into()),
+        herald_bin: None,
+        server_env: vec![],
+    };
+    Backend::Herald(Target::open(&args).await.expect("reach the test server"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_fanout_run_delivers_every_message_to_every_member_once() {
+    let server = Server::start().await;
+    let outcome = fanout::run(&herald(&server).await, &small_fanout(), "smoke")
+        .await
+        .expect("the run completes");
+    let report = outcome.report;
+    assert_eq!(report.sessions, 200);
+    assert_eq!(
+        (
+            report.lost,
+            report.duplicates,
+            report.errors,
+            report.dropped
+        ),
+        (0, 0, 0, 0),
+        "{report:?}"
+    );
+    assert!(report.stored > 0, "{report:?}");
+    assert_fans_out_to_50(&report);
+    assert!(
+        report.latency_ms.count > 0 && report.latency_ms.p50 > 0.0,
+        "{report:?}"
+    );
+    assert!(
+        report.server_rss_bytes > 0,
+        "server stats come from /metrics: {report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baseline_server_carries_the_same_workload() {
+    let baseline = Backend::Baseline(Broadcast::start(1).expect("start the baseline"));
+    let outcome = fanout::run(&baseline, &small_fanout(), "baseline")
+        .await
+        .expect("the run completes");
+    let report = outcome.report;
+    assert_eq!(
+        (report.lost, report.duplicates, report.errors),
+        (0, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.deliveries, report.stored * 50, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_reconnect_storm_catches_every_session_up_by_pull() {
+    let server = Server::start().await;
+    let args = ReconnectArgs {
+        sessions: 200,
+        groups: 4,
+        missed: 30,
+    };
+    let report = reconnect::run(&herald(&server).await, &args)
+        .await
+        .expect("the run completes");
+    assert_eq!(
+        (report.lost, report.duplicates, report.errors),
+        (0, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.stored, 4 * 30);
+    // Each of the 200 sessions pulled the 30 messages its group got while it was away.
+    assert_eq!(report.deliveries, 200 * 30, "{report:?}");
+    assert!(report.catch_up_s.is_some_and(|s| s > 0.0), "{report:?}");
+}
