@@ -118,6 +118,11 @@ pub struct Settings {
     )]
     pub outbound_queue: usize,
 
+    /// Kernel send buffer of each client socket, in bytes: what a client that stops
+    /// reading can hold in the kernel before its backlog counts against HERALD_OUTBOUND_QUEUE.
+    #[arg(long, env = "HERALD_SOCKET_SEND_BUFFER", value_name = "HERALD_SOCKET_SEND_BUFFER", default_value_t = 256 * 1024)]
+    pub socket_send_buffer: usize,
+
     /// Sends of one session that may wait for storage at once; past it, `rate_limited`.
     #[arg(
         long,
@@ -216,6 +221,7 @@ pub struct Config {
     pub max_http_body_bytes: usize,
     pub heartbeat: Duration,
     pub outbound_queue: usize,
+    pub socket_send_buffer: usize,
     pub max_pending_sends: usize,
     pub ack_flush: Duration,
     pub ack_writers: usize,
@@ -273,6 +279,7 @@ impl Settings {
         )?;
         positive(self.heartbeat_s, "HERALD_HEARTBEAT_S")?;
         positive(self.outbound_queue as u64, "HERALD_OUTBOUND_QUEUE")?;
+        positive(self.socket_send_buffer as u64, "HERALD_SOCKET_SEND_BUFFER")?;
         positive(self.max_pending_sends as u64, "HERALD_MAX_PENDING_SENDS")?;
         positive(self.ack_flush_ms, "HERALD_ACK_FLUSH_MS")?;
         positive(self.ack_writers as u64, "HERALD_ACK_WRITERS")?;
@@ -290,6 +297,7 @@ impl Settings {
             max_http_body_bytes: self.max_http_body_bytes,
             heartbeat: Duration::from_secs(self.heartbeat_s),
             outbound_queue: self.outbound_queue,
+            socket_send_buffer: self.socket_send_buffer,
             max_pending_sends: self.max_pending_sends,
             ack_flush: Duration::from_millis(self.ack_flush_ms),
             ack_writers: self.ack_writers,

@@ -76,19 +76,15 @@ impl Application {
             }),
         });
         let max_http_body = config.max_http_body_bytes;
+        let send_buffer = config.socket_send_buffer;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .configure(api::routes(max_http_body))
         })
-        // Frames leave as soon as they are written: the dispatcher already batches what a
-        // session has queued into one write, and Nagle's algorithm would hold a small frame
-        // back until the peer's delayed ACK (up to 40 ms).
-        .on_connect(|connection, _| {
+        .on_connect(move |connection, _| {
             if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(%error, "could not set TCP_NODELAY");
-                }
+                tune_client_socket(tcp, send_buffer);
             }
         })
         // Signals are ours: sessions must be closed and acks flushed in order.
@@ -150,6 +146,21 @@ impl Application {
         serving.await?.context("HTTP server failed")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Frames leave as soon as they are written (the dispatcher already batches what a session
+/// has queued into one write; Nagle's algorithm would hold a small frame back until the peer's
+/// delayed ACK), and the kernel holds a bounded backlog for a client that stops reading
+/// (auto-tuned buffers grow to megabytes per socket), so such a client meets
+/// `HERALD_OUTBOUND_QUEUE` soon and is cut off.
+fn tune_client_socket(tcp: &actix_web::rt::net::TcpStream, send_buffer: usize) {
+    let socket = socket2::SockRef::from(tcp);
+    if let Err(error) = socket
+        .set_tcp_nodelay(true)
+        .and_then(|()| socket.set_send_buffer_size(send_buffer))
+    {
+        tracing::debug!(%error, "could not tune a client socket");
     }
 }
 

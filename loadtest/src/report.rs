@@ -54,8 +54,12 @@ pub struct Report {
     pub dropped: u64,
     pub server_rss_bytes: u64,
     pub server_cpu_percent: f64,
+    /// Reconnect storm: when the last session was caught up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catch_up_s: Option<f64>,
+    /// Reconnect storm: each session's time from the storm's start to caught up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up_ms: Option<Percentiles>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_per_session_bytes: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,10 +70,10 @@ pub struct Report {
 }
 
 impl Report {
-    /// Prints the summary table.
+    /// Prints the summary table; latencies a scenario does not measure are left out.
     pub fn print(&self) {
         println!("\n== {} against {} ==", self.scenario, self.target);
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             (
                 "sessions",
                 format!("{} in {} groups", self.sessions, self.groups),
@@ -87,8 +91,18 @@ impl Report {
                 "stored messages",
                 format!("{} ({:.0}/s)", self.stored, self.stored_per_s),
             ),
-            ("delivery latency", latency_row(&self.latency_ms)),
-            ("sent-reply latency", latency_row(&self.sent_latency_ms)),
+        ];
+        let latencies = [
+            ("delivery latency", Some(&self.latency_ms)),
+            ("sent-reply latency", Some(&self.sent_latency_ms)),
+            ("catch-up per session", self.catch_up_ms.as_ref()),
+        ];
+        for (name, percentiles) in latencies {
+            if let Some(p) = percentiles.filter(|p| p.count > 0) {
+                rows.push((name, latency_row(p)));
+            }
+        }
+        rows.extend([
             ("lost", self.lost.to_string()),
             ("duplicates", self.duplicates.to_string()),
             ("errors", self.errors.to_string()),
@@ -102,12 +116,12 @@ impl Report {
                 "server CPU",
                 format!("{:.0} % of a core", self.server_cpu_percent),
             ),
-        ];
+        ]);
         for (name, value) in rows {
             println!("  {name:<24} {value}");
         }
         if let Some(catch_up) = self.catch_up_s {
-            println!("  {:<24} {catch_up:.2} s", "catch-up time");
+            println!("  {:<24} {catch_up:.2} s", "catch-up time (last)");
         }
         if let Some(per_session) = self.rss_per_session_bytes {
             println!(

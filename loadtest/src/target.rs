@@ -323,6 +323,7 @@ impl Target {
             rss_bytes: value("herald_process_resident_memory_bytes") as u64,
             cpu_seconds: value("herald_process_cpu_seconds_total"),
             sessions: value("herald_sessions") as u64,
+            slow_consumers_closed: value("herald_slow_consumers_closed_total") as u64,
             at: Instant::now(),
         })
     }
@@ -345,6 +346,8 @@ pub struct ProcessStats {
     pub rss_bytes: u64,
     pub cpu_seconds: f64,
     pub sessions: u64,
+    /// Sessions the server closed with 4008 so far.
+    pub slow_consumers_closed: u64,
     pub at: Instant,
 }
 

@@ -154,6 +154,8 @@ pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result
                 >= m.role.group_latest.load(Ordering::Relaxed)
     };
     wait_until(|| readers.iter().all(caught_up)).await;
+    // Stalled clients never read their 4008 close: the server's count is the one to trust.
+    let server_end = backend.stats().await;
     phase_tx.send_replace(Phase::Stop);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -187,7 +189,9 @@ pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result
         lost: Recorder::get(&recorder.gaps) + shortfall,
         duplicates: Recorder::get(&recorder.duplicates),
         errors: Recorder::get(&recorder.errors),
-        closed_too_slow: Recorder::get(&recorder.closed_too_slow),
+        closed_too_slow: server_end.map_or(Recorder::get(&recorder.closed_too_slow), |s| {
+            s.slow_consumers_closed
+        }),
         dropped: Recorder::get(&recorder.dropped),
         server_rss_bytes: server_after.map_or(0, |s| s.rss_bytes),
         server_cpu_percent: match (server_before, server_after) {

@@ -174,8 +174,7 @@ pub async fn run(backend: &Backend, args: &ReconnectArgs) -> Result<Report> {
     report.catch_up_s = Some(catch_up.max() as f64 / 1e6);
     report.duration_s = total;
     report.deliveries_per_s = report.deliveries as f64 / total;
-    // Here "latency" is each session's time from the storm's start to caught up.
-    report.latency_ms = Percentiles::of(&catch_up);
+    report.catch_up_ms = Some(Percentiles::of(&catch_up));
     if let Some(stats) = backend.stats().await {
         report.server_rss_bytes = stats.rss_bytes;
     }
