@@ -150,30 +150,6 @@ async fn run_sender(ws: RawSocket, plan: SendPlan) -> SendLog {
     log.into_inner().unwrap()
 }
 
-/// Every stored message of a group, over HTTP, in pages.
-async fn stored_messages(server: &Server, uid: u64, gid: u64) -> Vec<Value> {
-    let mut all: Vec<Value> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |m| m["msgid"].as_u64().unwrap());
-        let (status, page) = server
-            .user(
-                uid,
-                reqwest::Method::GET,
-                &format!("/v1/groups/{gid}/messages?after={after}&limit=1000"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
-        let msgs = page["msgs"].as_array().expect("msgs").clone();
-        let more = page["more"].as_bool().expect("more");
-        assert!(!more || !msgs.is_empty(), "more:true with an empty page");
-        all.extend(msgs);
-        if !more {
-            return all;
-        }
-    }
-}
-
 /// Checks what a group stores against what senders attempted and what was confirmed:
 /// msgids dense from 1, each (sender, cmid) once, each body as sent, each confirmed message
 /// there with its msgid. Returns (sender, cmid) → msgid.
@@ -399,7 +375,7 @@ async fn a_server_killed_mid_load_loses_nothing_it_confirmed_and_stores_resends_
         );
 
         server.restart().await;
-        let stored = stored_messages(&server, 1, gid).await;
+        let stored = server.stored_messages(1, gid).await;
         let before = check_stored(&stored, &attempted, &confirmed);
         eprintln!(
             "cycle {cycle}: {} confirmed in all, {} stored, {} unconfirmed at the kill \
@@ -435,7 +411,7 @@ async fn a_server_killed_mid_load_loses_nothing_it_confirmed_and_stores_resends_
         for (_, client) in clients {
             client.close().await;
         }
-        let stored = stored_messages(&server, 1, gid).await;
+        let stored = server.stored_messages(1, gid).await;
         let after = check_stored(&stored, &attempted, &confirmed);
         // Every attempted send is now stored exactly once.
         assert_eq!(after.len(), attempted.len());
@@ -516,7 +492,7 @@ async fn a_postgres_restart_is_survived_by_the_same_session_without_losing_confi
     assert_eq!(pong["type"], "pong", "{pong}");
 
     // Exactly what was confirmed is stored: the refused sends are not.
-    let stored = stored_messages(&server, 2, gid).await;
+    let stored = server.stored_messages(2, gid).await;
     let msgids: Vec<u64> = stored
         .iter()
         .map(|m| m["msgid"].as_u64().unwrap())

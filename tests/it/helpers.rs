@@ -259,6 +259,25 @@ impl Server {
             .expect("WebSocket upgrade")
     }
 
+    /// Every stored message of a group, paged over HTTP as `uid` (a member) sees it.
+    pub async fn stored_messages(&self, uid: u64, gid: u64) -> Vec<Value> {
+        let mut all: Vec<Value> = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |m| m["msgid"].as_u64().unwrap());
+            let path = format!("/v1/groups/{gid}/messages?after={after}&limit=1000");
+            let (status, page) = self.user(uid, reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{page}");
+            assert_eq!(page["gid"], gid, "{page}");
+            let msgs = page["msgs"].as_array().expect("msgs").clone();
+            let more = page["more"].as_bool().expect("more");
+            assert!(!more || !msgs.is_empty(), "more:true with an empty page");
+            all.extend(msgs);
+            if !more {
+                return all;
+            }
+        }
+    }
+
     /// The server's Prometheus text.
     pub async fn metrics(&self) -> String {
         self.http
@@ -278,7 +297,8 @@ impl Drop for Server {
     }
 }
 
-async fn respond(request: reqwest::RequestBuilder) -> (u16, Value) {
+/// Sends a request; returns the status and the JSON body (Null when empty).
+pub async fn respond(request: reqwest::RequestBuilder) -> (u16, Value) {
     let response = request.send().await.expect("HTTP request");
     let status = response.status().as_u16();
     let text = response.text().await.expect("HTTP body");

@@ -96,15 +96,7 @@ async fn http_with(
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.expect("HTTP request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("HTTP body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body)
+    crate::helpers::respond(request).await
 }
 
 /// Asserts an HTTP error response: its status and the code in its JSON error body.

@@ -74,31 +74,6 @@ async fn send_pipelined(
         .collect()
 }
 
-/// Every stored message of a group, over HTTP, in pages of 1000.
-async fn stored_messages(server: &Server, uid: u64, gid: u64) -> Vec<Value> {
-    let mut all: Vec<Value> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |m| m["msgid"].as_u64().unwrap());
-        let (status, page) = server
-            .user(
-                uid,
-                Method::GET,
-                &format!("/v1/groups/{gid}/messages?after={after}&limit=1000"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
-        assert_eq!(page["gid"], gid, "{page}");
-        let msgs = page["msgs"].as_array().expect("msgs").clone();
-        let more = page["more"].as_bool().expect("more");
-        assert!(!more || !msgs.is_empty(), "more:true with an empty page");
-        all.extend(msgs);
-        if !more {
-            return all;
-        }
-    }
-}
-
 /// Checks a group's stored messages against what was confirmed: msgids exactly 1..=n
 /// ascending, each (sender, cmid) once, with the body sent, the msgid and ts confirmed.
 fn check_stored(stored: &[Value], confirmed: &HashMap<Key, (Value, Value)>, node: &str) {
@@ -283,8 +258,8 @@ async fn two_nodes_on_one_database_keep_msgids_dense_and_resends_idempotent() {
     );
 
     // Either node serves the same, complete log.
-    check_stored(&stored_messages(&a, 1, gid).await, &confirmed, "node A");
-    check_stored(&stored_messages(&b, 3, gid).await, &confirmed, "node B");
+    check_stored(&a.stored_messages(1, gid).await, &confirmed, "node A");
+    check_stored(&b.stored_messages(3, gid).await, &confirmed, "node B");
 
     // A resend of a confirmed cmid through the other node is recognised.
     for (uid, cmid, node, name) in [(1, "u1-7", &b, "B"), (4, "u4-93", &a, "A")] {
@@ -300,7 +275,7 @@ async fn two_nodes_on_one_database_keep_msgids_dense_and_resends_idempotent() {
         client.close().await;
     }
     assert_eq!(
-        stored_messages(&b, 2, gid).await.len(),
+        b.stored_messages(2, gid).await.len(),
         400,
         "resends stored again"
     );
@@ -378,7 +353,7 @@ async fn nodes_starting_together_apply_the_migrations_once() {
     let sent = ann.send_msg(gid, "c-1", json!({"text": "hi"})).await;
     assert_eq!(sent["type"], "sent", "{sent}");
     assert_eq!(sent["msgid"], 1, "{sent}");
-    let stored = stored_messages(&third, 2, gid).await;
+    let stored = third.stored_messages(2, gid).await;
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(stored[0]["from"], 1);
     assert_eq!(stored[0]["cmid"], "c-1");

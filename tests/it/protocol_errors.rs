@@ -183,15 +183,7 @@ async fn http(
             .header("content-type", "application/json")
             .body(body.to_owned());
     }
-    let response = request.send().await.expect("HTTP request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("HTTP body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body)
+    crate::helpers::respond(request).await
 }
 
 async fn admin_raw(
