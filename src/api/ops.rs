@@ -11,9 +11,14 @@ pub async fn healthz_route() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: storage answers.
+/// How long readiness waits for PostgreSQL: probes have short timeouts of their own.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /readyz`: storage answers within `READY_WITHIN`.
 pub async fn readyz_route(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.store.ping().await?;
+    tokio::time::timeout(READY_WITHIN, state.store.ping())
+        .await
+        .map_err(|_| ApiError::unavailable())??;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 

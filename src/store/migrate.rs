@@ -23,6 +23,9 @@ pub(super) async fn apply(
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    // "relation already exists, skipping" is the normal case, not news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS herald_migrations (
              version    text PRIMARY KEY,
