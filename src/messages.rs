@@ -37,6 +37,8 @@ pub enum ToSession {
     Joined { gid: u64, group: Addr<GroupActor> },
     /// Close the session with this code.
     Close { code: u16, reason: &'static str },
+    /// Time to ping the peer, or to drop it if it has been silent for two heartbeats.
+    Heartbeat,
     /// A request nobody awaited was refused: write the error.
     Refused {
         id: Option<RequestId>,

@@ -1,7 +1,8 @@
 //! The registry: routes gid → group actor (starting one when needed) and uid → sessions,
 //! and carries membership changes made in storage to the live actors.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
@@ -9,7 +10,9 @@ use futures_util::future::join_all;
 use crate::acks::AckWriter;
 use crate::error::ApiError;
 use crate::group::{GroupActor, GroupSettings};
-use crate::messages::{CursorOf, FlushAcks, MemberLeft, MembersJoined, SessionHandle, SessionId};
+use crate::messages::{
+    CursorOf, FlushAcks, MemberLeft, MembersJoined, SessionHandle, SessionId, ToSession,
+};
 use crate::protocol::{GroupCursor, RemovalReason};
 use crate::store::Store;
 
@@ -23,20 +26,37 @@ pub struct GroupFactory {
     pub arbiters: Vec<ArbiterHandle>,
 }
 
+/// An open session as the registry keeps it.
+struct Online {
+    handle: SessionHandle,
+    /// When its token expires, to find it in `expiries`.
+    token_exp: u64,
+}
+
+/// How often expired tokens are looked for: sessions close within this of their expiry.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+
 pub struct RegistryActor {
     factory: GroupFactory,
     groups: HashMap<u64, (u64, Addr<GroupActor>)>,
-    sessions: HashMap<u64, HashMap<SessionId, SessionHandle>>,
+    /// Each user's open sessions (a handful at most: a Vec is smaller than a map).
+    sessions: HashMap<u64, Vec<Online>>,
+    /// Sessions by the expiry of their token (seconds since the epoch), swept every second.
+    expiries: BTreeSet<(u64, SessionId, u64)>,
+    /// Interval of the pings every session gets.
+    heartbeat: Duration,
     /// Tells group actors of one gid apart across restarts of the actor.
     next_generation: u64,
 }
 
 impl RegistryActor {
-    pub fn new(factory: GroupFactory) -> Self {
+    pub fn new(factory: GroupFactory, heartbeat: Duration) -> Self {
         RegistryActor {
             factory,
             groups: HashMap::new(),
             sessions: HashMap::new(),
+            expiries: BTreeSet::new(),
+            heartbeat,
             next_generation: 0,
         }
     }
@@ -66,10 +86,27 @@ impl RegistryActor {
         addr
     }
 
+    /// Closes, with 4001, every session whose token has expired.
+    fn close_expired(&mut self) {
+        let now = jsonwebtoken::get_current_timestamp();
+        while let Some(&(exp, id, uid)) = self.expiries.first() {
+            if exp > now {
+                break;
+            }
+            self.expiries.pop_first();
+            let sessions = self.sessions.get(&uid).into_iter().flatten();
+            if let Some(online) = sessions.into_iter().find(|o| o.handle.id == id) {
+                online
+                    .handle
+                    .close(crate::messages::close::TOKEN_EXPIRED, "token expired");
+            }
+        }
+    }
+
     fn sessions_of(&self, uids: &[u64]) -> Vec<SessionHandle> {
         uids.iter()
             .filter_map(|uid| self.sessions.get(uid))
-            .flat_map(|sessions| sessions.values().cloned())
+            .flat_map(|sessions| sessions.iter().map(|o| o.handle.clone()))
             .collect()
     }
 }
@@ -79,22 +116,32 @@ impl Actor for RegistryActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::messages::BUSY_ACTOR_MAILBOX);
+        ctx.run_interval(self.heartbeat, |act, _| {
+            for online in act.sessions.values().flatten() {
+                online.handle.inbox.do_send(ToSession::Heartbeat);
+            }
+        });
+        ctx.run_interval(EXPIRY_SWEEP, |act, _| act.close_expired());
     }
 }
 
-/// A session opened.
+/// A session opened, with a token valid until `token_exp` (seconds since the epoch).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Connect(pub SessionHandle);
+pub struct Connect {
+    pub session: SessionHandle,
+    pub token_exp: u64,
+}
 
 impl Handler<Connect> for RegistryActor {
     type Result = ();
 
-    fn handle(&mut self, Connect(session): Connect, _: &mut Self::Context) {
-        self.sessions
-            .entry(session.uid)
-            .or_default()
-            .insert(session.id, session);
+    fn handle(&mut self, Connect { session, token_exp }: Connect, _: &mut Self::Context) {
+        self.expiries.insert((token_exp, session.id, session.uid));
+        self.sessions.entry(session.uid).or_default().push(Online {
+            handle: session,
+            token_exp,
+        });
     }
 }
 
@@ -110,11 +157,15 @@ impl Handler<Disconnect> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
-        if let Some(sessions) = self.sessions.get_mut(&msg.uid) {
-            sessions.remove(&msg.id);
-            if sessions.is_empty() {
-                self.sessions.remove(&msg.uid);
-            }
+        let Some(sessions) = self.sessions.get_mut(&msg.uid) else {
+            return;
+        };
+        if let Some(at) = sessions.iter().position(|o| o.handle.id == msg.id) {
+            let online = sessions.swap_remove(at);
+            self.expiries.remove(&(online.token_exp, msg.id, msg.uid));
+        }
+        if sessions.is_empty() {
+            self.sessions.remove(&msg.uid);
         }
     }
 }
@@ -302,8 +353,8 @@ impl Handler<CloseAll> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: CloseAll, _: &mut Self::Context) {
-        for session in self.sessions.values().flat_map(|s| s.values()) {
-            session.close(msg.code, msg.reason);
+        for online in self.sessions.values().flatten() {
+            online.handle.close(msg.code, msg.reason);
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::auth::Identity;
 use crate::error::{ApiError, ErrorCode};
 use crate::group::GroupActor;
 use crate::messages::{
-    close, AckUpTo, Backlog, Join, Leave, ReplyTo, SessionHandle, SessionId, Submit, ToSession,
+    AckUpTo, Backlog, Join, Leave, ReplyTo, SessionHandle, SessionId, Submit, ToSession,
 };
 use crate::metrics;
 use crate::protocol::{self, ClientRequest, GroupCursor, RequestId, ServerFrame};
@@ -50,7 +50,6 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 pub struct Session {
     id: SessionId,
-    name: String,
     identity: Identity,
     shared: Arc<SessionContext>,
     /// Group actors this session is online in, to send to without asking the registry.
@@ -75,7 +74,6 @@ impl Session {
         });
         Session {
             id,
-            name: format!("s-{id:x}"),
             identity,
             backlog: Arc::new(Backlog::new(limits.outbound_queue)),
             shared,
@@ -86,6 +84,11 @@ impl Session {
             bad_frames: 0,
             fragments: None,
         }
+    }
+
+    /// The session's id as clients see it.
+    fn name(&self) -> String {
+        format!("s-{:x}", self.id)
     }
 
     fn uid(&self) -> u64 {
@@ -183,7 +186,7 @@ impl Session {
                     ctx,
                     ServerFrame::Hello {
                         uid: act.uid(),
-                        session: &act.name,
+                        session: &act.name(),
                         heartbeat_s: act.shared.limits.heartbeat.as_secs(),
                         groups: &cursors,
                     },
@@ -432,24 +435,11 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::global().sessions.inc();
-        self.shared
-            .registry
-            .do_send(Connect(self.session_handle(ctx)));
-        let heartbeat = self.shared.limits.heartbeat;
-        ctx.run_interval(heartbeat, move |act, ctx| {
-            if act.last_heard.elapsed() > heartbeat * 2 {
-                tracing::debug!(session = %act.name, "peer silent for two heartbeats; dropping");
-                ctx.stop();
-            } else {
-                ctx.ping(b"");
-            }
-        });
-        let expires_in = self
-            .identity
-            .exp
-            .saturating_sub(jsonwebtoken::get_current_timestamp());
-        ctx.run_later(Duration::from_secs(expires_in), |act, ctx| {
-            act.close(ctx, close::TOKEN_EXPIRED, "token expired");
+        // Heartbeats and token expiry are driven by the registry for every session at once,
+        // rather than by two timers per session polled at each of its wake-ups.
+        self.shared.registry.do_send(Connect {
+            session: self.session_handle(ctx),
+            token_exp: self.identity.exp,
         });
         self.greet(ctx);
     }
@@ -485,6 +475,14 @@ impl Handler<ToSession> for Session {
             }
             ToSession::Close { code, reason } => self.close(ctx, code, reason),
             ToSession::Refused { id, error } => self.write_error(ctx, id, &error),
+            ToSession::Heartbeat => {
+                if self.last_heard.elapsed() > self.shared.limits.heartbeat * 2 {
+                    tracing::debug!(session = %self.name(), "peer silent for two heartbeats; dropping");
+                    ctx.stop();
+                } else {
+                    ctx.ping(b"");
+                }
+            }
         }
     }
 }
@@ -508,7 +506,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
             }
             Err(ProtocolError::Overflow) => self.close(ctx, 1009, "frame too big"),
             Err(error) => {
-                tracing::debug!(session = %self.name, %error, "websocket protocol error");
+                tracing::debug!(session = %self.name(), %error, "websocket protocol error");
                 ctx.stop();
             }
         }

@@ -46,16 +46,19 @@ impl Application {
         let ack_writers = (0..config.ack_writers)
             .map(|_| AckWriter::new(store.clone()).start())
             .collect();
-        let registry = RegistryActor::new(GroupFactory {
-            store: store.clone(),
-            settings: GroupSettings {
-                max_batch: config.max_batch,
-                ack_flush: config.ack_flush,
-                idle: config.group_idle,
+        let registry = RegistryActor::new(
+            GroupFactory {
+                store: store.clone(),
+                settings: GroupSettings {
+                    max_batch: config.max_batch,
+                    ack_flush: config.ack_flush,
+                    idle: config.group_idle,
+                },
+                ack_writers,
+                arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             },
-            ack_writers,
-            arbiters: arbiters.iter().map(Arbiter::handle).collect(),
-        })
+            config.heartbeat,
+        )
         .start();
         let state = web::Data::new(AppState {
             store: store.clone(),
