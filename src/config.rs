@@ -159,6 +159,16 @@ pub struct Settings {
     )]
     pub max_batch: usize,
 
+    /// Threads group actors run on (apart from the HTTP workers). Group actors do little
+    /// work per message; on small machines more threads mostly add cross-core wake-ups.
+    #[arg(
+        long,
+        env = "HERALD_GROUP_THREADS",
+        value_name = "HERALD_GROUP_THREADS",
+        default_value_t = 1
+    )]
+    pub group_threads: usize,
+
     /// Seconds a group actor with nobody online lingers before it stops.
     #[arg(
         long,
@@ -226,6 +236,7 @@ pub struct Config {
     pub ack_flush: Duration,
     pub ack_writers: usize,
     pub max_batch: usize,
+    pub group_threads: usize,
     pub group_idle: Duration,
     pub db_pool: usize,
     pub workers: usize,
@@ -285,6 +296,7 @@ impl Settings {
         positive(self.ack_writers as u64, "HERALD_ACK_WRITERS")?;
         positive(self.max_batch as u64, "HERALD_MAX_BATCH")?;
         positive(self.group_idle_s, "HERALD_GROUP_IDLE_S")?;
+        positive(self.group_threads as u64, "HERALD_GROUP_THREADS")?;
         positive(self.db_pool as u64, "HERALD_DB_POOL")?;
         Ok(Config {
             database_url,
@@ -302,6 +314,7 @@ impl Settings {
             ack_flush: Duration::from_millis(self.ack_flush_ms),
             ack_writers: self.ack_writers,
             max_batch: self.max_batch,
+            group_threads: self.group_threads,
             group_idle: Duration::from_secs(self.group_idle_s),
             db_pool: self.db_pool,
             workers: self.workers,

@@ -41,8 +41,7 @@ impl Application {
         if !applied.is_empty() {
             tracing::info!(?applied, "migrations applied");
         }
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let arbiters: Vec<Arbiter> = (0..cores).map(|_| Arbiter::new()).collect();
+        let arbiters: Vec<Arbiter> = (0..config.group_threads).map(|_| Arbiter::new()).collect();
         let ack_writers = (0..config.ack_writers)
             .map(|_| AckWriter::new(store.clone()).start())
             .collect();
