@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
+use smallvec::SmallVec;
 
 use crate::acks::AckWriter;
 use crate::error::ApiError;
@@ -39,8 +40,8 @@ const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 pub struct RegistryActor {
     factory: GroupFactory,
     groups: HashMap<u64, (u64, Addr<GroupActor>)>,
-    /// Each user's open sessions (a handful at most: a Vec is smaller than a map).
-    sessions: HashMap<u64, Vec<Online>>,
+    /// Each user's open sessions: a handful at most, the first kept inline.
+    sessions: HashMap<u64, SmallVec<[Online; 1]>>,
     /// Sessions by the expiry of their token (seconds since the epoch), swept every second.
     expiries: BTreeSet<(u64, SessionId, u64)>,
     /// Interval of the pings every session gets.

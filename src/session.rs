@@ -56,7 +56,8 @@ pub struct Session {
     groups: HashMap<u64, Addr<GroupActor>>,
     backlog: Arc<Backlog>,
     last_heard: Instant,
-    send_limiter: Option<DefaultDirectRateLimiter>,
+    /// Made at the first send, so idle sessions do not carry it.
+    send_limiter: Option<Box<DefaultDirectRateLimiter>>,
     /// Sends and pulls waiting for storage.
     pending: usize,
     bad_frames: u32,
@@ -68,10 +69,6 @@ impl Session {
     pub fn new(identity: Identity, shared: Arc<SessionContext>) -> Self {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
         let limits = &shared.limits;
-        let send_limiter = NonZeroU32::new(limits.send_rate).map(|rate| {
-            let burst = NonZeroU32::new(rate.get().saturating_mul(2)).unwrap_or(rate);
-            RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
-        });
         Session {
             id,
             identity,
@@ -79,11 +76,25 @@ impl Session {
             shared,
             groups: HashMap::new(),
             last_heard: Instant::now(),
-            send_limiter,
+            send_limiter: None,
             pending: 0,
             bad_frames: 0,
             fragments: None,
         }
+    }
+
+    /// Takes a token from the send rate limiter (none when the rate is unlimited).
+    fn may_send(&mut self) -> bool {
+        let Some(rate) = NonZeroU32::new(self.shared.limits.send_rate) else {
+            return true;
+        };
+        let limiter = self.send_limiter.get_or_insert_with(|| {
+            let burst = NonZeroU32::new(rate.get().saturating_mul(2)).unwrap_or(rate);
+            Box::new(RateLimiter::direct(
+                Quota::per_second(rate).allow_burst(burst),
+            ))
+        });
+        limiter.check().is_ok()
     }
 
     /// The session's id as clients see it.
@@ -248,11 +259,7 @@ impl Session {
         body: Box<serde_json::value::RawValue>,
         ctx: &mut WebsocketContext<Self>,
     ) {
-        if self
-            .send_limiter
-            .as_ref()
-            .is_some_and(|l| l.check().is_err())
-        {
+        if !self.may_send() {
             let error = ApiError::new(ErrorCode::RateLimited, "send rate limit exceeded");
             return self.write_error(ctx, id, &error);
         }
