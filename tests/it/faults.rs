@@ -12,11 +12,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{self, Client, Server, WAIT};
+use crate::helpers::{self, ws_request, Client, Server, WAIT};
 
 type RawSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -30,13 +29,7 @@ type Key = (u64, String);
 /// Opens a WebSocket session for `uid` without the helper `Client`, so it can be split into
 /// a writing half and a reading half; reads the hello.
 async fn open_raw(server: &Server, uid: u64) -> RawSocket {
-    let token = server.token(uid).await;
-    let mut request = format!("ws://{}/v1/ws", server.addr)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let request = ws_request(server.addr, &server.token(uid).await);
     let (mut ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("WebSocket upgrade");

@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -310,6 +311,34 @@ pub async fn respond(request: reqwest::RequestBuilder) -> (u16, Value) {
     (status, body)
 }
 
+/// A WebSocket upgrade request to `/v1/ws` carrying `token` as a bearer header.
+pub fn ws_request(addr: SocketAddr, token: &str) -> Request {
+    let mut request = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// Polls `probe` until it yields a value; panics with `what` and the last observation
+/// after `within`.
+pub async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(found) => return found,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {within:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// One metric's value from Prometheus text.
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -328,16 +357,10 @@ pub struct Client {
 impl Client {
     /// Connects with a bearer token; Err carries the HTTP status of a refused upgrade.
     pub async fn connect(addr: SocketAddr, token: &str) -> Result<Client, u16> {
-        let mut request = format!("ws://{addr}/v1/ws").into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        Client::open(request).await
+        Client::open(ws_request(addr, token)).await
     }
 
-    pub async fn open(
-        request: tokio_tungstenite::tungstenite::handshake::client::Request,
-    ) -> Result<Client, u16> {
+    pub async fn open(request: Request) -> Result<Client, u16> {
         let (ws, _) = match tokio_tungstenite::connect_async(request).await {
             Ok(connected) => connected,
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::helpers::{self, metric, sql, Client, Server, ADMIN_KEY, JWT_SECRET, WAIT};
+use crate::helpers::{self, eventually, metric, sql, Client, Server, ADMIN_KEY, JWT_SECRET, WAIT};
 
 /// A sender's message: (sender uid, cmid).
 type Key = (u64, String);
@@ -129,25 +129,6 @@ fn by_gid(groups: &Value) -> Vec<Value> {
         .clone();
     groups.sort_by_key(|g| g["gid"].as_u64());
     groups
-}
-
-/// Polls `probe` until it yields a value; panics with `what` and the last observation
-/// after `within`.
-async fn eventually<T>(
-    what: &str,
-    within: Duration,
-    mut probe: impl AsyncFnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match probe().await {
-            Ok(found) => return found,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not within {within:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }
 
 /// How a `herald serve` with a bad configuration ended.

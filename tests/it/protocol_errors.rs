@@ -9,13 +9,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{Client, Server, ADMIN_KEY, WAIT};
+use crate::helpers::{ws_request, Client, Server, ADMIN_KEY, WAIT};
 
 /// 2^53, the first uid or gid out of range.
 const TWO_POW_53: u64 = 1 << 53;
@@ -81,13 +80,7 @@ fn head(text: &str) -> Head {
 
 impl RawClient {
     async fn connect(server: &Server, uid: u64) -> RawClient {
-        let token = server.token(uid).await;
-        let mut request = format!("ws://{}/v1/ws", server.addr)
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let request = ws_request(server.addr, &server.token(uid).await);
         let (ws, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("WebSocket upgrade");

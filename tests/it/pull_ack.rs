@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::helpers::{metric, sql, Client, Server, WAIT};
+use crate::helpers::{eventually, metric, sql, Client, Server, WAIT};
 
 /// The body of the numbered message `n`: nested, with non-ASCII text and floats.
 fn body_of(n: u64) -> Value {
@@ -51,21 +51,6 @@ fn assert_msgs(msgs: &Value, gid: u64, expected: RangeInclusive<u64>, from: u64,
     }
 }
 
-/// Polls `probe` until it yields a value; panics with `what` and the last observation
-/// after `WAIT`.
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match probe().await {
-            Ok(found) => return found,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not within {WAIT:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
 /// The member's row in `group_members`: its stored ack watermark.
 async fn stored_ack(server: &Server, gid: u64, uid: u64) -> i64 {
     let rows = sql(
@@ -80,6 +65,7 @@ async fn stored_ack(server: &Server, gid: u64, uid: u64) -> i64 {
 async fn wait_stored_ack(server: &Server, gid: u64, uid: u64, want: i64) {
     eventually(
         &format!("stored last_ack_msgid of {uid} = {want}"),
+        WAIT,
         async || {
             let got = stored_ack(server, gid, uid).await;
             (got == want).then_some(()).ok_or(got.to_string())
@@ -102,10 +88,14 @@ async fn my_cursor(server: &Server, uid: u64, gid: u64) -> Value {
 }
 
 async fn wait_cursor(server: &Server, uid: u64, gid: u64, want: Value) {
-    eventually(&format!("/v1/me/groups of {uid} = {want}"), async || {
-        let got = my_cursor(server, uid, gid).await;
-        (got == want).then_some(()).ok_or(got.to_string())
-    })
+    eventually(
+        &format!("/v1/me/groups of {uid} = {want}"),
+        WAIT,
+        async || {
+            let got = my_cursor(server, uid, gid).await;
+            (got == want).then_some(()).ok_or(got.to_string())
+        },
+    )
     .await
 }
 
@@ -566,7 +556,7 @@ async fn a_burst_of_acks_within_one_flush_interval_writes_the_row_once() {
 
     // Let the group go idle, so Bob's connection starts it afresh: its first flush is then
     // a whole interval after his hello, and the burst below cannot straddle two flushes.
-    eventually("the idle group actor stops", async || {
+    eventually("the idle group actor stops", WAIT, async || {
         let active = metric(&server.metrics().await, "herald_groups_active");
         (active == 0.0).then_some(()).ok_or(active.to_string())
     })
@@ -581,7 +571,7 @@ async fn a_burst_of_acks_within_one_flush_interval_writes_the_row_once() {
     }
     ack_too_high(&mut bob, gid, 201).await;
 
-    eventually("the first ack flush", async || {
+    eventually("the first ack flush", WAIT, async || {
         let flushed = metric(&server.metrics().await, "herald_acks_flushed_total");
         (flushed >= 1.0).then_some(()).ok_or(flushed.to_string())
     })
