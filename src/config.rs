@@ -178,6 +178,25 @@ pub struct Settings {
     )]
     pub group_idle_s: u64,
 
+    /// Events each group's log keeps for incremental sync; a client further behind gets a
+    /// snapshot.
+    #[arg(
+        long,
+        env = "HERALD_EVENTS_KEPT",
+        value_name = "HERALD_EVENTS_KEPT",
+        default_value_t = 1000
+    )]
+    pub events_kept: u64,
+
+    /// Seconds between trims of the group event logs.
+    #[arg(
+        long,
+        env = "HERALD_EVENTS_TRIM_S",
+        value_name = "HERALD_EVENTS_TRIM_S",
+        default_value_t = 60
+    )]
+    pub events_trim_s: u64,
+
     /// PostgreSQL connections in the pool.
     #[arg(
         long,
@@ -238,6 +257,8 @@ pub struct Config {
     pub max_batch: usize,
     pub group_threads: usize,
     pub group_idle: Duration,
+    pub events_kept: u64,
+    pub events_trim: Duration,
     pub db_pool: usize,
     pub workers: usize,
     pub shutdown_timeout: Duration,
@@ -296,6 +317,8 @@ impl Settings {
         positive(self.ack_writers as u64, "HERALD_ACK_WRITERS")?;
         positive(self.max_batch as u64, "HERALD_MAX_BATCH")?;
         positive(self.group_idle_s, "HERALD_GROUP_IDLE_S")?;
+        positive(self.events_kept, "HERALD_EVENTS_KEPT")?;
+        positive(self.events_trim_s, "HERALD_EVENTS_TRIM_S")?;
         positive(self.group_threads as u64, "HERALD_GROUP_THREADS")?;
         positive(self.db_pool as u64, "HERALD_DB_POOL")?;
         Ok(Config {
@@ -316,6 +339,8 @@ impl Settings {
             max_batch: self.max_batch,
             group_threads: self.group_threads,
             group_idle: Duration::from_secs(self.group_idle_s),
+            events_kept: self.events_kept,
+            events_trim: Duration::from_secs(self.events_trim_s),
             db_pool: self.db_pool,
             workers: self.workers,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_s),

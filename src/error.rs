@@ -106,7 +106,13 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Unavailable(_) => ApiError::unavailable(),
             StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::Forbidden(why) => ApiError::forbidden(why),
             StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, what),
+            StoreError::Invalid(why) => ApiError::bad_request(why),
+            StoreError::Corrupt(what) => {
+                tracing::error!(%what, "storage returned unexpected data");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
             StoreError::Query(e) => {
                 tracing::error!(error = %e, "storage query failed");
                 ApiError::new(ErrorCode::Internal, "internal error")

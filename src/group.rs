@@ -16,13 +16,14 @@ use tokio::sync::oneshot;
 use crate::acks::AckWriter;
 use crate::error::ApiError;
 use crate::messages::{
-    AckUpTo, CursorOf, FlushAcks, Join, Leave, MemberLeft, MembersJoined, SessionHandle, SessionId,
+    AckUpTo, CursorOf, FlushAcks, GroupChange, GroupStep, Join, Leave, SessionHandle, SessionId,
     Submit, ToSession, WriteAcks,
 };
 use crate::metrics;
-use crate::protocol::{now_ms, GroupCursor, GroupEvent, MessageView, ServerFrame};
+use crate::protocol::{now_ms, GroupCursor, MessageView, ServerFrame};
 use crate::registry::{GroupStopped, RegistryActor};
 use crate::store::{AckUpdate, AppendOutcome, Appended, NewMessage, Store, StoreError};
+use crate::sync::SyncNotice;
 
 /// How long a group that failed to load answers with its error before it stops (a later
 /// request starts a fresh actor, which tries again).
@@ -203,9 +204,16 @@ impl GroupActor {
         }
     }
 
-    fn announce(&mut self, event: GroupEvent) {
-        let frame: ByteString = ServerFrame::Event(&event).encode().into();
-        self.push(Arc::from([frame]));
+    /// Stops the sessions of `uid` receiving the group, telling each.
+    fn drop_sessions_of(&mut self, uid: u64) {
+        let gid = self.gid;
+        self.online.retain(|_, session| {
+            let stays = session.uid != uid;
+            if !stays {
+                session.inbox.do_send(ToSession::Left { gid });
+            }
+            stays
+        });
     }
 
     fn record_ack(&mut self, uid: u64, msgid: u64) {
@@ -441,56 +449,50 @@ impl Handler<CursorOf> for GroupActor {
     }
 }
 
-impl Handler<MembersJoined> for GroupActor {
+impl Handler<GroupChange> for GroupActor {
     type Result = ();
 
-    fn handle(&mut self, joined: MembersJoined, ctx: &mut Self::Context) {
+    fn handle(&mut self, GroupChange(steps): GroupChange, ctx: &mut Self::Context) {
         if self.failed.is_some() {
             return;
         }
-        let now = now_ms();
-        for &uid in &joined.uids {
-            self.members.entry(uid).or_insert(self.latest);
-        }
-        for session in joined.sessions {
-            if self.members.contains_key(&session.uid) {
-                session.inbox.do_send(ToSession::Joined {
-                    gid: self.gid,
-                    group: ctx.address(),
-                });
-                self.online.insert(session.id, session);
+        for step in steps {
+            match step {
+                GroupStep::Join { uid, sessions } => {
+                    self.members.entry(uid).or_insert(self.latest);
+                    for session in sessions {
+                        session.inbox.do_send(ToSession::Joined {
+                            gid: self.gid,
+                            group: ctx.address(),
+                        });
+                        self.online.insert(session.id, session);
+                    }
+                }
+                GroupStep::Push(frame) => self.push(Arc::from([frame])),
+                GroupStep::Leave(uid) => {
+                    self.members.remove(&uid);
+                    self.unflushed.remove(&uid);
+                    self.drop_sessions_of(uid);
+                }
+                GroupStep::Notify(versions) => {
+                    let notice = Arc::new(SyncNotice::group(versions));
+                    for session in self.online.values() {
+                        session.inbox.do_send(ToSession::Notify(notice.clone()));
+                    }
+                }
+                GroupStep::Disband => {
+                    let uids: Vec<u64> = self.members.keys().copied().collect();
+                    for uid in uids {
+                        self.drop_sessions_of(uid);
+                    }
+                    self.members.clear();
+                    self.unflushed.clear();
+                    let gone = ApiError::not_found(format!("group {} does not exist", self.gid));
+                    self.fail(gone, ctx);
+                    return;
+                }
             }
         }
-        if joined.announce {
-            for uid in joined.uids {
-                self.announce(GroupEvent::MemberAdded {
-                    gid: self.gid,
-                    uid,
-                    by: None,
-                    ts: now,
-                });
-            }
-        }
-    }
-}
-
-impl Handler<MemberLeft> for GroupActor {
-    type Result = ();
-
-    fn handle(&mut self, left: MemberLeft, _: &mut Self::Context) {
-        if self.failed.is_some() || self.members.remove(&left.uid).is_none() {
-            return;
-        }
-        self.unflushed.remove(&left.uid);
-        // The member concerned hears of it too, then stops receiving the group.
-        self.announce(GroupEvent::MemberRemoved {
-            gid: self.gid,
-            uid: left.uid,
-            by: left.by,
-            reason: left.reason,
-            ts: now_ms(),
-        });
-        self.online.retain(|_, session| session.uid != left.uid);
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`registry`]: gid → group actor, uid → sessions; carries membership changes.
 //! - [`acks`]: ack writers, batching watermarks into one statement per flush.
 //! - [`messages`]: the messages actors exchange, and a session's outbound backlog.
+//! - [`sync`]: the versioned sync model: profiles, group and friend lists, notices.
 //! - [`store`]: every SQL statement; migrations from `sql/`.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`]: error codes and how each reaches a client.
@@ -34,4 +35,5 @@ pub mod registry;
 pub mod session;
 pub mod startup;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

@@ -9,8 +9,9 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 use crate::group::GroupActor;
-use crate::protocol::{GroupCursor, RemovalReason, RequestId};
+use crate::protocol::{GroupCursor, RequestId};
 use crate::store::{AckUpdate, Appended};
+use crate::sync::{GroupVersions, SyncNotice};
 
 /// Mailbox bound of actors every session talks to (groups, the registry): requests past it
 /// wait in their senders (`send` is bounded; `do_send` is not).
@@ -35,6 +36,10 @@ pub enum ToSession {
     Frames(Arc<[ByteString]>),
     /// The session now belongs to this group (it was added while online).
     Joined { gid: u64, group: Addr<GroupActor> },
+    /// The session no longer receives this group (its user left, or it was disbanded).
+    Left { gid: u64 },
+    /// New versions of something the session keeps in sync; coalesced into `sync_notify`.
+    Notify(Arc<SyncNotice>),
     /// Close the session with this code.
     Close { code: u16, reason: &'static str },
     /// Time to ping the peer, or to drop it if it has been silent for two heartbeats.
@@ -163,23 +168,25 @@ pub struct AckUpTo {
 #[rtype(result = "Option<GroupCursor>")]
 pub struct CursorOf(pub u64);
 
-/// Members were added in storage; `sessions` are their online sessions.
+/// A committed change to the group, to carry out in order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct MembersJoined {
-    pub uids: Vec<u64>,
-    pub sessions: Vec<SessionHandle>,
-    /// Whether to send `member_added` events (not for a group's founding members).
-    pub announce: bool,
-}
+pub struct GroupChange(pub Vec<GroupStep>);
 
-/// A member was removed in storage.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct MemberLeft {
-    pub uid: u64,
-    pub by: Option<u64>,
-    pub reason: RemovalReason,
+pub enum GroupStep {
+    /// A member joined; `sessions` are their online sessions, which start receiving.
+    Join {
+        uid: u64,
+        sessions: Vec<SessionHandle>,
+    },
+    /// A frame (an event) for every online session.
+    Push(ByteString),
+    /// A member left: their sessions stop receiving.
+    Leave(u64),
+    /// The group was disbanded: nobody receives it any more.
+    Disband,
+    /// The group's new versions, for its online sessions' `sync_notify`.
+    Notify(GroupVersions),
 }
 
 /// Hand every ack not yet written to the ack writer and wait until it is stored.

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::sync::{
+    FriendVersions, GroupListVersions, GroupVersions, ProfileVersion, SyncNotice, SyncReply,
+    SyncRequest,
+};
 
 /// Largest uid or gid: ids travel as JSON numbers, which clients read as doubles.
 pub const MAX_ID: u64 = (1 << 53) - 1;
@@ -45,6 +49,7 @@ pub enum ClientRequest {
         limit: u32,
     },
     Ping,
+    Sync(SyncRequest),
 }
 
 /// A client frame that could not be decoded, with the `id` it carried if any.
@@ -68,6 +73,10 @@ struct Envelope<'a> {
     msgid: Option<u64>,
     after: Option<u64>,
     limit: Option<u32>,
+    me: Option<ProfileVersion>,
+    group_list: Option<GroupListVersions>,
+    groups: Option<Vec<GroupVersions>>,
+    friends: Option<FriendVersions>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -150,6 +159,14 @@ fn request(envelope: Envelope, max_body: usize) -> Result<ClientRequest, ApiErro
             limit: pull_limit(envelope.limit)?,
         }),
         "ping" => Ok(ClientRequest::Ping),
+        "sync" => SyncRequest {
+            me: envelope.me.unwrap_or_default(),
+            group_list: envelope.group_list.unwrap_or_default(),
+            groups: envelope.groups.unwrap_or_default(),
+            friends: envelope.friends.unwrap_or_default(),
+        }
+        .validate()
+        .map(ClientRequest::Sync),
         other => Err(ApiError::bad_request(format!(
             "unknown frame type `{other}`"
         ))),
@@ -201,37 +218,6 @@ pub struct GroupCursor {
     pub latest: u64,
 }
 
-/// Why a member left a group, as `member_removed` events tell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RemovalReason {
-    Removed,
-    Left,
-    Deactivated,
-}
-
-/// A change to a group that its online members are told about. Tagged by `event`, so
-/// later kinds of change extend it without touching the frame around it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum GroupEvent {
-    MemberAdded {
-        gid: u64,
-        uid: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        by: Option<u64>,
-        ts: i64,
-    },
-    MemberRemoved {
-        gid: u64,
-        uid: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        by: Option<u64>,
-        reason: RemovalReason,
-        ts: i64,
-    },
-}
-
 /// Every frame the server sends.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -268,7 +254,13 @@ pub enum ServerFrame<'a> {
         message: &'a str,
     },
     Msg(&'a MessageView),
-    Event(&'a GroupEvent),
+    Synced {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        #[serde(flatten)]
+        reply: &'a SyncReply,
+    },
+    SyncNotify(&'a SyncNotice),
 }
 
 impl ServerFrame<'_> {
@@ -367,6 +359,27 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_frame_carries_the_versions_held() {
+        let text = r#"{"type":"sync","id":"s1","groups":[{"gid":7,"user_list_version":5}],
+                       "friends":{"user_list_version":2}}"#;
+        match decode(text, 1024) {
+            Ok((_, ClientRequest::Sync(request))) => {
+                assert_eq!(request.groups.len(), 1);
+                assert_eq!(request.groups[0].user_list_version, 5);
+                assert_eq!(request.groups[0].user_info_version, 0);
+                assert_eq!(request.friends.user_list_version, 2);
+                assert_eq!(request.group_list.group_list_version, 0);
+            }
+            other => panic!("decoded as {other:?}"),
+        }
+        let bad = r#"{"type":"sync","friends":{"user_list_versio":2}}"#;
+        assert_eq!(
+            decode(bad, 1024).unwrap_err().error.code,
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
     fn pull_limits_default_and_cap() {
         assert_eq!(pull_limit(None).unwrap(), 100);
         assert_eq!(pull_limit(Some(1000)).unwrap(), 1000);
@@ -391,17 +404,48 @@ mod tests {
     }
 
     #[test]
-    fn events_nest_their_kind_under_event() {
-        let event = GroupEvent::MemberRemoved {
-            gid: 7,
-            uid: 20,
-            by: None,
-            reason: RemovalReason::Deactivated,
-            ts: 5,
+    fn a_sync_reply_is_flat_under_its_type_and_id() {
+        use crate::sync::{FriendSync, GroupListSync, UserInfo};
+        let me = UserInfo {
+            uid: 42,
+            nickname: "ann".into(),
+            avatar: String::new(),
+            signature: String::new(),
+            active: true,
+            user_info_version: 1,
+            nickname_version: 1,
+            avatar_version: 0,
+            signature_version: 0,
         };
-        assert_eq!(
-            ServerFrame::Event(&event).encode(),
-            r#"{"type":"event","event":"member_removed","gid":7,"uid":20,"reason":"deactivated","ts":5}"#
-        );
+        let reply = SyncReply {
+            me,
+            group_list: GroupListSync {
+                versions: GroupListVersions::default(),
+                snapshot: true,
+                groups: Vec::new(),
+                left: Vec::new(),
+            },
+            groups: Vec::new(),
+            friends: FriendSync {
+                versions: FriendVersions::default(),
+                snapshot: true,
+                added: Vec::new(),
+                removed: Vec::new(),
+                users: Vec::new(),
+            },
+        };
+        let frame: serde_json::Value = serde_json::from_str(
+            &ServerFrame::Synced {
+                id: Some(RequestId::Text("s1".into())),
+                reply: &reply,
+            }
+            .encode(),
+        )
+        .unwrap();
+        assert_eq!(frame["type"], "synced");
+        assert_eq!(frame["id"], "s1");
+        assert_eq!(frame["me"]["nickname"], "ann");
+        assert_eq!(frame["group_list"]["group_list_version"], 0);
+        assert_eq!(frame["friends"]["snapshot"], true);
     }
 }

@@ -1,10 +1,13 @@
 //! The registry: routes gid → group actor (starting one when needed) and uid → sessions,
-//! and carries membership changes made in storage to the live actors.
+//! and carries changes committed in storage (membership, events, versions) to the live
+//! actors.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 use futures_util::future::join_all;
 use smallvec::SmallVec;
 
@@ -12,10 +15,11 @@ use crate::acks::AckWriter;
 use crate::error::ApiError;
 use crate::group::{GroupActor, GroupSettings};
 use crate::messages::{
-    CursorOf, FlushAcks, MemberLeft, MembersJoined, SessionHandle, SessionId, ToSession,
+    CursorOf, FlushAcks, GroupChange, GroupStep, SessionHandle, SessionId, ToSession,
 };
-use crate::protocol::{GroupCursor, RemovalReason};
-use crate::store::Store;
+use crate::protocol::GroupCursor;
+use crate::store::{Effect, Store};
+use crate::sync::SyncNotice;
 
 /// What the registry needs to start group actors.
 pub struct GroupFactory {
@@ -202,97 +206,72 @@ impl Handler<GroupStopped> for RegistryActor {
     }
 }
 
-/// Members were added to a group in storage. Their online sessions join the live group.
+/// A committed change's effects, to carry to the live actors: group steps to each group
+/// in order, notices and frames to users' sessions, and last the closing of deactivated
+/// users' sessions (after their groups were told).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct MembersAdded {
-    pub gid: u64,
-    pub uids: Vec<u64>,
-    pub announce: bool,
-}
+pub struct Publish(pub Vec<Effect>);
 
-impl Handler<MembersAdded> for RegistryActor {
-    type Result = ResponseFuture<()>;
-
-    fn handle(&mut self, added: MembersAdded, ctx: &mut Self::Context) -> Self::Result {
-        let sessions = self.sessions_of(&added.uids);
-        // A group with no actor has nobody online; start one only if someone added is.
-        let group = if sessions.is_empty() {
-            self.live_group(added.gid)
-        } else {
-            Some(self.group(added.gid, ctx))
-        };
-        Box::pin(async move {
-            if let Some(group) = group {
-                let joined = MembersJoined {
-                    uids: added.uids,
-                    sessions,
-                    announce: added.announce,
-                };
-                // A group that stopped meanwhile had nobody to tell.
-                let _ = group.send(joined).await;
-            }
-        })
-    }
-}
-
-/// A member left a group in storage (removed, quit or deactivated).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct MemberRemoved {
-    pub gid: u64,
-    pub uid: u64,
-    pub by: Option<u64>,
-    pub reason: RemovalReason,
-}
-
-impl Handler<MemberRemoved> for RegistryActor {
-    type Result = ResponseFuture<()>;
-
-    fn handle(&mut self, removed: MemberRemoved, _: &mut Self::Context) -> Self::Result {
-        let group = self.live_group(removed.gid);
-        Box::pin(async move {
-            if let Some(group) = group {
-                let left = MemberLeft {
-                    uid: removed.uid,
-                    by: removed.by,
-                    reason: removed.reason,
-                };
-                let _ = group.send(left).await;
-            }
-        })
-    }
-}
-
-/// A user was deactivated in storage and removed from `gids`: every group hears of it,
-/// then the user's sessions close with 4003.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deactivated {
-    pub uid: u64,
-    pub gids: Vec<u64>,
-}
-
-impl Handler<Deactivated> for RegistryActor {
+impl Handler<Publish> for RegistryActor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Deactivated, _: &mut Self::Context) -> Self::Result {
-        let uid = msg.uid;
-        let left: Vec<_> = msg
-            .gids
-            .iter()
-            .filter_map(|&gid| self.live_group(gid))
-            .map(|group| {
-                group.send(MemberLeft {
-                    uid,
-                    by: None,
-                    reason: RemovalReason::Deactivated,
-                })
+    fn handle(&mut self, Publish(effects): Publish, ctx: &mut Self::Context) -> Self::Result {
+        let mut changes: BTreeMap<u64, Vec<GroupStep>> = BTreeMap::new();
+        let mut deactivated = Vec::new();
+        for effect in effects {
+            let (gid, step) = match effect {
+                Effect::Joined { gid, uid } => (
+                    gid,
+                    GroupStep::Join {
+                        uid,
+                        sessions: self.sessions_of(&[uid]),
+                    },
+                ),
+                Effect::Event { gid, frame } => (gid, GroupStep::Push(frame.to_string().into())),
+                Effect::Left { gid, uid } => (gid, GroupStep::Leave(uid)),
+                Effect::Disbanded { gid } => (gid, GroupStep::Disband),
+                Effect::GroupVersions(versions) => (versions.gid, GroupStep::Notify(versions)),
+                Effect::UserVersions(versions) => {
+                    let notice = Arc::new(SyncNotice::user(versions));
+                    for session in self.sessions_of(&[versions.uid]) {
+                        session.inbox.do_send(ToSession::Notify(notice.clone()));
+                    }
+                    continue;
+                }
+                Effect::Frame { uid, frame } => {
+                    let frames: Arc<[ByteString]> = Arc::from([frame.to_string().into()]);
+                    for session in self.sessions_of(&[uid]) {
+                        session.push(&frames);
+                    }
+                    continue;
+                }
+                Effect::Deactivated { uid } => {
+                    deactivated.push(uid);
+                    continue;
+                }
+            };
+            changes.entry(gid).or_default().push(step);
+        }
+        let delivered: Vec<_> = changes
+            .into_iter()
+            .filter_map(|(gid, steps)| {
+                // A group with no actor has nobody online: start one only for someone
+                // joining it with a session open.
+                let joining_online = steps.iter().any(
+                    |step| matches!(step, GroupStep::Join { sessions, .. } if !sessions.is_empty()),
+                );
+                let group = if joining_online {
+                    Some(self.group(gid, ctx))
+                } else {
+                    self.live_group(gid)
+                };
+                group.map(|group| group.send(GroupChange(steps)))
             })
             .collect();
-        Box::pin(join_all(left).into_actor(self).map(move |_, act, _| {
-            // Closed after the events were queued to them, so they arrive first.
-            for session in act.sessions_of(&[uid]) {
+        Box::pin(join_all(delivered).into_actor(self).map(move |_, act, _| {
+            // Closed after their groups' events were queued to them, so those arrive first.
+            for session in act.sessions_of(&deactivated) {
                 session.close(crate::messages::close::DEACTIVATED, "account deactivated");
             }
         }))

@@ -23,9 +23,13 @@ use crate::metrics;
 use crate::protocol::{self, ClientRequest, GroupCursor, RequestId, ServerFrame};
 use crate::registry::{ask_group, merge_cursors, Connect, Disconnect, GroupFor, RegistryActor};
 use crate::store::{Membership, Store};
+use crate::sync::{SyncNotice, SyncRequest};
 
 /// Bad frames in a row after which the session is closed with 1008.
 const MAX_BAD_FRAMES_IN_A_ROW: u32 = 10;
+
+/// How long a session gathers sync notices into one `sync_notify`.
+const NOTIFY_WINDOW: Duration = Duration::from_millis(50);
 
 /// What every session shares.
 pub struct SessionContext {
@@ -63,6 +67,8 @@ pub struct Session {
     bad_frames: u32,
     /// A fragmented text message being reassembled.
     fragments: Option<Vec<u8>>,
+    /// A `sync_notify` gathering notices until it is written.
+    notice: Option<Box<SyncNotice>>,
 }
 
 impl Session {
@@ -80,6 +86,7 @@ impl Session {
             pending: 0,
             bad_frames: 0,
             fragments: None,
+            notice: None,
         }
     }
 
@@ -248,6 +255,43 @@ impl Session {
             ClientRequest::Send { gid, cmid, body } => self.send(id, gid, cmid, body, ctx),
             ClientRequest::Ack { gid, msgid } => self.ack(id, gid, msgid, ctx),
             ClientRequest::Pull { gid, after, limit } => self.pull(id, gid, after, limit, ctx),
+            ClientRequest::Sync(request) => self.sync(id, request, ctx),
+        }
+    }
+
+    fn sync(
+        &mut self,
+        id: Option<RequestId>,
+        request: SyncRequest,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
+        if let Err(error) = self.begin_pending() {
+            return self.write_error(ctx, id, &error);
+        }
+        let (store, uid) = (self.shared.store.clone(), self.uid());
+        let syncing = async move { store.sync(uid, &request).await };
+        ctx.spawn(syncing.into_actor(self).map(move |reply, act, ctx| {
+            act.pending -= 1;
+            match reply {
+                Ok(reply) => act.write(ctx, ServerFrame::Synced { id, reply: &reply }),
+                Err(error) => act.write_error(ctx, id, &error.into()),
+            }
+        }));
+    }
+
+    /// Gathers a notice into the session's next `sync_notify`, written `NOTIFY_WINDOW` after
+    /// the first notice it holds.
+    fn notify(&mut self, notice: &SyncNotice, ctx: &mut WebsocketContext<Self>) {
+        match self.notice.as_mut() {
+            Some(pending) => pending.merge(notice),
+            None => {
+                self.notice = Some(Box::new(notice.clone()));
+                ctx.run_later(NOTIFY_WINDOW, |act, ctx| {
+                    if let Some(notice) = act.notice.take() {
+                        act.write(ctx, ServerFrame::SyncNotify(&notice));
+                    }
+                });
+            }
         }
     }
 
@@ -480,6 +524,10 @@ impl Handler<ToSession> for Session {
             ToSession::Joined { gid, group } => {
                 self.groups.insert(gid, group);
             }
+            ToSession::Left { gid } => {
+                self.groups.remove(&gid);
+            }
+            ToSession::Notify(notice) => self.notify(&notice, ctx),
             ToSession::Close { code, reason } => self.close(ctx, code, reason),
             ToSession::Refused { id, error } => self.write_error(ctx, id, &error),
             ToSession::Heartbeat => {

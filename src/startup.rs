@@ -59,6 +59,7 @@ impl Application {
             config.heartbeat,
         )
         .start();
+        trim_event_logs(store.clone(), config.events_kept, config.events_trim);
         let state = web::Data::new(AppState {
             store: store.clone(),
             registry: registry.clone(),
@@ -173,4 +174,20 @@ async fn shutdown_signal() {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Trims the group event logs to their newest `keep` events, every `every`, for the life of
+/// the process. A failed trim is retried at the next tick: nothing depends on its timing.
+fn trim_event_logs(store: Store, keep: u64, every: std::time::Duration) {
+    actix_web::rt::spawn(async move {
+        let mut ticks = actix_web::rt::time::interval(every);
+        loop {
+            ticks.tick().await;
+            match store.trim_events(keep).await {
+                Ok(0) => {}
+                Ok(trimmed) => tracing::debug!(trimmed, "group event logs trimmed"),
+                Err(error) => tracing::warn!(%error, "cannot trim the group event logs"),
+            }
+        }
+    });
 }

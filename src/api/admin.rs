@@ -1,14 +1,15 @@
-//! The admin API, for the app's own backend (admin bearer key).
+//! The admin API, for the app's own backend (admin bearer key): tokens, users, group
+//! creation, deactivation. Group operations it shares with users are in `groups`.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Admin, AppState};
+use super::groups::{valid_group_info, valid_uids};
+use super::{publish, Admin, AppState};
 use crate::error::ApiError;
-use crate::protocol::{valid_id, RemovalReason};
-use crate::registry::{Deactivated, MemberRemoved, MembersAdded};
-use crate::store::UserUpsert;
+use crate::protocol::valid_id;
+use crate::store::{NewGroup, UserUpsert};
 
 /// Longest token lifetime the admin API issues: 30 days.
 const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
@@ -56,10 +57,12 @@ pub async fn users_route(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let users = body.into_inner().users;
-    users
-        .iter()
-        .try_for_each(|user| valid_id(user.uid).map(drop))?;
-    state.store.upsert_users(&users).await?;
+    for user in &users {
+        valid_id(user.uid)?;
+        user.edit().validate()?;
+    }
+    let effects = state.store.upsert_users(&users).await?;
+    publish(&state, effects).await?;
     Ok(HttpResponse::Ok().json(json!({"upserted": users.len()})))
 }
 
@@ -67,6 +70,8 @@ pub async fn users_route(
 pub struct CreateGroup {
     gid: Option<u64>,
     name: String,
+    #[serde(default)]
+    description: String,
     owner: u64,
     #[serde(default)]
     members: Vec<u64>,
@@ -81,93 +86,34 @@ pub async fn create_group_route(
     let CreateGroup {
         gid,
         name,
+        description,
         owner,
         members,
     } = body.into_inner();
-    let gid = gid.map(valid_id).transpose()?;
-    members
-        .iter()
-        .try_for_each(|&uid| valid_id(uid).map(drop))?;
-    let gid = state
-        .store
-        .create_group(gid, &name, valid_id(owner)?, &members)
-        .await?;
-    let mut uids = members;
-    uids.push(owner);
-    // Founding members' online sessions join the group; no event per founding member.
-    state
-        .registry
-        .send(MembersAdded {
-            gid,
-            uids,
-            announce: false,
-        })
-        .await?;
+    valid_group_info(&name, &description)?;
+    valid_uids(&members)?;
+    let group = NewGroup {
+        gid: gid.map(valid_id).transpose()?,
+        name: &name,
+        description: &description,
+        owner: valid_id(owner)?,
+        members: &members,
+    };
+    let (gid, effects) = state.store.create_group(&group, None).await?;
+    publish(&state, effects).await?;
     Ok(HttpResponse::Ok().json(json!({"gid": gid})))
 }
 
-#[derive(Deserialize)]
-pub struct AddMembers {
-    uids: Vec<u64>,
-}
-
-/// `POST /v1/admin/groups/{gid}/members`: adds members; adding one twice is a no-op.
-pub async fn add_members_route(
-    _: Admin,
-    gid: web::Path<u64>,
-    body: web::Json<AddMembers>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let gid = valid_id(*gid)?;
-    body.uids
-        .iter()
-        .try_for_each(|&uid| valid_id(uid).map(drop))?;
-    let added = state.store.add_members(gid, &body.uids).await?;
-    if !added.is_empty() {
-        state
-            .registry
-            .send(MembersAdded {
-                gid,
-                uids: added.clone(),
-                announce: true,
-            })
-            .await?;
-    }
-    Ok(HttpResponse::Ok().json(json!({"added": added})))
-}
-
-/// `DELETE /v1/admin/groups/{gid}/members/{uid}`: removes a member (204 also when the
-/// user was not one).
-pub async fn remove_member_route(
-    _: Admin,
-    path: web::Path<(u64, u64)>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let (gid, uid) = path.into_inner();
-    let (gid, uid) = (valid_id(gid)?, valid_id(uid)?);
-    if state.store.remove_member(gid, uid).await? {
-        state
-            .registry
-            .send(MemberRemoved {
-                gid,
-                uid,
-                by: None,
-                reason: RemovalReason::Removed,
-            })
-            .await?;
-    }
-    Ok(HttpResponse::NoContent().finish())
-}
-
-/// `POST /v1/admin/users/{uid}/deactivate`: removes the user from every group (each group
-/// is told) and closes their sessions with 4003.
+/// `POST /v1/admin/users/{uid}/deactivate`: in one transaction the user leaves every group
+/// (each group is told, as for a removal) and every friend list; then their sessions close
+/// with 4003.
 pub async fn deactivate_route(
     _: Admin,
     uid: web::Path<u64>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let uid = valid_id(*uid)?;
-    let gids = state.store.deactivate_user(uid).await?;
-    state.registry.send(Deactivated { uid, gids }).await?;
+    let effects = state.store.deactivate_user(uid).await?;
+    publish(&state, effects).await?;
     Ok(HttpResponse::NoContent().finish())
 }

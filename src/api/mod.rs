@@ -1,6 +1,10 @@
 //! HTTP routes, grouped by area, and the extractors that authenticate callers.
 
 mod admin;
+mod conversations;
+mod friends;
+mod groups;
+mod me;
 mod ops;
 mod user;
 mod ws;
@@ -14,9 +18,9 @@ use actix_web::{web, FromRequest, HttpRequest};
 
 use crate::auth::{bearer, unauthorized, AdminKey, TokenKeys};
 use crate::error::ApiError;
-use crate::registry::RegistryActor;
+use crate::registry::{Publish, RegistryActor};
 use crate::session::SessionContext;
-use crate::store::Store;
+use crate::store::{Effect, Store};
 
 /// What every route can reach.
 pub struct AppState {
@@ -68,12 +72,29 @@ pub fn routes(max_http_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 )
                 .route("/groups", web::post().to(admin::create_group_route))
                 .route(
+                    "/groups/{gid}",
+                    web::patch().to(groups::update_route::<Admin>),
+                )
+                .route(
+                    "/groups/{gid}",
+                    web::delete().to(groups::disband_route::<Admin>),
+                )
+                .route(
                     "/groups/{gid}/members",
-                    web::post().to(admin::add_members_route),
+                    web::post().to(groups::add_members_route::<Admin>),
                 )
                 .route(
                     "/groups/{gid}/members/{uid}",
-                    web::delete().to(admin::remove_member_route),
+                    web::delete().to(groups::remove_member_route::<Admin>),
+                )
+                .route(
+                    "/groups/{gid}/members/{uid}/role",
+                    web::put().to(groups::set_role_route::<Admin>),
+                )
+                .route("/friends", web::post().to(friends::admin_befriend_route))
+                .route(
+                    "/friends/{uid}/{friend}",
+                    web::delete().to(friends::admin_unfriend_route),
                 ),
         )
         .route(
@@ -81,7 +102,49 @@ pub fn routes(max_http_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
             web::get().to(user::messages_route),
         )
         .route("/v1/groups/{gid}/ack", web::post().to(user::ack_route))
+        .route("/v1/groups", web::post().to(groups::create_route))
+        .route(
+            "/v1/groups/{gid}",
+            web::patch().to(groups::update_route::<User>),
+        )
+        .route(
+            "/v1/groups/{gid}",
+            web::delete().to(groups::disband_route::<User>),
+        )
+        .route(
+            "/v1/groups/{gid}/members",
+            web::post().to(groups::add_members_route::<User>),
+        )
+        .route(
+            "/v1/groups/{gid}/members/{uid}",
+            web::delete().to(groups::remove_member_route::<User>),
+        )
+        .route(
+            "/v1/groups/{gid}/members/{uid}/role",
+            web::put().to(groups::set_role_route::<User>),
+        )
+        .route(
+            "/v1/groups/{gid}/leave",
+            web::post().to(groups::leave_route),
+        )
+        .route("/v1/me", web::get().to(me::profile_route))
+        .route("/v1/me", web::patch().to(me::edit_profile_route))
         .route("/v1/me/groups", web::get().to(user::my_groups_route))
+        .route("/v1/sync", web::post().to(me::sync_route))
+        .route("/v1/friends", web::get().to(friends::list_route))
+        .route("/v1/friends", web::post().to(friends::request_route))
+        .route(
+            "/v1/friends/{uid}",
+            web::delete().to(friends::unfriend_route),
+        )
+        .route(
+            "/v1/conversations",
+            web::get().to(conversations::list_route),
+        )
+        .route(
+            "/v1/conversations",
+            web::post().to(conversations::open_route),
+        )
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::not_found("no such endpoint"))
         }));
@@ -127,6 +190,33 @@ pub async fn require_active(store: &Store, uid: u64) -> Result<(), ApiError> {
         Some(false) => Err(ApiError::forbidden(format!("user {uid} is deactivated"))),
         None => Err(ApiError::forbidden(format!("user {uid} does not exist"))),
     }
+}
+
+/// Who asks for a change: a user acting in their own name, or the app's backend.
+pub trait Caller: FromRequest<Error = ApiError> {
+    /// The user acting, `None` for the admin API (which may do anything).
+    fn acting_uid(&self) -> Option<u64>;
+}
+
+impl Caller for User {
+    fn acting_uid(&self) -> Option<u64> {
+        Some(self.uid)
+    }
+}
+
+impl Caller for Admin {
+    fn acting_uid(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Carries a committed change's effects to the live gateway: events and notices to the
+/// sessions concerned, members joining and leaving live groups.
+pub async fn publish(state: &AppState, effects: Vec<Effect>) -> Result<(), ApiError> {
+    if !effects.is_empty() {
+        state.registry.send(Publish(effects)).await?;
+    }
+    Ok(())
 }
 
 /// The app's backend, holding the admin key.

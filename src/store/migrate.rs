@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_append_function",
         include_str!("../../sql/0002_append_function.sql"),
     ),
+    ("0003_sync", include_str!("../../sql/0003_sync.sql")),
 ];
 
 /// An arbitrary constant naming Herald's migration lock among the database's advisory locks.

@@ -3,12 +3,14 @@
 //! Statements are named constants run through `prepare_cached`; rows are mapped to types
 //! in one place each. Nothing above this module sees SQL or `tokio_postgres` types.
 
+mod conversations;
+mod directory;
 mod migrate;
+mod sync;
 
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use futures_util::try_join;
 use serde_json::value::RawValue;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
@@ -16,6 +18,8 @@ use tokio_postgres::NoTls;
 use crate::metrics;
 use crate::protocol::{GroupCursor, MessageView};
 
+pub use conversations::Conversation;
+pub use directory::{Effect, FriendRequest, Friends, NewGroup, UserUpsert};
 pub use migrate::MIGRATIONS;
 
 /// Why a storage operation failed.
@@ -26,8 +30,16 @@ pub enum StoreError {
     Unavailable(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The change is not allowed to whoever asked for it.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// Storage returned something Herald did not write: a bug or a foreign change.
+    #[error("unexpected data: {0}")]
+    Corrupt(String),
     #[error("query failed: {0}")]
     Query(#[source] tokio_postgres::Error),
 }
@@ -93,15 +105,6 @@ pub struct AppendOutcome {
     pub latest: u64,
 }
 
-/// A user to create or update; absent profile fields are left as they are.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct UserUpsert {
-    pub uid: u64,
-    pub nickname: Option<String>,
-    pub avatar: Option<String>,
-    pub signature: Option<String>,
-}
-
 /// A group as its actor needs it: the newest msgid and every member's watermark.
 #[derive(Debug)]
 pub struct GroupSnapshot {
@@ -134,59 +137,15 @@ pub enum Membership {
 
 const USER_ACTIVE: &str = "SELECT active FROM users WHERE uid = $1";
 
-const INSERT_USERS: &str = "
-    INSERT INTO users (uid, nickname, avatar, signature)
-    SELECT uid, coalesce(nickname, ''), coalesce(avatar, ''), coalesce(signature, '')
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
-        AS i (uid, nickname, avatar, signature)
-    ON CONFLICT (uid) DO NOTHING";
-
-const UPDATE_PROFILES: &str = "
-    UPDATE users AS u
-    SET nickname = coalesce(i.nickname, u.nickname),
-        avatar = coalesce(i.avatar, u.avatar),
-        signature = coalesce(i.signature, u.signature)
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
-        AS i (uid, nickname, avatar, signature)
-    WHERE u.uid = i.uid
-      AND (i.nickname IS NOT NULL OR i.avatar IS NOT NULL OR i.signature IS NOT NULL)";
-
-const ACTIVE_USERS_AMONG: &str = "SELECT uid FROM users WHERE uid = ANY($1::bigint[]) AND active";
-
-const DEACTIVATE_USER: &str = "UPDATE users SET active = false WHERE uid = $1 RETURNING uid";
-
-const LEAVE_ALL_GROUPS: &str = "DELETE FROM group_members WHERE uid = $1 RETURNING gid";
-
-const INSERT_GROUP_AUTO_GID: &str =
-    "INSERT INTO groups (name, owner_uid) VALUES ($1, $2) RETURNING gid";
-
-const INSERT_GROUP_WITH_GID: &str = "
-    INSERT INTO groups (gid, name, owner_uid) VALUES ($1, $2, $3)
-    ON CONFLICT (gid) DO NOTHING RETURNING gid";
-
-/// New members start caught up: their watermark is the group's newest msgid, and older
-/// messages stay pullable.
-const INSERT_MEMBERS: &str = "
-    INSERT INTO group_members (gid, uid, role, last_ack_msgid)
-    SELECT g.gid, i.uid, i.role, g.last_msgid
-    FROM unnest($2::bigint[], $3::text[]) AS i (uid, role)
-    JOIN groups g ON g.gid = $1
-    ON CONFLICT (gid, uid) DO NOTHING
-    RETURNING uid";
-
-const GROUP_EXISTS: &str = "SELECT 1 FROM groups WHERE gid = $1";
-
-const REMOVE_MEMBER: &str = "DELETE FROM group_members WHERE gid = $1 AND uid = $2 RETURNING uid";
-
 const MEMBERSHIP: &str = "
     SELECT m.uid FROM groups g
     LEFT JOIN group_members m ON m.gid = g.gid AND m.uid = $2
-    WHERE g.gid = $1";
+    WHERE g.gid = $1 AND NOT g.disbanded";
 
 const GROUP_SNAPSHOT: &str = "
     SELECT g.last_msgid, m.uid, m.last_ack_msgid FROM groups g
     LEFT JOIN group_members m ON m.gid = g.gid
-    WHERE g.gid = $1";
+    WHERE g.gid = $1 AND NOT g.disbanded";
 
 const GROUP_LATEST: &str = "SELECT last_msgid FROM groups WHERE gid = $1";
 
@@ -303,154 +262,6 @@ impl Store {
             .query_opt(&stmt, &[&db(uid)])
             .await?
             .map(|r| r.get(0)))
-    }
-
-    /// Creates users or updates the profile fields given; deactivated users stay so.
-    pub async fn upsert_users(&self, users: &[UserUpsert]) -> Result<(), StoreError> {
-        let _t = timed("upsert_users");
-        let uids: Vec<i64> = users.iter().map(|u| db(u.uid)).collect();
-        let nicknames: Vec<Option<&str>> = users.iter().map(|u| u.nickname.as_deref()).collect();
-        let avatars: Vec<Option<&str>> = users.iter().map(|u| u.avatar.as_deref()).collect();
-        let signatures: Vec<Option<&str>> = users.iter().map(|u| u.signature.as_deref()).collect();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let (insert, update) = try_join!(
-            tx.prepare_cached(INSERT_USERS),
-            tx.prepare_cached(UPDATE_PROFILES)
-        )?;
-        let params: [Param; 4] = [&uids, &nicknames, &avatars, &signatures];
-        tx.execute(&insert, &params).await?;
-        tx.execute(&update, &params).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Fails with `NotFound` naming the first of `uids` that is not an active user.
-    async fn require_active_users(
-        client: &impl deadpool_postgres::GenericClient,
-        uids: &[u64],
-    ) -> Result<(), StoreError> {
-        let wanted: Vec<i64> = uids.iter().copied().map(db).collect();
-        let stmt = client.prepare_cached(ACTIVE_USERS_AMONG).await?;
-        let found: std::collections::HashSet<u64> = client
-            .query(&stmt, &[&wanted])
-            .await?
-            .iter()
-            .map(|r| id(r.get(0)))
-            .collect();
-        match uids.iter().find(|uid| !found.contains(uid)) {
-            Some(uid) => Err(StoreError::NotFound(format!(
-                "user {uid} does not exist or is deactivated"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Creates a group owned by `owner` with `members` (the owner always among them).
-    /// Returns the gid, chosen by the caller or assigned.
-    pub async fn create_group(
-        &self,
-        gid: Option<u64>,
-        name: &str,
-        owner: u64,
-        members: &[u64],
-    ) -> Result<u64, StoreError> {
-        let _t = timed("create_group");
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let mut everyone = vec![owner];
-        everyone.extend(members.iter().filter(|&&m| m != owner));
-        everyone.sort_unstable();
-        everyone.dedup();
-        Self::require_active_users(&tx, &everyone).await?;
-        let row = match gid {
-            Some(gid) => {
-                let stmt = tx.prepare_cached(INSERT_GROUP_WITH_GID).await?;
-                tx.query_opt(&stmt, &[&db(gid), &name, &db(owner)])
-                    .await?
-                    .ok_or_else(|| StoreError::Conflict(format!("group {gid} already exists")))?
-            }
-            None => {
-                let stmt = tx.prepare_cached(INSERT_GROUP_AUTO_GID).await?;
-                tx.query_one(&stmt, &[&name, &db(owner)]).await?
-            }
-        };
-        let gid = id(row.get(0));
-        let roles: Vec<&str> = everyone
-            .iter()
-            .map(|&uid| if uid == owner { "owner" } else { "member" })
-            .collect();
-        let uids: Vec<i64> = everyone.iter().copied().map(db).collect();
-        let stmt = tx.prepare_cached(INSERT_MEMBERS).await?;
-        tx.query(&stmt, &[&db(gid), &uids, &roles]).await?;
-        tx.commit().await?;
-        Ok(gid)
-    }
-
-    /// Adds members; those already in the group are left alone. Returns who was added.
-    pub async fn add_members(&self, gid: u64, uids: &[u64]) -> Result<Vec<u64>, StoreError> {
-        let _t = timed("add_members");
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let exists = tx.prepare_cached(GROUP_EXISTS).await?;
-        if tx.query_opt(&exists, &[&db(gid)]).await?.is_none() {
-            return Err(StoreError::NotFound(format!("group {gid} does not exist")));
-        }
-        let mut wanted = uids.to_vec();
-        wanted.sort_unstable();
-        wanted.dedup();
-        Self::require_active_users(&tx, &wanted).await?;
-        let roles = vec!["member"; wanted.len()];
-        let wanted: Vec<i64> = wanted.into_iter().map(db).collect();
-        let stmt = tx.prepare_cached(INSERT_MEMBERS).await?;
-        let added = tx
-            .query(&stmt, &[&db(gid), &wanted, &roles])
-            .await?
-            .iter()
-            .map(|r| id(r.get(0)))
-            .collect();
-        tx.commit().await?;
-        Ok(added)
-    }
-
-    /// Removes a member. `Ok(false)` when the user was not a member.
-    pub async fn remove_member(&self, gid: u64, uid: u64) -> Result<bool, StoreError> {
-        let _t = timed("remove_member");
-        let client = self.client().await?;
-        let (exists, remove) = try_join!(
-            client.prepare_cached(GROUP_EXISTS),
-            client.prepare_cached(REMOVE_MEMBER)
-        )?;
-        if client.query_opt(&exists, &[&db(gid)]).await?.is_none() {
-            return Err(StoreError::NotFound(format!("group {gid} does not exist")));
-        }
-        Ok(client
-            .query_opt(&remove, &[&db(gid), &db(uid)])
-            .await?
-            .is_some())
-    }
-
-    /// Deactivates a user and removes them from every group, in one transaction.
-    /// Returns the groups they left.
-    pub async fn deactivate_user(&self, uid: u64) -> Result<Vec<u64>, StoreError> {
-        let _t = timed("deactivate_user");
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let (deactivate, leave) = try_join!(
-            tx.prepare_cached(DEACTIVATE_USER),
-            tx.prepare_cached(LEAVE_ALL_GROUPS)
-        )?;
-        if tx.query_opt(&deactivate, &[&db(uid)]).await?.is_none() {
-            return Err(StoreError::NotFound(format!("user {uid} does not exist")));
-        }
-        let gids = tx
-            .query(&leave, &[&db(uid)])
-            .await?
-            .iter()
-            .map(|r| id(r.get(0)))
-            .collect();
-        tx.commit().await?;
-        Ok(gids)
     }
 
     /// Whether `uid` may use group `gid`.

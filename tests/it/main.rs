@@ -1,6 +1,7 @@
 //! Integration tests: the real `herald` binary against a real PostgreSQL, driven by real
 //! WebSocket and HTTP clients on 127.0.0.1. Run with `scripts/test`.
 
+mod convergence;
 mod faults;
 mod helpers;
 mod loadtest_smoke;
@@ -9,3 +10,4 @@ mod messaging;
 mod operations;
 mod protocol_errors;
 mod pull_ack;
+mod sync_ops;
