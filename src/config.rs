@@ -132,6 +132,46 @@ pub struct Settings {
     )]
     pub max_pending_sends: usize,
 
+    /// Open sessions the node accepts; past it, new sessions are closed at once with 1013.
+    #[arg(
+        long,
+        env = "HERALD_MAX_SESSIONS",
+        value_name = "HERALD_MAX_SESSIONS",
+        default_value_t = 200_000
+    )]
+    pub max_sessions: usize,
+
+    /// Open sessions one user may hold on the node; past it, their new sessions are closed at
+    /// once with 4029.
+    #[arg(
+        long,
+        env = "HERALD_MAX_SESSIONS_PER_USER",
+        value_name = "HERALD_MAX_SESSIONS_PER_USER",
+        default_value_t = 16
+    )]
+    pub max_sessions_per_user: usize,
+
+    /// Deepest nesting of arrays and objects accepted in a WebSocket frame.
+    #[arg(
+        long,
+        env = "HERALD_MAX_JSON_DEPTH",
+        value_name = "HERALD_MAX_JSON_DEPTH",
+        default_value_t = 32
+    )]
+    pub max_json_depth: usize,
+
+    /// Origins browsers may open WebSockets from, comma-separated (e.g.
+    /// `https://chat.example.com`); empty allows any. Clients that send no Origin (apps,
+    /// servers) are not affected.
+    #[arg(
+        long,
+        env = "HERALD_ALLOWED_ORIGINS",
+        value_name = "HERALD_ALLOWED_ORIGINS",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
     /// Milliseconds acks are coalesced in memory before they are written.
     #[arg(
         long,
@@ -252,6 +292,11 @@ pub struct Config {
     pub outbound_queue: usize,
     pub socket_send_buffer: usize,
     pub max_pending_sends: usize,
+    pub max_sessions: usize,
+    pub max_sessions_per_user: usize,
+    pub max_json_depth: usize,
+    /// Empty: any origin.
+    pub allowed_origins: Vec<String>,
     pub ack_flush: Duration,
     pub ack_writers: usize,
     pub max_batch: usize,
@@ -313,6 +358,12 @@ impl Settings {
         positive(self.outbound_queue as u64, "HERALD_OUTBOUND_QUEUE")?;
         positive(self.socket_send_buffer as u64, "HERALD_SOCKET_SEND_BUFFER")?;
         positive(self.max_pending_sends as u64, "HERALD_MAX_PENDING_SENDS")?;
+        positive(self.max_sessions as u64, "HERALD_MAX_SESSIONS")?;
+        positive(
+            self.max_sessions_per_user as u64,
+            "HERALD_MAX_SESSIONS_PER_USER",
+        )?;
+        positive(self.max_json_depth as u64, "HERALD_MAX_JSON_DEPTH")?;
         positive(self.ack_flush_ms, "HERALD_ACK_FLUSH_MS")?;
         positive(self.ack_writers as u64, "HERALD_ACK_WRITERS")?;
         positive(self.max_batch as u64, "HERALD_MAX_BATCH")?;
@@ -334,6 +385,15 @@ impl Settings {
             outbound_queue: self.outbound_queue,
             socket_send_buffer: self.socket_send_buffer,
             max_pending_sends: self.max_pending_sends,
+            max_sessions: self.max_sessions,
+            max_sessions_per_user: self.max_sessions_per_user,
+            max_json_depth: self.max_json_depth,
+            allowed_origins: self
+                .allowed_origins
+                .into_iter()
+                .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                .filter(|origin| !origin.is_empty())
+                .collect(),
             ack_flush: Duration::from_millis(self.ack_flush_ms),
             ack_writers: self.ack_writers,
             max_batch: self.max_batch,

@@ -22,10 +22,13 @@ pub type SessionId = u64;
 
 /// Close codes of the wire contract.
 pub mod close {
+    pub const POLICY: u16 = 1008;
     pub const GOING_AWAY_RESTART: u16 = 1012;
+    pub const SERVER_FULL: u16 = 1013;
     pub const TOKEN_EXPIRED: u16 = 4001;
     pub const DEACTIVATED: u16 = 4003;
     pub const TOO_SLOW: u16 = 4008;
+    pub const TOO_MANY_SESSIONS: u16 = 4029;
 }
 
 /// Everything a session is sent by the rest of the gateway.

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub deliveries: IntCounter,
     pub acks_flushed: IntCounter,
     pub slow_consumers_closed: IntCounter,
+    pub sessions_refused: IntCounter,
     pub send_batch_size: Histogram,
     pub ack_batch_size: Histogram,
     storage_seconds: HistogramVec,
@@ -56,6 +57,11 @@ impl Metrics {
                 "Sessions closed with 4008 for an outbound backlog over its bound",
             )
             .unwrap(),
+            sessions_refused: IntCounter::new(
+                "sessions_refused_total",
+                "Sessions closed at once for the caps (1013 server full, 4029 per user)",
+            )
+            .unwrap(),
             send_batch_size: Histogram::with_opts(
                 HistogramOpts::new("send_batch_size", "Messages per group-commit transaction")
                     .buckets(batch_buckets.clone()),
@@ -83,7 +89,7 @@ impl Metrics {
             registry,
         };
         // Every name above is unique and valid, so registration cannot fail.
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(metrics.sessions.clone()),
             Box::new(metrics.groups_active.clone()),
             Box::new(metrics.messages_stored.clone()),
@@ -91,6 +97,7 @@ impl Metrics {
             Box::new(metrics.deliveries.clone()),
             Box::new(metrics.acks_flushed.clone()),
             Box::new(metrics.slow_consumers_closed.clone()),
+            Box::new(metrics.sessions_refused.clone()),
             Box::new(metrics.send_batch_size.clone()),
             Box::new(metrics.ack_batch_size.clone()),
             Box::new(metrics.storage_seconds.clone()),

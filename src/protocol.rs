@@ -177,6 +177,37 @@ fn missing(kind: &str, field: &str) -> ApiError {
     ApiError::bad_request(format!("`{kind}` needs the field `{field}`"))
 }
 
+/// Refuses a frame whose arrays and objects nest deeper than `max_depth`, before it is
+/// parsed: one pass over the bytes, strings skipped.
+pub fn check_depth(text: &str, max_depth: usize) -> Result<(), ApiError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(ApiError::bad_request(format!(
+                        "JSON nested deeper than {max_depth} levels"
+                    )));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Checks a uid or gid: positive and representable in a JSON double.
 pub fn valid_id(id: u64) -> Result<u64, ApiError> {
     if id == 0 || id > MAX_ID {
@@ -377,6 +408,20 @@ mod tests {
             decode(bad, 1024).unwrap_err().error.code,
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
+        assert!(check_depth(&deep, 32).is_err());
+        let frame = format!(
+            r#"{{"type":"send","gid":1,"cmid":"c","body":{}{}}}"#,
+            "[".repeat(31),
+            "]".repeat(31)
+        );
+        assert!(check_depth(&frame, 32).is_ok());
+        let brackets_in_text = r#"{"body":"[[[[[[\"{{{{{{"}"#;
+        assert!(check_depth(brackets_in_text, 2).is_ok());
     }
 
     #[test]

@@ -15,8 +15,9 @@ use crate::acks::AckWriter;
 use crate::error::ApiError;
 use crate::group::{GroupActor, GroupSettings};
 use crate::messages::{
-    CursorOf, FlushAcks, GroupChange, GroupStep, SessionHandle, SessionId, ToSession,
+    close, CursorOf, FlushAcks, GroupChange, GroupStep, SessionHandle, SessionId, ToSession,
 };
+use crate::metrics;
 use crate::protocol::GroupCursor;
 use crate::store::{Effect, Store};
 use crate::sync::SyncNotice;
@@ -41,8 +42,18 @@ struct Online {
 /// How often expired tokens are looked for: sessions close within this of their expiry.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 
+/// How many sessions the node holds: in all, and per user.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCaps {
+    pub total: usize,
+    pub per_user: usize,
+}
+
 pub struct RegistryActor {
     factory: GroupFactory,
+    caps: SessionCaps,
+    /// Open sessions, all users together.
+    open: usize,
     groups: HashMap<u64, (u64, Addr<GroupActor>)>,
     /// Each user's open sessions: a handful at most, the first kept inline.
     sessions: HashMap<u64, SmallVec<[Online; 1]>>,
@@ -55,9 +66,11 @@ pub struct RegistryActor {
 }
 
 impl RegistryActor {
-    pub fn new(factory: GroupFactory, heartbeat: Duration) -> Self {
+    pub fn new(factory: GroupFactory, heartbeat: Duration, caps: SessionCaps) -> Self {
         RegistryActor {
             factory,
+            caps,
+            open: 0,
             groups: HashMap::new(),
             sessions: HashMap::new(),
             expiries: BTreeSet::new(),
@@ -101,9 +114,7 @@ impl RegistryActor {
             self.expiries.pop_first();
             let sessions = self.sessions.get(&uid).into_iter().flatten();
             if let Some(online) = sessions.into_iter().find(|o| o.handle.id == id) {
-                online
-                    .handle
-                    .close(crate::messages::close::TOKEN_EXPIRED, "token expired");
+                online.handle.close(close::TOKEN_EXPIRED, "token expired");
             }
         }
     }
@@ -130,23 +141,40 @@ impl Actor for RegistryActor {
     }
 }
 
-/// A session opened, with a token valid until `token_exp` (seconds since the epoch).
+/// A session opened, with a token valid until `token_exp` (seconds since the epoch). It is
+/// admitted within the caps, or refused with the close code and reason to close it with:
+/// the newest session is the one refused, so the sessions in use carry on.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), (u16, &'static str)>")]
 pub struct Connect {
     pub session: SessionHandle,
     pub token_exp: u64,
 }
 
 impl Handler<Connect> for RegistryActor {
-    type Result = ();
+    type Result = Result<(), (u16, &'static str)>;
 
-    fn handle(&mut self, Connect { session, token_exp }: Connect, _: &mut Self::Context) {
+    fn handle(
+        &mut self,
+        Connect { session, token_exp }: Connect,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        if self.open >= self.caps.total {
+            metrics::global().sessions_refused.inc();
+            return Err((close::SERVER_FULL, "server full: try again later"));
+        }
+        let sessions = self.sessions.entry(session.uid).or_default();
+        if sessions.len() >= self.caps.per_user {
+            metrics::global().sessions_refused.inc();
+            return Err((close::TOO_MANY_SESSIONS, "too many sessions for this user"));
+        }
+        self.open += 1;
         self.expiries.insert((token_exp, session.id, session.uid));
-        self.sessions.entry(session.uid).or_default().push(Online {
+        sessions.push(Online {
             handle: session,
             token_exp,
         });
+        Ok(())
     }
 }
 
@@ -168,6 +196,7 @@ impl Handler<Disconnect> for RegistryActor {
         if let Some(at) = sessions.iter().position(|o| o.handle.id == msg.id) {
             let online = sessions.swap_remove(at);
             self.expiries.remove(&(online.token_exp, msg.id, msg.uid));
+            self.open -= 1;
         }
         if sessions.is_empty() {
             self.sessions.remove(&msg.uid);
@@ -272,7 +301,7 @@ impl Handler<Publish> for RegistryActor {
         Box::pin(join_all(delivered).into_actor(self).map(move |_, act, _| {
             // Closed after their groups' events were queued to them, so those arrive first.
             for session in act.sessions_of(&deactivated) {
-                session.close(crate::messages::close::DEACTIVATED, "account deactivated");
+                session.close(close::DEACTIVATED, "account deactivated");
             }
         }))
     }

@@ -17,7 +17,7 @@ use crate::auth::Identity;
 use crate::error::{ApiError, ErrorCode};
 use crate::group::GroupActor;
 use crate::messages::{
-    AckUpTo, Backlog, Join, Leave, ReplyTo, SessionHandle, SessionId, Submit, ToSession,
+    close, AckUpTo, Backlog, Join, Leave, ReplyTo, SessionHandle, SessionId, Submit, ToSession,
 };
 use crate::metrics;
 use crate::protocol::{self, ClientRequest, GroupCursor, RequestId, ServerFrame};
@@ -27,6 +27,10 @@ use crate::sync::{SyncNotice, SyncRequest};
 
 /// Bad frames in a row after which the session is closed with 1008.
 const MAX_BAD_FRAMES_IN_A_ROW: u32 = 10;
+
+/// Sends refused by the rate limit in a row after which the session is closed with 1008: a
+/// client that keeps sending past `rate_limited` is not waiting as it should.
+const MAX_RATE_LIMITED_IN_A_ROW: u32 = 50;
 
 /// How long a session gathers sync notices into one `sync_notify`.
 const NOTIFY_WINDOW: Duration = Duration::from_millis(50);
@@ -46,6 +50,8 @@ pub struct SessionLimits {
     pub heartbeat: Duration,
     pub outbound_queue: usize,
     pub max_pending: usize,
+    /// Deepest nesting of arrays and objects in a frame.
+    pub max_json_depth: usize,
     /// Sends per second; 0 is unlimited.
     pub send_rate: u32,
 }
@@ -65,6 +71,8 @@ pub struct Session {
     /// Sends and pulls waiting for storage.
     pending: usize,
     bad_frames: u32,
+    /// Sends refused by the rate limit since the last one accepted.
+    rate_limited_in_a_row: u32,
     /// A fragmented text message being reassembled.
     fragments: Option<Vec<u8>>,
     /// A `sync_notify` gathering notices until it is written.
@@ -85,6 +93,7 @@ impl Session {
             send_limiter: None,
             pending: 0,
             bad_frames: 0,
+            rate_limited_in_a_row: 0,
             fragments: None,
             notice: None,
         }
@@ -218,6 +227,9 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
+        if let Err(error) = protocol::check_depth(text, self.shared.limits.max_json_depth) {
+            return self.bad_frame(None, &error, ctx);
+        }
         match protocol::decode(text, self.shared.limits.max_body_bytes) {
             Ok((id, request)) => {
                 self.bad_frames = 0;
@@ -305,8 +317,14 @@ impl Session {
     ) {
         if !self.may_send() {
             let error = ApiError::new(ErrorCode::RateLimited, "send rate limit exceeded");
-            return self.write_error(ctx, id, &error);
+            self.write_error(ctx, id, &error);
+            self.rate_limited_in_a_row += 1;
+            if self.rate_limited_in_a_row >= MAX_RATE_LIMITED_IN_A_ROW {
+                self.close(ctx, close::POLICY, "sending too fast, persistently");
+            }
+            return;
         }
+        self.rate_limited_in_a_row = 0;
         if let Err(error) = self.begin_pending() {
             return self.write_error(ctx, id, &error);
         }
@@ -487,12 +505,21 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::global().sessions.inc();
         // Heartbeats and token expiry are driven by the registry for every session at once,
-        // rather than by two timers per session polled at each of its wake-ups.
-        self.shared.registry.do_send(Connect {
+        // rather than by two timers per session polled at each of its wake-ups. The registry
+        // also admits the session within the caps; frames wait until it has.
+        let admitted = self.shared.registry.send(Connect {
             session: self.session_handle(ctx),
             token_exp: self.identity.exp,
         });
-        self.greet(ctx);
+        ctx.wait(
+            admitted
+                .into_actor(self)
+                .map(|admitted, act, ctx| match admitted {
+                    Ok(Ok(())) => act.greet(ctx),
+                    Ok(Err((code, reason))) => act.close(ctx, code, reason),
+                    Err(_) => act.close(ctx, 1011, "service stopping, reconnect later"),
+                }),
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -1,8 +1,11 @@
-//! Start-up and shutdown: builds the store, the actors and the HTTP server, runs until a
-//! signal, then stops in order (stop accepting, close sessions with 1012, flush acks).
+//! Start-up and shutdown: builds the store, the actors and the HTTP server, waits for
+//! PostgreSQL (retrying with backoff) and applies the migrations, runs until a signal, then
+//! stops in order (stop accepting, close sessions with 1012, flush acks).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
@@ -15,7 +18,7 @@ use crate::auth::{AdminKey, TokenKeys};
 use crate::config::Config;
 use crate::group::GroupSettings;
 use crate::messages::close;
-use crate::registry::{CloseAll, FlushAll, GroupFactory, RegistryActor};
+use crate::registry::{CloseAll, FlushAll, GroupFactory, RegistryActor, SessionCaps};
 use crate::session::{SessionContext, SessionLimits};
 use crate::store::Store;
 
@@ -23,6 +26,9 @@ use crate::store::Store;
 pub struct Application {
     server: Server,
     handle: ServerHandle,
+    store: Store,
+    /// Set once the migrations are applied: until then requests get 503.
+    ready: Arc<AtomicBool>,
     registry: Addr<RegistryActor>,
     arbiters: Vec<Arbiter>,
     addr: SocketAddr,
@@ -30,17 +36,12 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to PostgreSQL, applies the migrations, starts the actors and binds.
+    /// Builds the connection pool (connections open lazily), starts the actors and binds.
+    /// Storage is prepared by `run_until_stopped`, which waits for PostgreSQL.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let store = Store::new(&config.database_url, config.db_pool)
             .context("DATABASE_URL: cannot build the connection pool")?;
-        let applied = store
-            .migrate()
-            .await
-            .context("cannot apply the migrations (is PostgreSQL running at DATABASE_URL?)")?;
-        if !applied.is_empty() {
-            tracing::info!(?applied, "migrations applied");
-        }
+        let ready = Arc::new(AtomicBool::new(false));
         let arbiters: Vec<Arbiter> = (0..config.group_threads).map(|_| Arbiter::new()).collect();
         let ack_writers = (0..config.ack_writers)
             .map(|_| AckWriter::new(store.clone()).start())
@@ -57,16 +58,21 @@ impl Application {
                 arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             },
             config.heartbeat,
+            SessionCaps {
+                total: config.max_sessions,
+                per_user: config.max_sessions_per_user,
+            },
         )
         .start();
-        trim_event_logs(store.clone(), config.events_kept, config.events_trim);
         let state = web::Data::new(AppState {
+            ready: ready.clone(),
             store: store.clone(),
             registry: registry.clone(),
             tokens: TokenKeys::new(&config.jwt_secret),
             admin_key: AdminKey::new(config.admin_key.clone()),
+            allowed_origins: config.allowed_origins.clone(),
             sessions: Arc::new(SessionContext {
-                store,
+                store: store.clone(),
                 registry: registry.clone(),
                 limits: SessionLimits {
                     max_frame_bytes: config.max_frame_bytes,
@@ -74,6 +80,7 @@ impl Application {
                     heartbeat: config.heartbeat,
                     outbound_queue: config.outbound_queue,
                     max_pending: config.max_pending_sends,
+                    max_json_depth: config.max_json_depth,
                     send_rate: config.send_rate,
                 },
             }),
@@ -104,6 +111,8 @@ impl Application {
         Ok(Application {
             handle: server.handle(),
             server,
+            store,
+            ready,
             registry,
             arbiters,
             addr,
@@ -116,19 +125,36 @@ impl Application {
         self.addr
     }
 
-    /// Serves until SIGTERM or SIGINT, then stops gracefully.
+    /// Serves until SIGTERM or SIGINT, then stops gracefully. Until PostgreSQL can be reached
+    /// and the migrations are applied, it answers only `/healthz` (and 503 elsewhere), and
+    /// retries with backoff.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Application {
             server,
             handle,
+            store,
+            ready,
             registry,
             arbiters,
             addr,
             config,
         } = self;
-        tracing::info!(%addr, "herald ready");
+        tracing::info!(%addr, "listening; preparing storage");
         let serving = actix::spawn(server);
-        shutdown_signal().await;
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        tokio::select! {
+            () = prepare_storage(&store) => {}
+            () = &mut signal => {
+                tracing::info!("stopped before storage was ready");
+                handle.stop(true).await;
+                return Ok(());
+            }
+        }
+        ready.store(true, Ordering::Release);
+        trim_event_logs(store, config.events_kept, config.events_trim);
+        tracing::info!(%addr, "herald ready");
+        signal.await;
         tracing::info!("stopping: no new connections, closing sessions, flushing acks");
         let stopping = handle.stop(true);
         registry
@@ -176,9 +202,34 @@ async fn shutdown_signal() {
     }
 }
 
+/// First delay between attempts to reach PostgreSQL at start, and the longest.
+const STORAGE_RETRY_FIRST: Duration = Duration::from_millis(250);
+const STORAGE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Applies the migrations, retrying with exponential backoff until PostgreSQL answers.
+async fn prepare_storage(store: &Store) {
+    let mut delay = STORAGE_RETRY_FIRST;
+    loop {
+        match store.migrate().await {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "migrations applied");
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64,
+                    "cannot apply the migrations; is PostgreSQL running at DATABASE_URL?");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(STORAGE_RETRY_MAX);
+            }
+        }
+    }
+}
+
 /// Trims the group event logs to their newest `keep` events, every `every`, for the life of
 /// the process. A failed trim is retried at the next tick: nothing depends on its timing.
-fn trim_event_logs(store: Store, keep: u64, every: std::time::Duration) {
+fn trim_event_logs(store: Store, keep: u64, every: Duration) {
     actix_web::rt::spawn(async move {
         let mut ticks = actix_web::rt::time::interval(every);
         loop {

@@ -11,6 +11,7 @@ mod ws;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::Addr;
@@ -24,10 +25,14 @@ use crate::store::{Effect, Store};
 
 /// What every route can reach.
 pub struct AppState {
+    /// Whether storage is prepared (migrations applied); requests wait for it with 503.
+    pub ready: Arc<AtomicBool>,
     pub store: Store,
     pub registry: Addr<RegistryActor>,
     pub tokens: TokenKeys,
     pub admin_key: AdminKey,
+    /// Origins browsers may open WebSockets from; empty allows any.
+    pub allowed_origins: Vec<String>,
     pub sessions: Arc<SessionContext>,
 }
 
@@ -151,6 +156,20 @@ pub fn routes(max_http_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
+impl AppState {
+    /// Refuses requests (503) while storage is being prepared at start.
+    pub fn require_ready(&self) -> Result<(), ApiError> {
+        if self.ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                crate::error::ErrorCode::Unavailable,
+                "starting: storage is not ready yet, retry later",
+            ))
+        }
+    }
+}
+
 fn state(req: &HttpRequest) -> web::Data<AppState> {
     req.app_data::<web::Data<AppState>>()
         .cloned()
@@ -175,6 +194,7 @@ impl FromRequest for User {
         )
         .map(str::to_owned);
         Box::pin(async move {
+            state.require_ready()?;
             let token = token.ok_or_else(|| unauthorized("missing bearer token"))?;
             let identity = state.tokens.verify(&token)?;
             require_active(&state.store, identity.uid).await?;
@@ -233,9 +253,9 @@ impl FromRequest for Admin {
                 .get("authorization")
                 .and_then(|h| h.to_str().ok()),
         );
-        std::future::ready(match presented {
+        std::future::ready(state.require_ready().and_then(|()| match presented {
             Some(key) => state.admin_key.check(key).map(|()| Admin),
             None => Err(unauthorized("missing admin bearer key")),
-        })
+        }))
     }
 }

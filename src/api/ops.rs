@@ -14,8 +14,9 @@ pub async fn healthz_route() -> HttpResponse {
 /// How long readiness waits for PostgreSQL: probes have short timeouts of their own.
 const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// `GET /readyz`: storage answers within `READY_WITHIN`.
+/// `GET /readyz`: storage is prepared and answers within `READY_WITHIN`.
 pub async fn readyz_route(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.require_ready()?;
     tokio::time::timeout(READY_WITHIN, state.store.ping())
         .await
         .map_err(|_| ApiError::unavailable())??;

@@ -21,6 +21,8 @@ pub async fn ws_route(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    state.require_ready()?;
+    check_origin(&req, &state.allowed_origins)?;
     let header = bearer(
         req.headers()
             .get("authorization")
@@ -42,4 +44,17 @@ pub async fn ws_route(
         .frame_size(state.sessions.limits.max_frame_bytes)
         .start()
         .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))
+}
+
+/// Refuses (403) a browser's upgrade from an origin not allowed. Requests without `Origin`
+/// do not come from a browser page and are not cross-site: they pass.
+fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), ApiError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    match req.headers().get("origin").map(|h| h.to_str()) {
+        None => Ok(()),
+        Some(Ok(origin)) if allowed.iter().any(|a| a == origin.trim_end_matches('/')) => Ok(()),
+        Some(_) => Err(ApiError::forbidden("this origin may not open WebSockets")),
+    }
 }

@@ -411,6 +411,69 @@ async fn a_server_killed_mid_load_loses_nothing_it_confirmed_and_stores_resends_
     }
 }
 
+/// PostgreSQL down when herald starts: it listens and says so (liveness yes, readiness and
+/// requests 503), retries with backoff without logging the password, and serves once
+/// PostgreSQL is up, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_before_postgres_waits_for_it_and_then_serves() {
+    let postgres = PrivatePostgres::start().await;
+    postgres.stop().await;
+    let url = postgres.url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:db-password-not-logged@",
+        1,
+    );
+    let server = Server::spawn_until(url, Vec::new(), "listening; preparing storage").await;
+    let health = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(readyz(&server).await, 503);
+    let (status, body) = server
+        .admin_post("/v1/admin/users", json!({"users": [{"uid": 1}]}))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &json!("unavailable")),
+        "{body}"
+    );
+    assert!(
+        Client::connect(server.addr, "any-token").await.is_err(),
+        "a WebSocket opened before storage was ready"
+    );
+
+    helpers::eventually("a retry is logged", WAIT, async || {
+        let logs = server.logs();
+        match logs.contains("cannot apply the migrations") {
+            true => Ok(()),
+            false => Err(logs),
+        }
+    })
+    .await;
+    postgres.start_again().await;
+    helpers::eventually(
+        "ready once PostgreSQL is up",
+        WAIT * 2,
+        async || match readyz(&server).await {
+            200 => Ok(()),
+            other => Err(format!("/readyz {other}")),
+        },
+    )
+    .await;
+    let gid = server.group(&[1, 2]).await;
+    let mut ann = server.connect(1).await;
+    let sent = ann.send_msg(gid, "c-1", json!({"text": "hi"})).await;
+    assert_eq!(sent["type"], "sent", "{sent}");
+    assert!(
+        !server.logs().contains("db-password-not-logged"),
+        "the database password was logged:\n{}",
+        server.logs()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_is_survived_by_the_same_session_without_losing_confirmed_sends() {
     let postgres = PrivatePostgres::start().await;

@@ -89,8 +89,18 @@ impl Server {
         Server::spawn(database_url, env).await
     }
 
-    /// A server on an existing database.
+    /// A server on an existing database, once it is ready.
     pub async fn spawn(database_url: String, env: Vec<(String, String)>) -> Server {
+        Server::spawn_until(database_url, env, "herald ready").await
+    }
+
+    /// A server on an existing database, as soon as it has logged `milestone` (`listening;
+    /// preparing storage` or `herald ready`; both carry the address).
+    pub async fn spawn_until(
+        database_url: String,
+        env: Vec<(String, String)>,
+        milestone: &'static str,
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
         command
             .arg("serve")
@@ -115,7 +125,7 @@ impl Server {
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                     if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                        if event["message"] == "herald ready" {
+                        if event["message"] == milestone {
                             let _ = ready_tx.send(event["addr"].as_str().map(str::to_owned));
                         }
                     }

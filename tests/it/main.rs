@@ -4,6 +4,7 @@
 mod convergence;
 mod faults;
 mod helpers;
+mod limits;
 mod loadtest_smoke;
 mod membership;
 mod messaging;
