@@ -5,6 +5,30 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+/// A setting that must never reach a log: its `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(text.to_owned()))
+    }
+}
+
 /// The `herald` command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -50,7 +74,7 @@ pub struct Settings {
         value_name = "DATABASE_URL",
         hide_env_values = true
     )]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
 
     /// Address to listen on.
     #[arg(
@@ -68,7 +92,7 @@ pub struct Settings {
         value_name = "HERALD_JWT_SECRET",
         hide_env_values = true
     )]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// Bearer key of the admin API. Required; at least 16 bytes.
     #[arg(
@@ -77,7 +101,7 @@ pub struct Settings {
         value_name = "HERALD_ADMIN_KEY",
         hide_env_values = true
     )]
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret>,
 
     /// Sends per second per session (the burst is twice this); 0 turns the limit off.
     #[arg(
@@ -280,10 +304,10 @@ pub struct ConfigError {
 /// The settings after checking: required values present, ranges sane.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database_url: String,
+    pub database_url: Secret,
     pub listen: SocketAddr,
-    pub jwt_secret: String,
-    pub admin_key: String,
+    pub jwt_secret: Secret,
+    pub admin_key: Secret,
     pub send_rate: u32,
     pub max_frame_bytes: usize,
     pub max_body_bytes: usize,
@@ -312,8 +336,8 @@ pub struct Config {
 impl Settings {
     /// Checks the settings, naming the variable of the first one that is wrong.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let required = |value: Option<String>, variable: &'static str| {
-            value.filter(|v| !v.is_empty()).ok_or(ConfigError {
+        let required = |value: Option<Secret>, variable: &'static str| {
+            value.filter(|v| !v.expose().is_empty()).ok_or(ConfigError {
                 variable,
                 problem: "is required (see the README's local set-up for a dev value)".into(),
             })
@@ -325,7 +349,7 @@ impl Settings {
             (&jwt_secret, "HERALD_JWT_SECRET"),
             (&admin_key, "HERALD_ADMIN_KEY"),
         ] {
-            if value.len() < 16 {
+            if value.expose().len() < 16 {
                 return Err(ConfigError {
                     variable,
                     problem: "must be at least 16 bytes long".into(),
@@ -333,6 +357,7 @@ impl Settings {
             }
         }
         database_url
+            .expose()
             .parse::<tokio_postgres::Config>()
             .map_err(|e| ConfigError {
                 variable: "DATABASE_URL",
@@ -436,6 +461,18 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(err.variable, "HERALD_JWT_SECRET");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let parsed = settings(&GOOD);
+        let config = parsed.clone().validate().unwrap();
+        for shown in [format!("{parsed:?}"), format!("{config:?}")] {
+            for secret in ["postgres://u@", "0123456789abcdef", "fedcba9876543210"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
+        assert_eq!(config.jwt_secret.expose(), "0123456789abcdef");
     }
 
     #[test]

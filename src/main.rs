@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let outcome = actix::System::new().block_on(async move {
         match command {
             "migrate" => {
-                let store = Store::new(&config.database_url, 1)?;
+                let store = Store::new(config.database_url.expose(), 1)?;
                 let applied = store.migrate().await?;
                 tracing::info!(?applied, "migrations applied");
                 Ok(())

@@ -39,7 +39,7 @@ impl Application {
     /// Builds the connection pool (connections open lazily), starts the actors and binds.
     /// Storage is prepared by `run_until_stopped`, which waits for PostgreSQL.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = Store::new(&config.database_url, config.db_pool)
+        let store = Store::new(config.database_url.expose(), config.db_pool)
             .context("DATABASE_URL: cannot build the connection pool")?;
         let ready = Arc::new(AtomicBool::new(false));
         let arbiters: Vec<Arbiter> = (0..config.group_threads).map(|_| Arbiter::new()).collect();
@@ -68,8 +68,8 @@ impl Application {
             ready: ready.clone(),
             store: store.clone(),
             registry: registry.clone(),
-            tokens: TokenKeys::new(&config.jwt_secret),
-            admin_key: AdminKey::new(config.admin_key.clone()),
+            tokens: TokenKeys::new(config.jwt_secret.expose()),
+            admin_key: AdminKey::new(config.admin_key.expose().to_owned()),
             allowed_origins: config.allowed_origins.clone(),
             sessions: Arc::new(SessionContext {
                 store: store.clone(),
