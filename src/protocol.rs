@@ -23,12 +23,45 @@ pub const CMID_MAX_CHARS: usize = 64;
 pub const PULL_DEFAULT_LIMIT: u32 = 100;
 pub const PULL_MAX_LIMIT: u32 = 1000;
 
-/// A request id, echoed verbatim in the reply: a string or a number.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// A request id, echoed in the reply: a string, or a number echoed as the very text the
+/// client sent (a number read as a double could come back as a different number).
+#[derive(Debug, Clone)]
 pub enum RequestId {
-    Number(serde_json::Number),
+    Number(Box<RawValue>),
     Text(String),
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (RequestId::Number(a), RequestId::Number(b)) => a.get() == b.get(),
+            (RequestId::Text(a), RequestId::Text(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RequestId::Number(text) => text.serialize(serializer),
+            RequestId::Text(text) => text.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(value: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = Box::<RawValue>::deserialize(value)?;
+        match raw.get().as_bytes().first() {
+            Some(b'"') => serde_json::from_str(raw.get())
+                .map(RequestId::Text)
+                .map_err(D::Error::custom),
+            Some(b'-' | b'0'..=b'9') => Ok(RequestId::Number(raw)),
+            _ => Err(D::Error::custom("`id` must be a string or a number")),
+        }
+    }
 }
 
 /// A decoded client request.
@@ -133,6 +166,7 @@ fn request(envelope: Envelope, max_body: usize) -> Result<ClientRequest, ApiErro
                     "cmid must be 1..{CMID_MAX_CHARS} characters"
                 )));
             }
+            no_nul("cmid", &cmid)?;
             let body = envelope.body.ok_or_else(|| missing(kind, "body"))?;
             if body.get().len() > max_body {
                 return Err(ApiError::new(
@@ -178,8 +212,16 @@ fn missing(kind: &str, field: &str) -> ApiError {
 }
 
 /// Refuses a frame whose arrays and objects nest deeper than `max_depth`, before it is
-/// parsed: one pass over the bytes, strings skipped.
-pub fn check_depth(text: &str, max_depth: usize) -> Result<(), ApiError> {
+/// decoded: one pass over the bytes, strings skipped. The refusal echoes the frame's `id`
+/// (serde_json's own recursion limit keeps reading it safe).
+pub fn check_depth(text: &str, max_depth: usize) -> Result<(), FrameError> {
+    nesting_within(text, max_depth).map_err(|error| FrameError {
+        id: serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id),
+        error,
+    })
+}
+
+fn nesting_within(text: &str, max_depth: usize) -> Result<(), ApiError> {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for byte in text.bytes() {
         if in_string {
@@ -206,6 +248,17 @@ pub fn check_depth(text: &str, max_depth: usize) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Refuses text with U+0000, which PostgreSQL cannot store in `text` (and no client means).
+pub fn no_nul(field: &str, text: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        Err(ApiError::bad_request(format!(
+            "{field} contains the character U+0000"
+        )))
+    } else {
+        Ok(())
+    }
 }
 
 /// Checks a uid or gid: positive and representable in a JSON double.
@@ -332,7 +385,12 @@ mod tests {
     #[test]
     fn an_ill_typed_field_still_echoes_the_id() {
         let err = decode(r#"{"type":"send","id":9,"gid":"seven"}"#, 1024).unwrap_err();
-        assert_eq!(err.id, Some(RequestId::Number(9.into())));
+        assert_eq!(
+            err.id,
+            Some(RequestId::Number(
+                RawValue::from_string("9".into()).unwrap()
+            ))
+        );
         assert_eq!(err.error.code, ErrorCode::BadRequest);
     }
 

@@ -227,8 +227,8 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
-        if let Err(error) = protocol::check_depth(text, self.shared.limits.max_json_depth) {
-            return self.bad_frame(None, &error, ctx);
+        if let Err(bad) = protocol::check_depth(text, self.shared.limits.max_json_depth) {
+            return self.bad_frame(bad.id, &bad.error, ctx);
         }
         match protocol::decode(text, self.shared.limits.max_body_bytes) {
             Ok((id, request)) => {

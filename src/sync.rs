@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
+use crate::protocol::{no_nul, valid_id};
 
 /// A user's profile: each field carries the `user_info_version` at which it last changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -64,6 +65,7 @@ impl Role {
 
 /// The versions of one group's member list and of its members' profiles.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GroupVersions {
     pub gid: u64,
     #[serde(default)]
@@ -124,6 +126,9 @@ impl SyncRequest {
                 "at most {MAX_SYNC_GROUPS} groups per sync"
             )));
         }
+        self.groups
+            .iter()
+            .try_for_each(|g| valid_id(g.gid).map(drop))?;
         Ok(self)
     }
 }
@@ -298,13 +303,14 @@ impl GroupEdit {
     }
 }
 
-/// Refuses a text field longer than `max` characters.
+/// Refuses a text field longer than `max` characters, or holding U+0000.
 pub fn check_length(field: &str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
     match value {
         Some(text) if text.chars().count() > max => Err(ApiError::bad_request(format!(
             "{field} is longer than {max} characters"
         ))),
-        _ => Ok(()),
+        Some(text) => no_nul(field, text),
+        None => Ok(()),
     }
 }
 

@@ -2,12 +2,14 @@
 //! self-started) Herald, measuring latency, throughput and completeness.
 //!
 //! # Layout
-//! - [`target`]: the Herald under test, started here or reached by URL; provisioning.
+//! - [`target`]: the Herald under test, started here or reached by URL; provisioning; for
+//!   the fault scenario, kill, stop and restart, and a private PostgreSQL.
 //! - [`baseline`]: a storage-free broadcast server, the ceiling of the machine.
 //! - [`backend`]: either of the two, as scenarios see them.
 //! - [`client`]: one simulated session: receives, checks, times, acks, sends.
 //! - [`record`]: latency histograms and counters shared by all sessions.
-//! - [`scenarios`]: fan-out (and big-group, slow-consumer, baseline), reconnect-storm, idle.
+//! - [`scenarios`]: fan-out (and big-group, slow-consumer, baseline), reconnect-storm, idle,
+//!   faults.
 //! - [`progress`]: progress bars while running.
 //! - [`report`]: summary table, JSON report, SVG latency plot.
 

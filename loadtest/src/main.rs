@@ -7,6 +7,7 @@ use herald_loadtest::backend::Backend;
 use herald_loadtest::baseline::Broadcast;
 use herald_loadtest::report::{plot, Report};
 use herald_loadtest::scenarios::fanout::{self, FanoutArgs};
+use herald_loadtest::scenarios::faults::{self, FaultArgs, FaultReport};
 use herald_loadtest::scenarios::{idle, reconnect};
 use herald_loadtest::target::{Target, TargetArgs};
 
@@ -40,6 +41,9 @@ enum Scenario {
     ReconnectStorm(reconnect::ReconnectArgs),
     /// Hold N idle sessions; report the server's memory per session.
     Idle(idle::IdleArgs),
+    /// Faults under load, on a Herald and a PostgreSQL of its own: start before PostgreSQL,
+    /// kill -9 cycles, a PostgreSQL outage, SIGTERM; storage audited after each.
+    Faults(FaultArgs),
 }
 
 #[derive(clap::Args)]
@@ -70,17 +74,48 @@ struct SlowArgs {
     stalled_share: f64,
 }
 
+/// What a run ends with: a load scenario's report or the fault scenario's.
+enum Outcome {
+    Load(Report),
+    Faults(FaultReport),
+}
+
+impl Outcome {
+    fn print(&self) {
+        match self {
+            Outcome::Load(report) => report.print(),
+            Outcome::Faults(report) => report.print(),
+        }
+    }
+
+    /// Why the run failed, if it did.
+    fn failure(&self) -> Option<String> {
+        match self {
+            Outcome::Load(report) if report.lost > 0 => {
+                Some(format!("{} messages lost", report.lost))
+            }
+            Outcome::Faults(report) if !report.passed() => Some(format!(
+                "{} messages lost, {} checks failed",
+                report.lost,
+                report.failed().len()
+            )),
+            _ => None,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(report) => {
-            report.print();
-            if report.lost == 0 {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("herald-loadtest: {} messages lost", report.lost);
-                ExitCode::FAILURE
+        Ok(outcome) => {
+            outcome.print();
+            match outcome.failure() {
+                None => ExitCode::SUCCESS,
+                Some(failure) => {
+                    eprintln!("herald-loadtest: {failure}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Err(error) => {
@@ -90,7 +125,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<Report> {
+async fn run(cli: Cli) -> Result<Outcome> {
     // One descriptor per session: as many as allowed (root may lift the hard limit too).
     const WANTED: u64 = 1 << 20;
     if rlimit::setrlimit(rlimit::Resource::NOFILE, WANTED, WANTED).is_err() {
@@ -151,6 +186,7 @@ async fn run(cli: Cli) -> Result<Report> {
         }
         Scenario::ReconnectStorm(args) => (reconnect::run(&herald().await?, args).await?, vec![]),
         Scenario::Idle(args) => (idle::run(&herald().await?, args).await?, vec![]),
+        Scenario::Faults(args) => return run_faults(&cli, args).await,
     };
     if let Some(path) = &cli.report {
         report.write_json(path)?;
@@ -164,5 +200,17 @@ async fn run(cli: Cli) -> Result<Report> {
             &series,
         )?;
     }
-    Ok(report)
+    Ok(Outcome::Load(report))
+}
+
+/// The fault scenario: its own report, no latency plot.
+async fn run_faults(cli: &Cli, args: &FaultArgs) -> Result<Outcome> {
+    if cli.plot.is_some() {
+        anyhow::bail!("--plot does not apply to faults");
+    }
+    let report = faults::run(&cli.target, args).await?;
+    if let Some(path) = &cli.report {
+        report.write_json(path)?;
+    }
+    Ok(Outcome::Faults(report))
 }

@@ -1,10 +1,14 @@
 //! The Herald under test: one this harness starts on the project's local PostgreSQL, or one
 //! already running. Either way it is reached by URL and provisioned through the admin API.
+//!
+//! The fault scenario needs more control: it starts Herald on a private PostgreSQL cluster
+//! ([`PrivatePostgres`]) at a fixed loopback port, kills it (`kill -9`), stops it (SIGTERM)
+//! and starts it again where its clients left it ([`Target::launch`] and what follows it).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, LineWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -37,31 +41,155 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
 }
 
-/// A Herald this harness started; stopped (SIGTERM) and its database dropped on drop.
-struct Spawned {
+/// What a starting Herald logs once it listens (storage may still be down), and once it
+/// serves; both lines carry the address.
+const LISTENING: &str = "listening; preparing storage";
+const READY: &str = "herald ready";
+
+/// How a Herald this harness starts is run: kept so it can be started again the same way.
+struct Launch {
+    bin: PathBuf,
+    database_url: String,
+    /// `127.0.0.1:0`, or a fixed port that restarts keep.
+    listen: String,
+    env: Vec<(String, String)>,
+    /// Where its log goes; without it, only its warnings and errors are shown (on stderr).
+    log: Option<PathBuf>,
+}
+
+/// A running herald process, and the start-up lines it logged (message, address).
+struct Process {
     child: Child,
-    admin_url: String,
-    database: String,
+    milestones: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+}
+
+impl Launch {
+    fn start(&self) -> Result<Process> {
+        let mut child = Command::new(&self.bin)
+            .arg("serve")
+            .env("DATABASE_URL", &self.database_url)
+            .env("HERALD_LISTEN", &self.listen)
+            .env("HERALD_JWT_SECRET", SPAWNED_JWT_SECRET)
+            .env("HERALD_ADMIN_KEY", SPAWNED_ADMIN_KEY)
+            .env("HERALD_SEND_RATE", "0")
+            .env("HERALD_LOG_FORMAT", "json")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with cargo build --release)",
+                    self.bin.display()
+                )
+            })?;
+        let mut log = match &self.log {
+            Some(path) => Some(LineWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            )),
+            None => None,
+        };
+        let stdout = child.stdout.take().expect("piped");
+        let (milestone_tx, milestones) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(log) = &mut log {
+                    let _ = writeln!(log, "{line}");
+                }
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let message = event["message"].as_str().unwrap_or_default();
+                if message == LISTENING || message == READY {
+                    let addr = event["addr"].as_str().unwrap_or_default().to_owned();
+                    let _ = milestone_tx.send((message.to_owned(), addr));
+                } else if log.is_none() && (event["level"] == "WARN" || event["level"] == "ERROR") {
+                    eprintln!("herald: {line}");
+                }
+            }
+        });
+        Ok(Process { child, milestones })
+    }
+}
+
+impl Process {
+    /// Waits until the process logs `milestone`; returns the address it names.
+    async fn wait_for(&mut self, milestone: &str, within: Duration) -> Result<SocketAddr> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.milestones.recv()).await {
+                Ok(Some((message, addr))) if message == milestone => {
+                    return addr
+                        .parse()
+                        .with_context(|| format!("herald logged `{milestone}` at `{addr}`"));
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => bail!("herald exited before it logged `{milestone}`"),
+                Err(_) => bail!("herald did not log `{milestone}` within {within:?}"),
+            }
+        }
+    }
+
+    /// SIGKILL, and reaps it.
+    fn kill(&mut self) -> Result<()> {
+        self.child.kill().context("kill -9 herald")?;
+        self.child.wait().context("waiting for the killed herald")?;
+        Ok(())
+    }
+
+    fn signal_term(&self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", self.child.id());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    /// A graceful stop first (it flushes acks), then SIGKILL if it takes too long.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.signal_term();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Herald this harness started: stopped on drop, and the database it made for the run
+/// dropped.
+struct Spawned {
+    /// None between a kill or stop and the restart.
+    process: Option<Process>,
+    launch: Launch,
+    /// (admin URL, name) of a database made for this run.
+    database: Option<(String, String)>,
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        drop(self.process.take());
+        if let Some((admin_url, database)) = &self.database {
+            let _ = psql(
+                admin_url,
+                &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+            );
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = psql(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
-        );
     }
 }
 
@@ -72,11 +200,16 @@ pub struct Target {
     admin_key: String,
     jwt_secret: Option<String>,
     http: reqwest::Client,
-    spawned: Option<Spawned>,
+    /// Boxed: it would make every `Target` (and `Backend`) as large as its launch settings.
+    spawned: Option<Box<Spawned>>,
 }
 
 const SPAWNED_ADMIN_KEY: &str = "loadtest-admin-key-0123456789";
 const SPAWNED_JWT_SECRET: &str = "loadtest-jwt-secret-0123456789";
+/// Longest wait for a started Herald to listen.
+const START_WITHIN: Duration = Duration::from_secs(30);
+/// Longest wait for one probe or page over HTTP in the fault scenario.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The repository root, for `scripts/pg.sh`.
 fn repo_root() -> PathBuf {
@@ -84,6 +217,44 @@ fn repo_root() -> PathBuf {
         .parent()
         .expect("loadtest/ sits in the repository")
         .to_path_buf()
+}
+
+/// A folder for this harness's files under the project's `.herald/` (ignored by git).
+pub fn work_dir(name: &str) -> PathBuf {
+    repo_root().join(".herald").join(name)
+}
+
+/// A loopback port nothing listens on, for a server this harness stops and starts again
+/// there. It is taken below the kernel's ephemeral range: while the server is down, a client
+/// connecting to an ephemeral port can be given that very port as its own source and connect
+/// to itself (TCP self-connect), and would then keep the server from binding it again.
+fn free_port() -> Result<u16> {
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (20_000u16, ephemeral_from.max(20_001));
+    let span = u32::from(high - low);
+    // Runs in parallel (tests) start from different places.
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    (0..span)
+        .map(|i| low + ((seed % span + i) % span) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .with_context(|| format!("no free loopback port in {low}..{high}"))
+}
+
+/// The herald binary to start: `--herald-bin`, else the one beside this harness.
+fn herald_bin(args: &TargetArgs) -> Result<PathBuf> {
+    match &args.herald_bin {
+        Some(bin) => Ok(bin.clone()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("the harness binary has a folder")?
+            .join("herald")),
+    }
 }
 
 fn psql(url: &str, statement: &str) -> Result<()> {
@@ -154,71 +325,181 @@ impl Target {
         )?;
         psql(&admin_url, &format!("CREATE DATABASE {database}"))?;
         let database_url = format!("{}/{database}", admin_url.rsplit_once('/').unwrap().0);
-        let bin = match &args.herald_bin {
-            Some(bin) => bin.clone(),
-            None => std::env::current_exe()?
-                .parent()
-                .context("the harness binary has a folder")?
-                .join("herald"),
+        let launch = Launch {
+            bin: herald_bin(args)?,
+            database_url,
+            listen: "127.0.0.1:0".into(),
+            env: args.server_env.clone(),
+            log: None,
         };
-        let mut child = Command::new(&bin)
-            .arg("serve")
-            .env("DATABASE_URL", &database_url)
-            .env("HERALD_LISTEN", "127.0.0.1:0")
-            .env("HERALD_JWT_SECRET", SPAWNED_JWT_SECRET)
-            .env("HERALD_ADMIN_KEY", SPAWNED_ADMIN_KEY)
-            .env("HERALD_SEND_RATE", "0")
-            .env("HERALD_LOG_FORMAT", "json")
-            .envs(args.server_env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (build it with cargo build --release)",
-                    bin.display()
-                )
-            })?;
-        let stdout = child.stdout.take().expect("piped");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if event["message"] == "herald ready" {
-                    let _ = ready_tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
-                } else if event["level"] == "WARN" || event["level"] == "ERROR" {
-                    eprintln!("herald: {line}");
-                }
-            }
-        });
-        let spawned = Spawned {
-            child,
-            admin_url,
-            database,
+        // The guard exists before the process does: a failed start drops the database too.
+        let mut spawned = Spawned {
+            process: None,
+            launch,
+            database: Some((admin_url, database)),
         };
-        let addr: SocketAddr =
-            tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
-                .await?
-                .context("herald did not become ready")?
-                .parse()?;
-        Ok(Target {
+        let addr = spawned
+            .process
+            .insert(spawned.launch.start()?)
+            .wait_for(READY, Duration::from_secs(60))
+            .await
+            .context("herald did not become ready")?;
+        Ok(Target::spawned(addr, http, spawned))
+    }
+
+    fn spawned(addr: SocketAddr, http: reqwest::Client, spawned: Spawned) -> Target {
+        Target {
             addr,
             base_url: format!("http://{addr}"),
             admin_key: SPAWNED_ADMIN_KEY.into(),
             jwt_secret: Some(SPAWNED_JWT_SECRET.into()),
             http,
-            spawned: Some(spawned),
-        })
+            spawned: Some(Box::new(spawned)),
+        }
+    }
+
+    /// Starts a Herald on `database_url` at a loopback port of its own, which restarts keep so
+    /// clients find it again, logging to `log`; returns as soon as it listens, which may be
+    /// before its storage is ready. `args.server_env` comes after `env`, so it can override it.
+    pub async fn launch(
+        args: &TargetArgs,
+        database_url: &str,
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Result<Target> {
+        if args.url.is_some() {
+            bail!("this scenario starts its own Herald: --url does not apply");
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        let launch = Launch {
+            bin: herald_bin(args)?,
+            database_url: database_url.to_owned(),
+            listen: format!("127.0.0.1:{}", free_port()?),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(args.server_env.iter().cloned())
+                .collect(),
+            log: Some(log.to_owned()),
+        };
+        let mut spawned = Spawned {
+            process: None,
+            launch,
+            database: None,
+        };
+        let addr = spawned
+            .process
+            .insert(spawned.launch.start()?)
+            .wait_for(LISTENING, START_WITHIN)
+            .await?;
+        Ok(Target::spawned(addr, http, spawned))
+    }
+
+    fn process(&mut self) -> Result<&mut Process> {
+        self.spawned
+            .as_mut()
+            .and_then(|s| s.process.as_mut())
+            .context("no herald process of this harness is running")
+    }
+
+    /// Waits until the started Herald has prepared its storage and serves.
+    pub async fn wait_ready(&mut self, within: Duration) -> Result<()> {
+        self.process()?.wait_for(READY, within).await?;
+        Ok(())
+    }
+
+    /// Kills the started Herald with SIGKILL: no chance to flush or close anything.
+    pub fn kill(&mut self) -> Result<()> {
+        self.process()?.kill()?;
+        if let Some(spawned) = &mut self.spawned {
+            spawned.process = None;
+        }
+        Ok(())
+    }
+
+    /// Stops the started Herald with SIGTERM and waits for it to exit.
+    pub async fn terminate(&mut self, within: Duration) -> Result<ExitStatus> {
+        let process = self.process()?;
+        process.signal_term()?;
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = process.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                bail!("herald still running {within:?} after SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if let Some(spawned) = &mut self.spawned {
+            spawned.process = None;
+        }
+        Ok(status)
+    }
+
+    /// Starts the Herald again, as before and at the same address, after a kill or stop;
+    /// returns once it listens.
+    pub async fn restart(&mut self) -> Result<()> {
+        let spawned = self
+            .spawned
+            .as_mut()
+            .context("only a Herald this harness started can be restarted")?;
+        if spawned.process.is_some() {
+            bail!("herald is still running");
+        }
+        let process = spawned.process.insert(spawned.launch.start()?);
+        let addr = process.wait_for(LISTENING, START_WITHIN).await?;
+        if addr != self.addr {
+            bail!("herald came back at {addr}, not {}", self.addr);
+        }
+        Ok(())
+    }
+
+    /// Whether the started Herald's process is still the one running (it has not exited).
+    pub fn running(&mut self) -> bool {
+        self.process()
+            .is_ok_and(|process| matches!(process.child.try_wait(), Ok(None)))
+    }
+
+    /// The status of `GET path` (as `/healthz` or `/readyz`), within a short timeout.
+    pub async fn probe(&self, path: &str) -> Result<u16> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        Ok(response.status().as_u16())
+    }
+
+    /// `GET path` as the user of `token`: the status and the JSON body.
+    pub async fn user_get(&self, token: &str, path: &str) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(token)
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
     /// The pid of the server when this harness started it (for /proc).
     pub fn pid(&self) -> Option<u32> {
-        self.spawned.as_ref().map(|s| s.child.id())
+        self.spawned
+            .as_ref()
+            .and_then(|s| s.process.as_ref())
+            .map(|p| p.child.id())
     }
 
-    async fn admin(&self, path: &str, body: Value) -> Result<Value> {
+    /// An admin `POST`: the status and the JSON body (Null when empty).
+    pub async fn admin_post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
         let response = self
             .http
             .post(format!("{}{path}", self.base_url))
@@ -227,12 +508,17 @@ impl Target {
             .send()
             .await
             .with_context(|| format!("POST {path}"))?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let text = response.text().await?;
-        if !status.is_success() {
-            bail!("POST {path}: {status} {text}");
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    async fn admin(&self, path: &str, body: Value) -> Result<Value> {
+        let (status, reply) = self.admin_post(path, body).await?;
+        if !(200..300).contains(&status) {
+            bail!("POST {path}: {status} {reply}");
         }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        Ok(reply)
     }
 
     /// Creates users `uids` (in batches).
@@ -326,6 +612,95 @@ impl Target {
             slow_consumers_closed: value("herald_slow_consumers_closed_total") as u64,
             at: Instant::now(),
         })
+    }
+}
+
+/// A PostgreSQL cluster of this harness's own, made by `scripts/pg.sh` in a folder under
+/// `.herald/` on a free loopback port, so a scenario can stop and start it under load without
+/// touching the project's shared one. Stopped and removed on drop.
+pub struct PrivatePostgres {
+    dir: PathBuf,
+    port: u16,
+    /// The URL of its `herald` database.
+    pub url: String,
+}
+
+impl PrivatePostgres {
+    /// Creates and starts a cluster in `dir`.
+    pub async fn start(dir: PathBuf) -> Result<PrivatePostgres> {
+        let mut cluster = PrivatePostgres {
+            dir,
+            port: free_port()?,
+            url: String::new(),
+        };
+        // The guard exists before the cluster does: a failed start is cleaned up too.
+        cluster.url = cluster.pg_sh("start").await?;
+        Ok(cluster)
+    }
+
+    /// Stops it (fast shutdown: open connections are cut).
+    pub async fn stop(&self) -> Result<()> {
+        self.pg_sh("stop").await.map(drop)
+    }
+
+    /// Starts it again; returns once it accepts connections.
+    pub async fn start_again(&self) -> Result<()> {
+        self.pg_sh("start").await.map(drop)
+    }
+
+    /// Runs one query with psql; returns the rows, each as its `|`-separated fields.
+    pub async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        let (url, sql) = (self.url.clone(), sql.to_owned());
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new("psql")
+                .args([&url, "-v", "ON_ERROR_STOP=1", "-tAc", &sql])
+                .output()
+        })
+        .await?
+        .context("running psql")?;
+        if !output.status.success() {
+            bail!(
+                "psql failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(|line| line.split('|').map(str::to_owned).collect())
+            .collect())
+    }
+
+    /// `scripts/pg.sh <command> DIR PORT`, off the async threads; returns what it printed.
+    async fn pg_sh(&self, command: &'static str) -> Result<String> {
+        let (dir, port) = (self.dir.clone(), self.port.to_string());
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(repo_root().join("scripts/pg.sh"))
+                .arg(command)
+                .arg(&dir)
+                .arg(&port)
+                .output()
+        })
+        .await?
+        .context("running scripts/pg.sh")?;
+        if !output.status.success() {
+            bail!(
+                "scripts/pg.sh {command} {} failed: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/pg.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

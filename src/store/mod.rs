@@ -46,6 +46,17 @@ pub enum StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
+        // Text PostgreSQL cannot store: the input's fault (the edge refuses what it knows of).
+        if let Some(code) = err.code() {
+            if [
+                SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+                SqlState::UNTRANSLATABLE_CHARACTER,
+            ]
+            .contains(code)
+            {
+                return StoreError::Invalid(err.to_string());
+            }
+        }
         let unreachable = match err.code() {
             None => true,
             Some(code) => [

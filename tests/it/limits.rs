@@ -194,3 +194,38 @@ async fn an_http_body_over_the_limit_is_413_and_the_admin_api_needs_its_key() {
         "a refused request created users"
     );
 }
+
+/// U+0000 cannot be stored in PostgreSQL text: refused at the edge, it harms nobody else's
+/// sends (it once failed the whole group commit it was batched in).
+#[tokio::test]
+async fn text_with_a_nul_character_is_refused_and_harms_no_other_send() {
+    let server = Server::start().await;
+    let gid = server.group(&[1, 2]).await;
+    let mut ann = server.connect(1).await;
+    let mut bob = server.connect(2).await;
+    ann.send(json!({"type": "send", "id": "nul", "gid": gid, "cmid": "a\u{0}b", "body": 1}))
+        .await;
+    let sent = bob.send_msg(gid, "fine", json!({"text": "hi"})).await;
+    assert_eq!(sent["type"], "sent", "{sent}");
+    let pong = ann.request(json!({"type": "ping", "id": "after"})).await;
+    assert_eq!(pong["type"], "pong");
+    let error = ann.recv_type("error").await;
+    assert_eq!(
+        (&error["id"], &error["code"]),
+        (&json!("nul"), &json!("bad_request"))
+    );
+
+    for (path, body) in [
+        ("/v1/me".to_owned(), json!({"nickname": "a\u{0}b"})),
+        (format!("/v1/groups/{gid}"), json!({"name": "a\u{0}b"})),
+    ] {
+        let (status, reply) = server
+            .user(1, reqwest::Method::PATCH, &path, Some(body))
+            .await;
+        assert_eq!(
+            (status, &reply["error"]["code"]),
+            (400, &json!("bad_request")),
+            "{path}"
+        );
+    }
+}

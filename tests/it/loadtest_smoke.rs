@@ -5,6 +5,7 @@
 use herald_loadtest::backend::Backend;
 use herald_loadtest::baseline::Broadcast;
 use herald_loadtest::scenarios::fanout::{self, FanoutArgs};
+use herald_loadtest::scenarios::faults::{self, FaultArgs};
 use herald_loadtest::scenarios::reconnect::{self, ReconnectArgs};
 use herald_loadtest::target::{Target, TargetArgs};
 
@@ -113,4 +114,54 @@ async fn a_small_reconnect_storm_catches_every_session_up_by_pull() {
     // Each of the 200 sessions pulled the 30 messages its group got while it was away.
     assert_eq!(report.deliveries, 200 * 30, "{report:?}");
     assert!(report.catch_up_s.is_some_and(|s| s > 0.0), "{report:?}");
+}
+
+/// The fault scenario in small: Herald started before its (private) PostgreSQL, two kill -9
+/// cycles, a 3 s PostgreSQL outage and a SIGTERM, all under load; `scripts/faults` runs the
+/// full one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_fault_run_loses_nothing_and_passes_every_check() {
+    let target = TargetArgs {
+        url: None,
+        admin_key: None,
+        jwt_secret: None,
+        herald_bin: Some(env!("CARGO_BIN_EXE_herald").into()),
+        server_env: vec![],
+    };
+    let args = FaultArgs {
+        groups: 2,
+        members: 5,
+        senders: 1,
+        rate: 60.0,
+        body_bytes: 16,
+        ack_ms: 100,
+        pg_late_s: 1.0,
+        kill_cycles: 2,
+        load_s: 1.0,
+        outage_s: 3.0,
+    };
+    let report = faults::run(&target, &args)
+        .await
+        .expect("the fault run completes");
+    assert!(
+        report.passed(),
+        "lost {}, failed checks {:#?}",
+        report.lost,
+        report.failed()
+    );
+    let cycles: Vec<(&str, u64)> = report
+        .faults
+        .iter()
+        .map(|row| (row.fault.as_str(), row.cycles))
+        .collect();
+    assert_eq!(
+        cycles,
+        [
+            ("start before PostgreSQL", 1),
+            ("kill -9 under load", 2),
+            ("PostgreSQL stopped 3 s", 1),
+            ("SIGTERM under load", 1),
+        ]
+    );
+    assert!(report.confirmed > 0 && report.unavailable > 0, "{report:?}");
 }

@@ -9,6 +9,7 @@ mod loadtest_smoke;
 mod membership;
 mod messaging;
 mod operations;
+mod properties;
 mod protocol_errors;
 mod pull_ack;
 mod sync_ops;

@@ -1,0 +1,992 @@
+//! Faults: a steady send load from sessions that reconnect and resend like real clients,
+//! while the faults Herald must survive are injected one after another, each followed by an
+//! audit of storage against every `sent` the clients received.
+//!
+//! The run owns everything it breaks: a private PostgreSQL cluster (`scripts/pg.sh` in a
+//! folder under `.herald/`) and a Herald process on it at a fixed loopback port, both removed
+//! at the end, on error and on Ctrl-C. In order:
+//!
+//! 1. **start before PostgreSQL**: Herald starts while PostgreSQL is down; it must listen,
+//!    answer `/healthz` 200, `/readyz`, requests and upgrades 503 `unavailable`, and be ready
+//!    soon after PostgreSQL starts (recovery: PostgreSQL start → `/readyz` 200);
+//! 2. **kill -9 under load**, N times: Herald is killed and started again on the same port
+//!    (recovery: restart → first `sent` on a new connection);
+//! 3. **PostgreSQL stopped** for D seconds under load: sends must be answered `unavailable`,
+//!    `/readyz` must fail, sessions must stay open, and the same process must serve again
+//!    once PostgreSQL is back (recovery: PostgreSQL start → first `sent`);
+//! 4. **SIGTERM under load**: every session must be closed with 1012, the process must exit 0,
+//!    and every ack the server had read must be stored (it flushes acks held in memory); then
+//!    it is started again (recovery: restart → first `sent`).
+//!
+//! After each fault, every group is read back: every confirmed (gid, cmid) must be stored
+//! once with its confirmed msgid, msgids dense from 1, nothing stored twice (`lost` counts
+//! confirmed messages missing and must be 0). At the end senders stop, their last
+//! unconfirmed messages are resent until confirmed, storage is read again from scratch and
+//! every member must have caught up by push and pull.
+
+mod audit;
+mod session;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite;
+
+use crate::client;
+use crate::progress;
+use crate::target::{id_base, work_dir, PrivatePostgres, Target, TargetArgs};
+use audit::{Audit, GroupAudit};
+use session::{Control, End, Member, Shared};
+
+/// Herald's ack flush interval in this run (default 500 ms): long enough that at the SIGTERM
+/// most acks are held only in memory, so the flush on a graceful stop is what is tested.
+/// A kill -9 loses up to this much of acks, which is redelivery, not loss.
+const ACK_FLUSH_MS: &str = "2000";
+/// Longest wait for Herald to be ready after PostgreSQL starts (its retries back off to 10 s).
+const READY_WITHIN: Duration = Duration::from_secs(60);
+/// Longest wait for the first `sent` after a fault ends.
+const RECOVERY_WITHIN: Duration = Duration::from_secs(60);
+/// Longest wait for every session to be connected, or to have passed an ack barrier.
+const SESSIONS_WITHIN: Duration = Duration::from_secs(30);
+/// Longest wait for Herald to exit after SIGTERM: its shutdown timeout (10 s) and slack.
+const EXIT_WITHIN: Duration = Duration::from_secs(25);
+/// Longest wait, at the end, for the last sends to be confirmed and readers to catch up.
+const DRAIN_WITHIN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FaultArgs {
+    /// Groups.
+    #[arg(long, default_value_t = 4)]
+    pub groups: usize,
+    /// Members per group, each online in a session of its own.
+    #[arg(long, default_value_t = 20)]
+    pub members: usize,
+    /// Sending members per group; the others read and ack.
+    #[arg(long, default_value_t = 2)]
+    pub senders: usize,
+    /// Offered messages per second over all groups.
+    #[arg(long, default_value_t = 300.0)]
+    pub rate: f64,
+    /// Padding bytes in each message body.
+    #[arg(long, default_value_t = 64)]
+    pub body_bytes: usize,
+    /// Milliseconds between a reader's cumulative acks.
+    #[arg(long, default_value_t = 250)]
+    pub ack_ms: u64,
+    /// Seconds Herald runs before PostgreSQL is started (fault 1).
+    #[arg(long, default_value_t = 3.0)]
+    pub pg_late_s: f64,
+    /// kill -9 cycles (fault 2).
+    #[arg(long, default_value_t = 20)]
+    pub kill_cycles: usize,
+    /// Seconds of load before each fault.
+    #[arg(long, default_value_t = 1.5)]
+    pub load_s: f64,
+    /// Seconds PostgreSQL stays stopped under load (fault 3).
+    #[arg(long, default_value_t = 30.0)]
+    pub outage_s: f64,
+}
+
+/// Everything the fault run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultReport {
+    pub scenario: String,
+    pub target: String,
+    /// When the run ended, seconds since the Unix epoch.
+    pub finished_unix_s: u64,
+    pub groups: u64,
+    pub sessions: u64,
+    pub senders: u64,
+    /// Offered messages per second.
+    pub rate: f64,
+    pub duration_s: f64,
+    /// Messages confirmed (`sent`) over the run.
+    pub confirmed: u64,
+    pub unavailable: u64,
+    pub rate_limited: u64,
+    /// Sends written again with the same cmid, and how many of those had been stored
+    /// (answered `dup:true`).
+    pub resends: u64,
+    pub dup_replies: u64,
+    /// Sends left without a reply on a live connection (then resent).
+    pub unanswered: u64,
+    /// Confirmed messages missing from storage, the most any audit found.
+    pub lost: u64,
+    pub faults: Vec<FaultRow>,
+    pub checks: Vec<Check>,
+}
+
+/// One kind of fault over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRow {
+    pub fault: String,
+    pub cycles: u64,
+    /// Messages confirmed from the start of this fault's phase to the end of its last audit.
+    pub confirmed: u64,
+    pub unavailable: u64,
+    pub lost: u64,
+    /// What the recovery time is measured between.
+    pub recovery_is: String,
+    pub recovery_ms: Vec<f64>,
+    pub recovery: Spread,
+}
+
+/// Smallest, median and largest of some durations, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Spread {
+    pub min_ms: f64,
+    pub median_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Spread {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        match sorted.len() {
+            0 => Spread::default(),
+            n => Spread {
+                min_ms: sorted[0],
+                median_ms: if n % 2 == 1 {
+                    sorted[n / 2]
+                } else {
+                    (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+                },
+                max_ms: sorted[n - 1],
+            },
+        }
+    }
+}
+
+/// One thing the run verified.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl FaultReport {
+    /// The checks that failed.
+    pub fn failed(&self) -> Vec<&Check> {
+        self.checks.iter().filter(|c| !c.passed).collect()
+    }
+
+    pub fn passed(&self) -> bool {
+        self.lost == 0 && self.failed().is_empty()
+    }
+
+    pub fn print(&self) {
+        println!("\n== {} against {} ==", self.scenario, self.target);
+        println!(
+            "  {} sessions in {} groups, {} senders offering {:.0} msgs/s; ran {:.1} s",
+            self.sessions, self.groups, self.senders, self.rate, self.duration_s
+        );
+        println!(
+            "\n  {:<26} {:>6} {:>10} {:>12} {:>5}  {:<28} recovery is",
+            "fault", "cycles", "confirmed", "unavailable", "lost", "recovery min / median / max"
+        );
+        for row in &self.faults {
+            let r = row.recovery;
+            println!(
+                "  {:<26} {:>6} {:>10} {:>12} {:>5}  {:<28} {}",
+                row.fault,
+                row.cycles,
+                row.confirmed,
+                row.unavailable,
+                row.lost,
+                format!(
+                    "{:.2} / {:.2} / {:.2} s",
+                    r.min_ms / 1000.0,
+                    r.median_ms / 1000.0,
+                    r.max_ms / 1000.0
+                ),
+                row.recovery_is
+            );
+        }
+        println!(
+            "  {:<26} {:>6} {:>10} {:>12} {:>5}",
+            "whole run", "", self.confirmed, self.unavailable, self.lost
+        );
+        println!(
+            "\n  resends {} ({} found already stored: dup:true), unanswered sends {}, \
+             rate-limited {}",
+            self.resends, self.dup_replies, self.unanswered, self.rate_limited
+        );
+        let failed = self.failed();
+        println!(
+            "  checks: {} passed, {} failed",
+            self.checks.len() - failed.len(),
+            failed.len()
+        );
+        for check in &failed {
+            println!("    FAILED {}: {}", check.name, check.detail);
+        }
+        println!(
+            "  verdict: {}",
+            match (self.lost, failed.len()) {
+                (0, 0) => "nothing lost, every check passed",
+                (0, _) => "nothing lost, but CHECKS FAILED",
+                _ => "LOSS",
+            }
+        );
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// Runs the whole fault sequence. Herald's log is kept (its path printed) unless everything
+/// passed.
+pub async fn run(target: &TargetArgs, args: &FaultArgs) -> Result<FaultReport> {
+    if args.groups == 0 || args.senders == 0 || args.senders >= args.members {
+        bail!("need at least one group, one sender and one reader per group");
+    }
+    if args.rate <= 0.0 || args.load_s <= 0.0 || args.outage_s <= 0.0 || args.pg_late_s <= 0.0 {
+        bail!("--rate, --load-s, --outage-s and --pg-late-s must be positive");
+    }
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let dir = work_dir(&format!(
+        "faults-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Dropping the run (on error or Ctrl-C) stops Herald, the sessions and PostgreSQL.
+    let outcome = tokio::select! {
+        outcome = Run::go(target, args, &dir) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    match &outcome {
+        Ok(report) if report.passed() => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        _ => eprintln!(
+            "herald's log is kept in {}",
+            dir.join("herald.log").display()
+        ),
+    }
+    outcome
+}
+
+/// The simulated members and their tasks; the tasks end when this is dropped.
+struct Sessions {
+    members: Vec<Arc<Member>>,
+    control: watch::Sender<Control>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Sessions {
+    fn readers(&self) -> impl Iterator<Item = &Arc<Member>> {
+        self.members.iter().filter(|m| !m.sender)
+    }
+
+    fn connected(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.connected.load(Ordering::SeqCst))
+            .count()
+    }
+
+    fn set(&self, change: impl FnOnce(&mut Control)) {
+        self.control.send_modify(change);
+    }
+}
+
+/// A line of live status under the results printed so far.
+struct Status {
+    bar: indicatif::ProgressBar,
+    phase: Arc<Mutex<String>>,
+    ticker: JoinHandle<()>,
+}
+
+impl Status {
+    fn new(shared: Arc<Shared>, sessions: usize) -> Status {
+        let bar = progress::spinner("starting".into());
+        let phase = Arc::new(Mutex::new(String::from("starting")));
+        let ticker = {
+            let (bar, phase) = (bar.clone(), phase.clone());
+            tokio::spawn(async move {
+                loop {
+                    let c = &shared.counters;
+                    bar.set_message(format!(
+                        "{}  confirmed {}  unavailable {}  resends {}  connected {}/{sessions}",
+                        phase.lock().unwrap(),
+                        Shared::count(&c.confirmed),
+                        Shared::count(&c.unavailable),
+                        Shared::count(&c.resends),
+                        Shared::count(&c.connected),
+                    ));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        Status { bar, phase, ticker }
+    }
+
+    fn phase(&self, phase: String) {
+        *self.phase.lock().unwrap() = phase;
+    }
+
+    /// Prints a line above the status (also when stderr is not a terminal).
+    fn say(&self, line: String) {
+        self.bar.suspend(|| println!("{line}"));
+    }
+}
+
+impl Drop for Status {
+    fn drop(&mut self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A fault's phase while it runs: where the counters stood when it began.
+struct PhaseStart {
+    confirmed: u64,
+    unavailable: u64,
+}
+
+/// The run's state. Fields drop in order: the sessions end first, then Herald stops
+/// gracefully while PostgreSQL still runs (so it can flush its acks), then PostgreSQL.
+struct Run<'a> {
+    sessions: Option<Sessions>,
+    status: Status,
+    target: Target,
+    postgres: PrivatePostgres,
+    args: &'a FaultArgs,
+    shared: Arc<Shared>,
+    groups: Vec<GroupAudit>,
+    rows: Vec<FaultRow>,
+    checks: Vec<Check>,
+    lost: u64,
+    started: Instant,
+}
+
+impl<'a> Run<'a> {
+    async fn go(target: &TargetArgs, args: &'a FaultArgs, dir: &Path) -> Result<FaultReport> {
+        let started = Instant::now();
+        let setup = progress::spinner("starting a private PostgreSQL".into());
+        let postgres = PrivatePostgres::start(dir.join("pg")).await?;
+        postgres.stop().await?;
+        setup.set_message("starting Herald with PostgreSQL down");
+        let herald = Target::launch(
+            target,
+            &postgres.url,
+            &[("HERALD_ACK_FLUSH_MS", ACK_FLUSH_MS)],
+            &dir.join("herald.log"),
+        )
+        .await?;
+        setup.finish_and_clear();
+        let shared = Arc::new(Shared::new(herald.addr));
+        let mut run = Run {
+            args,
+            postgres,
+            target: herald,
+            shared: shared.clone(),
+            sessions: None,
+            groups: Vec::new(),
+            rows: Vec::new(),
+            checks: Vec::new(),
+            lost: 0,
+            status: Status::new(shared, args.groups * args.members),
+            started,
+        };
+        run.start_before_postgres().await?;
+        for cycle in 1..=args.kill_cycles {
+            run.kill_cycle(cycle).await?;
+        }
+        run.postgres_outage().await?;
+        run.sigterm().await?;
+        run.finish().await?;
+        Ok(run.report())
+    }
+
+    fn sessions(&self) -> &Sessions {
+        self.sessions
+            .as_ref()
+            .expect("sessions run from fault 1 on")
+    }
+
+    fn check(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) {
+        let (name, detail) = (name.into(), detail.into());
+        if !passed {
+            self.status.say(format!("  FAILED {name}: {detail}"));
+        }
+        self.checks.push(Check {
+            name,
+            passed,
+            detail,
+        });
+    }
+
+    fn phase_start(&self) -> PhaseStart {
+        let c = &self.shared.counters;
+        PhaseStart {
+            confirmed: Shared::count(&c.confirmed),
+            unavailable: Shared::count(&c.unavailable),
+        }
+    }
+
+    /// Adds the row of a fault kind, or adds a cycle to it.
+    fn record(&mut self, fault: &str, recovery_is: &str, since: &PhaseStart, recovery: Duration) {
+        let c = &self.shared.counters;
+        let (confirmed, unavailable) = (
+            Shared::count(&c.confirmed) - since.confirmed,
+            Shared::count(&c.unavailable) - since.unavailable,
+        );
+        let lost = self.lost;
+        let row = match self.rows.iter_mut().find(|r| r.fault == fault) {
+            Some(row) => row,
+            None => {
+                self.rows.push(FaultRow {
+                    fault: fault.into(),
+                    cycles: 0,
+                    confirmed: 0,
+                    unavailable: 0,
+                    lost: 0,
+                    recovery_is: recovery_is.into(),
+                    recovery_ms: Vec::new(),
+                    recovery: Spread::default(),
+                });
+                self.rows.last_mut().expect("just pushed")
+            }
+        };
+        row.cycles += 1;
+        row.confirmed += confirmed;
+        row.unavailable += unavailable;
+        row.lost = row.lost.max(lost);
+        row.recovery_ms.push(recovery.as_secs_f64() * 1000.0);
+        row.recovery = Spread::of(&row.recovery_ms);
+    }
+
+    /// Audits storage against the ledger as it is now; records a check named after `after`.
+    async fn audit(&mut self, after: &str, from_scratch: bool) -> Result<Audit> {
+        let confirmed = self.shared.ledger.lock().unwrap().clone();
+        let found = audit::audit(&self.target, &mut self.groups, &confirmed, from_scratch)
+            .await
+            .with_context(|| format!("reading storage back after {after}"))?;
+        self.lost = self.lost.max(found.lost);
+        self.check(
+            format!("complete after {after}"),
+            found.clean(),
+            format!("{found:?}"),
+        );
+        Ok(found)
+    }
+
+    /// Waits for the first `sent` after the mark; returns how long after `from` it came (0 if
+    /// before).
+    async fn wait_recovered(&self, from: Instant, what: &str) -> Result<Duration> {
+        let deadline = Instant::now() + RECOVERY_WITHIN;
+        loop {
+            if let Some(at) = self.shared.recovered() {
+                return Ok(at.saturating_duration_since(from));
+            }
+            if Instant::now() >= deadline {
+                bail!("no send was confirmed within {RECOVERY_WITHIN:?} after {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Polls `/readyz` until it answers 200; returns how long after `from` that was.
+    async fn wait_readyz(&self, from: Instant) -> Result<Duration> {
+        let deadline = Instant::now() + READY_WITHIN;
+        while self.target.probe("/readyz").await? != 200 {
+            if Instant::now() >= deadline {
+                bail!("/readyz not 200 within {READY_WITHIN:?} after PostgreSQL started");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(from.elapsed())
+    }
+
+    async fn wait_connected(&self) -> Result<()> {
+        let sessions = self.sessions();
+        wait_for(SESSIONS_WITHIN, || {
+            sessions.connected() == sessions.members.len()
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "only {} of {} sessions connected",
+                sessions.connected(),
+                sessions.members.len()
+            )
+        })
+    }
+
+    async fn load(&self) {
+        tokio::time::sleep(Duration::from_secs_f64(self.args.load_s)).await;
+    }
+
+    /// Fault 1, then the provisioning and the load that every later fault runs under.
+    async fn start_before_postgres(&mut self) -> Result<()> {
+        const FAULT: &str = "start before PostgreSQL";
+        self.status
+            .phase(format!("{FAULT}: Herald up, PostgreSQL down"));
+        let since = self.phase_start();
+        let down_for = Duration::from_secs_f64(self.args.pg_late_s);
+        let began = Instant::now();
+        let (mut probes, mut wrong) = (0u64, Vec::new());
+        while began.elapsed() < down_for {
+            let health = self.target.probe("/healthz").await?;
+            let ready = self.target.probe("/readyz").await?;
+            probes += 1;
+            if (health, ready) != (200, 503) {
+                wrong.push(format!("/healthz {health}, /readyz {ready}"));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.check(
+            format!("{FAULT}: /healthz 200 and /readyz 503 while PostgreSQL is down"),
+            wrong.is_empty(),
+            format!("{probes} probes; wrong: {wrong:?}"),
+        );
+        let (status, body) = self
+            .target
+            .admin_post("/v1/admin/users", json!({"users": [{"uid": 1}]}))
+            .await?;
+        let token = self.target.token(1).await?;
+        let upgrade = match client::connect(self.target.addr, 0, &token).await {
+            Ok(_) => "opened".to_owned(),
+            Err(error) => match error.downcast_ref::<tungstenite::Error>() {
+                Some(tungstenite::Error::Http(response)) => response.status().to_string(),
+                _ => format!("{error:#}"),
+            },
+        };
+        self.check(
+            format!("{FAULT}: requests and WebSocket upgrades answered 503 unavailable"),
+            status == 503 && body["error"]["code"] == "unavailable" && upgrade.starts_with("503"),
+            format!("POST /v1/admin/users: {status} {body}; WebSocket upgrade: {upgrade}"),
+        );
+
+        let started = Instant::now();
+        self.postgres.start_again().await?;
+        let postgres_took = started.elapsed();
+        let ready_after = self.wait_readyz(started).await?;
+        self.target.wait_ready(READY_WITHIN).await?;
+        let running = self.target.running();
+        self.check(
+            format!("{FAULT}: the process started first is the one that becomes ready"),
+            running,
+            format!(
+                "/readyz 200 {:.2} s after PostgreSQL was started (which took {:.2} s)",
+                ready_after.as_secs_f64(),
+                postgres_took.as_secs_f64()
+            ),
+        );
+        self.status.say(format!(
+            "{FAULT}: /readyz 200 {:.2} s after PostgreSQL was started (its own start-up took \
+             {:.2} s); {probes} probes found it not ready before",
+            ready_after.as_secs_f64(),
+            postgres_took.as_secs_f64()
+        ));
+
+        self.status.phase("provisioning".into());
+        self.provision().await?;
+        self.wait_connected().await?;
+        self.status.phase(format!("{FAULT}: load"));
+        self.load().await;
+        self.audit(FAULT, false).await?;
+        self.record(FAULT, "PostgreSQL start → /readyz 200", &since, ready_after);
+        Ok(())
+    }
+
+    /// Creates the users and groups, and starts every member's session.
+    async fn provision(&mut self) -> Result<()> {
+        let args = self.args;
+        let base = id_base();
+        let uids: Vec<u64> = (0..(args.groups * args.members) as u64)
+            .map(|i| base + i)
+            .collect();
+        self.target.create_users(&uids).await?;
+        let tokens = self.target.tokens(&uids).await?;
+        let (control, control_rx) = watch::channel(Control {
+            sending: true,
+            acking: true,
+            barrier: 0,
+            stop: false,
+        });
+        let interval =
+            Duration::from_secs_f64((args.groups * args.senders) as f64 / args.rate.max(0.001));
+        let mut members = Vec::new();
+        let mut tasks = Vec::new();
+        for g in 0..args.groups {
+            let gid = base + g as u64;
+            let in_group = &uids[g * args.members..(g + 1) * args.members];
+            self.target.create_group(gid, in_group).await?;
+            let senders: HashSet<u64> = in_group[..args.senders].iter().copied().collect();
+            let first = g * args.members;
+            self.groups
+                .push(GroupAudit::new(gid, tokens[first].clone(), senders));
+            for (k, &uid) in in_group.iter().enumerate() {
+                let n = first + k;
+                let member = Arc::new(Member::new(
+                    uid,
+                    gid,
+                    k < args.senders,
+                    tokens[n].clone(),
+                    n,
+                ));
+                tasks.push(tokio::spawn(session::run(
+                    self.shared.clone(),
+                    member.clone(),
+                    interval,
+                    args.body_bytes,
+                    Duration::from_millis(args.ack_ms),
+                    control_rx.clone(),
+                )));
+                members.push(member);
+            }
+        }
+        self.sessions = Some(Sessions {
+            members,
+            control,
+            tasks,
+        });
+        Ok(())
+    }
+
+    /// Fault 2, one cycle: load, kill -9, restart on the same port.
+    async fn kill_cycle(&mut self, cycle: usize) -> Result<()> {
+        const FAULT: &str = "kill -9 under load";
+        let of = self.args.kill_cycles;
+        self.status.phase(format!("kill -9 {cycle}/{of}: load"));
+        let since = self.phase_start();
+        self.load().await;
+        self.target.kill()?;
+        self.shared.mark(true);
+        let restarted = Instant::now();
+        self.status
+            .phase(format!("kill -9 {cycle}/{of}: restarting"));
+        self.target.restart().await?;
+        let recovery = self
+            .wait_recovered(restarted, &format!("kill -9 {cycle}"))
+            .await?;
+        self.audit(&format!("kill -9 {cycle}"), false).await?;
+        self.record(FAULT, "restart → first sent", &since, recovery);
+        self.status.say(format!(
+            "kill -9 {cycle}/{of}: first send confirmed {:.2} s after the restart; {} confirmed \
+             so far, lost {}",
+            recovery.as_secs_f64(),
+            Shared::count(&self.shared.counters.confirmed),
+            self.lost
+        ));
+        Ok(())
+    }
+
+    /// Fault 3: PostgreSQL stopped under load, then started again; Herald is not restarted.
+    async fn postgres_outage(&mut self) -> Result<()> {
+        let fault = format!("PostgreSQL stopped {} s", self.args.outage_s);
+        self.wait_connected().await?;
+        self.status.phase(format!("{fault}: load"));
+        let since = self.phase_start();
+        self.load().await;
+        let pid = self.target.pid();
+        let unavailable_before = Shared::count(&self.shared.counters.unavailable);
+        let ends_before = Shared::count(&self.shared.counters.ends);
+        self.postgres.stop().await?;
+        self.status.phase(format!("{fault}: PostgreSQL down"));
+        let down = Instant::now();
+        let (mut probes, mut wrong) = (0u64, Vec::new());
+        while down.elapsed() < Duration::from_secs_f64(self.args.outage_s) {
+            let ready = self.target.probe("/readyz").await?;
+            probes += 1;
+            if ready != 503 {
+                wrong.push(ready);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let unavailable = Shared::count(&self.shared.counters.unavailable) - unavailable_before;
+        // Timed from the start command, as PostgreSQL's own start-up is part of the outage a
+        // client sees (and Herald may confirm sends before the command has returned).
+        self.shared.mark(false);
+        let started = Instant::now();
+        self.postgres.start_again().await?;
+        let postgres_took = started.elapsed();
+        self.status.phase(format!("{fault}: PostgreSQL back"));
+        let recovery = self.wait_recovered(started, "PostgreSQL came back").await?;
+        let ends = Shared::count(&self.shared.counters.ends) - ends_before;
+        self.check(
+            format!("{fault}: sends answered unavailable"),
+            unavailable > 0,
+            format!("{unavailable} unavailable answers"),
+        );
+        self.check(
+            format!("{fault}: /readyz 503 throughout"),
+            wrong.is_empty(),
+            format!("{probes} probes; other answers: {wrong:?}"),
+        );
+        self.check(
+            format!("{fault}: sessions stayed open"),
+            ends == 0,
+            format!("{ends} connections ended"),
+        );
+        let ready_after = self.wait_readyz(started).await?;
+        let same = self.target.running() && self.target.pid() == pid;
+        self.check(
+            format!("{fault}: the same process serves again, not restarted"),
+            same,
+            format!(
+                "pid before {pid:?}, after {:?}; first send confirmed {:.2} s and /readyz 200 \
+                 {:.2} s after PostgreSQL was started (which took {:.2} s)",
+                self.target.pid(),
+                recovery.as_secs_f64(),
+                ready_after.as_secs_f64(),
+                postgres_took.as_secs_f64()
+            ),
+        );
+        self.audit(&fault, false).await?;
+        self.record(&fault, "PostgreSQL start → first sent", &since, recovery);
+        self.status.say(format!(
+            "{fault}: {unavailable} sends answered unavailable; first send confirmed {:.2} s \
+             after PostgreSQL was started (its own start-up took {:.2} s)",
+            recovery.as_secs_f64(),
+            postgres_took.as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// Fault 4: SIGTERM under load, then a restart.
+    async fn sigterm(&mut self) -> Result<()> {
+        const FAULT: &str = "SIGTERM under load";
+        self.wait_connected().await?;
+        self.status.phase(format!("{FAULT}: load"));
+        let since = self.phase_start();
+        self.load().await;
+
+        // Readers stop acking and pass a barrier: every ack they wrote has been read.
+        let barrier = self.sessions().control.borrow().barrier + 1;
+        self.sessions().set(|c| {
+            c.acking = false;
+            c.barrier = barrier;
+        });
+        let sessions = self.sessions();
+        wait_for(SESSIONS_WITHIN, || {
+            sessions
+                .readers()
+                .all(|m| m.barrier_passed.load(Ordering::SeqCst) >= barrier)
+        })
+        .await
+        .context("readers did not pass the ack barrier")?;
+        let acked: HashMap<(u64, u64), u64> = sessions
+            .readers()
+            .map(|m| ((m.gid, m.uid), m.acked.load(Ordering::SeqCst)))
+            .collect();
+        let stored_before = self.stored_acks().await?;
+        let in_memory = acked
+            .iter()
+            .filter(|(key, &ack)| stored_before.get(key).copied().unwrap_or(0) < ack)
+            .count();
+
+        self.status.phase(format!("{FAULT}: stopping"));
+        let signalled = Instant::now();
+        let exit = self.target.terminate(EXIT_WITHIN).await?;
+        self.check(
+            format!("{FAULT}: the process exited 0"),
+            exit.success(),
+            format!("{exit} after {:.2} s", signalled.elapsed().as_secs_f64()),
+        );
+        let sessions = self.sessions();
+        let ended = |m: &Arc<Member>| {
+            let end = *m.last_end.lock().unwrap();
+            end.filter(|(at, _)| *at >= signalled).map(|(_, end)| end)
+        };
+        let _ = wait_for(SESSIONS_WITHIN, || {
+            sessions.members.iter().all(|m| ended(m).is_some())
+        })
+        .await;
+        let ends: Vec<Option<End>> = sessions.members.iter().map(ended).collect();
+        let closed_1012 = ends
+            .iter()
+            .filter(|e| **e == Some(End::Closed(Some(1012))))
+            .count();
+        let others: Vec<_> = ends
+            .iter()
+            .filter(|e| **e != Some(End::Closed(Some(1012))))
+            .collect();
+        let total = ends.len();
+        self.check(
+            format!("{FAULT}: every session closed with 1012"),
+            closed_1012 == total,
+            format!("{closed_1012} of {total}; others: {others:?}"),
+        );
+        let stored_after = self.stored_acks().await?;
+        let behind: Vec<_> = acked
+            .iter()
+            .filter(|(key, &ack)| stored_after.get(key).copied().unwrap_or(0) < ack)
+            .map(|((gid, uid), ack)| {
+                format!(
+                    "gid {gid} uid {uid}: acked {ack}, stored {:?}",
+                    stored_after.get(&(*gid, *uid))
+                )
+            })
+            .collect();
+        self.check(
+            format!("{FAULT}: every ack read before the signal is stored"),
+            behind.is_empty(),
+            format!(
+                "{} readers; {in_memory} of their acks were only in memory at the signal; \
+                 behind: {behind:?}",
+                acked.len()
+            ),
+        );
+
+        self.shared.mark(true);
+        let restarted = Instant::now();
+        self.target.restart().await?;
+        self.sessions().set(|c| c.acking = true);
+        let recovery = self
+            .wait_recovered(restarted, "the restart after SIGTERM")
+            .await?;
+        self.audit(FAULT, false).await?;
+        self.record(FAULT, "restart → first sent", &since, recovery);
+        self.status.say(format!(
+            "{FAULT}: {closed_1012}/{total} sessions closed 1012, herald {exit}, {in_memory} acks \
+             flushed from memory; first send confirmed {:.2} s after the restart",
+            recovery.as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// Every member's stored watermark: (gid, uid) → last_ack_msgid.
+    async fn stored_acks(&self) -> Result<HashMap<(u64, u64), u64>> {
+        let gids: Vec<String> = self.groups.iter().map(|g| g.gid().to_string()).collect();
+        let rows = self
+            .postgres
+            .query(&format!(
+                "SELECT gid, uid, last_ack_msgid FROM group_members WHERE gid IN ({})",
+                gids.join(",")
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let field = |i: usize| -> Result<u64> {
+                    row.get(i)
+                        .context("a short row")?
+                        .parse()
+                        .context("a number")
+                };
+                Ok(((field(0)?, field(1)?), field(2)?))
+            })
+            .collect()
+    }
+
+    /// Stops sending, waits for the last confirmations, reads storage again from scratch
+    /// and waits for every reader to catch up.
+    async fn finish(&mut self) -> Result<()> {
+        self.status.phase("draining".into());
+        self.sessions().set(|c| c.sending = false);
+        let sessions = self.sessions();
+        let unconfirmed = || -> u64 {
+            sessions
+                .members
+                .iter()
+                .map(|m| m.unconfirmed.load(Ordering::SeqCst))
+                .sum()
+        };
+        let _ = wait_for(DRAIN_WITHIN, || unconfirmed() == 0).await;
+        let left = unconfirmed();
+        self.check(
+            "every send confirmed in the end",
+            left == 0,
+            format!("{left} still unconfirmed after {DRAIN_WITHIN:?}"),
+        );
+        let found = self
+            .audit("the run (read again from msgid 1)", true)
+            .await?;
+        let latest: HashMap<u64, u64> = self.groups.iter().map(|g| (g.gid(), g.latest())).collect();
+        let sessions = self.sessions();
+        let behind = || -> Vec<String> {
+            sessions
+                .readers()
+                .filter(|m| {
+                    m.contiguous.load(Ordering::SeqCst) < latest.get(&m.gid).copied().unwrap_or(0)
+                })
+                .map(|m| format!("uid {} at {}", m.uid, m.contiguous.load(Ordering::SeqCst)))
+                .collect()
+        };
+        let _ = wait_for(DRAIN_WITHIN, || behind().is_empty()).await;
+        let behind = behind();
+        self.check(
+            "every reader caught up by push and pull",
+            behind.is_empty(),
+            format!("{} messages stored; behind: {behind:?}", found.stored),
+        );
+        let problems = self.shared.problems.lock().unwrap().clone();
+        self.check(
+            "no contradictory reply and no refusal",
+            problems.is_empty(),
+            format!(
+                "{} problems: {:?}",
+                problems.len(),
+                &problems[..problems.len().min(5)]
+            ),
+        );
+        self.sessions().set(|c| c.stop = true);
+        if let Some(mut sessions) = self.sessions.take() {
+            for task in sessions.tasks.drain(..) {
+                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> FaultReport {
+        let c = &self.shared.counters;
+        let args = self.args;
+        FaultReport {
+            scenario: "faults".into(),
+            target: format!("Herald at {} on a private PostgreSQL", self.target.base_url),
+            finished_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            groups: args.groups as u64,
+            sessions: (args.groups * args.members) as u64,
+            senders: (args.groups * args.senders) as u64,
+            rate: args.rate,
+            duration_s: self.started.elapsed().as_secs_f64(),
+            confirmed: Shared::count(&c.confirmed),
+            unavailable: Shared::count(&c.unavailable),
+            rate_limited: Shared::count(&c.rate_limited),
+            resends: Shared::count(&c.resends),
+            dup_replies: Shared::count(&c.dup_replies),
+            unanswered: Shared::count(&c.unanswered),
+            lost: self.lost,
+            faults: self.rows.clone(),
+            checks: self.checks.clone(),
+        }
+    }
+}
+
+/// Polls `done` every 20 ms until it holds (Ok) or `within` passes (Err).
+async fn wait_for(within: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() >= deadline {
+            bail!("not within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
