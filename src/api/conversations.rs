@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::user::live_cursors;
 use super::{AppState, User};
 use crate::error::ApiError;
 use crate::protocol::{now_ms, valid_id};
-use crate::registry::LiveCursors;
 use crate::store::{Conversation, Membership};
 use crate::sync::check_length;
 
@@ -36,9 +36,8 @@ struct ConversationView<'a> {
 
 /// Unread counts of the user's groups, with acks not yet written counted.
 async fn unread_by_group(state: &AppState, uid: u64) -> Result<HashMap<u64, u64>, ApiError> {
-    let stored = state.store.user_groups(uid).await?;
-    let cursors = state.registry.send(LiveCursors { uid, stored }).await?;
-    Ok(cursors
+    Ok(live_cursors(state, uid)
+        .await?
         .into_iter()
         .map(|c| (c.gid, c.latest.saturating_sub(c.last_ack)))
         .collect())

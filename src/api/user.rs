@@ -73,13 +73,12 @@ pub async fn my_groups_route(
     user: User,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let stored = state.store.user_groups(user.uid).await?;
-    let groups = state
-        .registry
-        .send(LiveCursors {
-            uid: user.uid,
-            stored,
-        })
-        .await?;
+    let groups = live_cursors(&state, user.uid).await?;
     Ok(HttpResponse::Ok().json(GroupsBody { groups }))
+}
+
+/// Every group of the user with its cursor, counting acks held in memory not yet written.
+pub async fn live_cursors(state: &AppState, uid: u64) -> Result<Vec<GroupCursor>, ApiError> {
+    let stored = state.store.user_groups(uid).await?;
+    Ok(state.registry.send(LiveCursors { uid, stored }).await?)
 }

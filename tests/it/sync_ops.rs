@@ -404,10 +404,8 @@ async fn the_owner_and_admins_add_members_and_a_plain_member_is_refused() {
         "{event4} then {event5}"
     );
 
-    let synced = sync(&server, 1, json!({})).await;
-    let entry = group_entry(&synced, gid).expect("the group");
     assert_eq!(
-        roles(entry),
+        roles_in_full_sync(&server, 1, gid).await,
         vec![
             (1, "owner".into()),
             (2, "admin".into()),
@@ -474,9 +472,10 @@ async fn the_owner_removes_admins_admins_remove_only_members_and_a_self_removal_
         "removing a non-member was announced: {seen:?}"
     );
 
-    let synced = sync(&server, 1, json!({})).await;
-    let entry = group_entry(&synced, gid).expect("the group");
-    assert_eq!(roles(entry), vec![(1, "owner".into()), (2, "admin".into())]);
+    assert_eq!(
+        roles_in_full_sync(&server, 1, gid).await,
+        vec![(1, "owner".into()), (2, "admin".into())]
+    );
 }
 
 #[tokio::test]
@@ -529,10 +528,8 @@ async fn only_the_owner_changes_roles_and_never_the_owner_s_own() {
         .await;
     assert_http_error(&got, 400, "bad_request", "the role owner");
 
-    let synced = sync(&server, 1, json!({})).await;
-    let entry = group_entry(&synced, gid).expect("the group");
     assert_eq!(
-        roles(entry),
+        roles_in_full_sync(&server, 1, gid).await,
         vec![
             (1, "owner".into()),
             (2, "member".into()),
@@ -571,10 +568,8 @@ async fn a_member_who_quits_is_announced_to_everyone_as_removed_with_reason_left
     let after = sync(&server, 3, next_versions(&json!({}), &before)).await;
     assert_eq!(ids(&after["group_list"]["left"]), vec![gid], "{after}");
     assert!(group_entry(&after, gid).is_none(), "{after}");
-    let synced = sync(&server, 1, json!({})).await;
-    let entry = group_entry(&synced, gid).expect("the group");
     assert_eq!(
-        roles(entry),
+        roles_in_full_sync(&server, 1, gid).await,
         vec![(1, "owner".into()), (2, "member".into())]
     );
 }
@@ -1478,10 +1473,8 @@ async fn a_group_whose_version_row_is_missing_still_takes_a_member_and_gets_the_
     .await;
     assert_eq!(logged, 1, "the add is logged");
     assert_eq!(count(&server, &rows).await, 1, "the version row is back");
-    let synced = sync(&server, 2, json!({})).await;
-    let entry = group_entry(&synced, gid).expect("the group");
     assert_eq!(
-        roles(entry),
+        roles_in_full_sync(&server, 2, gid).await,
         vec![(1, "owner".into()), (2, "member".into())]
     );
 }
@@ -1793,6 +1786,12 @@ fn listed_group(reply: &Value, gid: u64) -> Option<&Value> {
         .as_array()?
         .iter()
         .find(|g| g["gid"] == gid)
+}
+
+/// The members of `gid` as (uid, role), by uid, in a full sync by `uid`.
+async fn roles_in_full_sync(server: &Server, uid: u64, gid: u64) -> Vec<(u64, String)> {
+    let synced = sync(server, uid, json!({})).await;
+    roles(group_entry(&synced, gid).expect("the group"))
 }
 
 /// A snapshot's members as (uid, role), by uid.
