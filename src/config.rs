@@ -112,6 +112,18 @@ pub struct Settings {
     )]
     pub send_rate: u32,
 
+    /// Request budget, in cost units per second, of each WebSocket session and of each user
+    /// over HTTP (the burst is twice this); 0 turns it off. Every request kind is charged:
+    /// ping and ack 1, send 10, pull 10 + limit/10, sync 20 (100 from version 0), HTTP reads
+    /// 10 and changes 20, a WebSocket upgrade 50.
+    #[arg(
+        long,
+        env = "HERALD_REQUEST_BUDGET",
+        value_name = "HERALD_REQUEST_BUDGET",
+        default_value_t = 1000
+    )]
+    pub request_budget: u32,
+
     /// Largest WebSocket frame accepted, in bytes; a larger one closes the session with 1009.
     #[arg(long, env = "HERALD_MAX_FRAME_BYTES", value_name = "HERALD_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
@@ -147,14 +159,24 @@ pub struct Settings {
     #[arg(long, env = "HERALD_SOCKET_SEND_BUFFER", value_name = "HERALD_SOCKET_SEND_BUFFER", default_value_t = 256 * 1024)]
     pub socket_send_buffer: usize,
 
-    /// Sends of one session that may wait for storage at once; past it, `rate_limited`.
+    /// Requests of one session (sends, pulls, syncs, acks) that may wait for their replies at
+    /// once; past it, `rate_limited`.
     #[arg(
         long,
-        env = "HERALD_MAX_PENDING_SENDS",
-        value_name = "HERALD_MAX_PENDING_SENDS",
+        env = "HERALD_MAX_IN_FLIGHT",
+        value_name = "HERALD_MAX_IN_FLIGHT",
         default_value_t = 256
     )]
-    pub max_pending_sends: usize,
+    pub max_in_flight: usize,
+
+    /// Sends that may wait in one group for their commit; past it, `rate_limited`.
+    #[arg(
+        long,
+        env = "HERALD_MAX_GROUP_QUEUE",
+        value_name = "HERALD_MAX_GROUP_QUEUE",
+        default_value_t = 10_000
+    )]
+    pub max_group_queue: usize,
 
     /// Open sessions the node accepts; past it, new sessions are closed at once with 1013.
     #[arg(
@@ -309,13 +331,15 @@ pub struct Config {
     pub jwt_secret: Secret,
     pub admin_key: Secret,
     pub send_rate: u32,
+    pub request_budget: u32,
     pub max_frame_bytes: usize,
     pub max_body_bytes: usize,
     pub max_http_body_bytes: usize,
     pub heartbeat: Duration,
     pub outbound_queue: usize,
     pub socket_send_buffer: usize,
-    pub max_pending_sends: usize,
+    pub max_in_flight: usize,
+    pub max_group_queue: usize,
     pub max_sessions: usize,
     pub max_sessions_per_user: usize,
     pub max_json_depth: usize,
@@ -382,7 +406,8 @@ impl Settings {
         positive(self.heartbeat_s, "HERALD_HEARTBEAT_S")?;
         positive(self.outbound_queue as u64, "HERALD_OUTBOUND_QUEUE")?;
         positive(self.socket_send_buffer as u64, "HERALD_SOCKET_SEND_BUFFER")?;
-        positive(self.max_pending_sends as u64, "HERALD_MAX_PENDING_SENDS")?;
+        positive(self.max_in_flight as u64, "HERALD_MAX_IN_FLIGHT")?;
+        positive(self.max_group_queue as u64, "HERALD_MAX_GROUP_QUEUE")?;
         positive(self.max_sessions as u64, "HERALD_MAX_SESSIONS")?;
         positive(
             self.max_sessions_per_user as u64,
@@ -403,13 +428,15 @@ impl Settings {
             jwt_secret,
             admin_key,
             send_rate: self.send_rate,
+            request_budget: self.request_budget,
             max_frame_bytes: self.max_frame_bytes,
             max_body_bytes: self.max_body_bytes,
             max_http_body_bytes: self.max_http_body_bytes,
             heartbeat: Duration::from_secs(self.heartbeat_s),
             outbound_queue: self.outbound_queue,
             socket_send_buffer: self.socket_send_buffer,
-            max_pending_sends: self.max_pending_sends,
+            max_in_flight: self.max_in_flight,
+            max_group_queue: self.max_group_queue,
             max_sessions: self.max_sessions,
             max_sessions_per_user: self.max_sessions_per_user,
             max_json_depth: self.max_json_depth,
@@ -490,6 +517,7 @@ mod tests {
         let config = settings(&GOOD).validate().expect("valid");
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.send_rate, 100);
+        assert_eq!(config.request_budget, 1000);
         assert_eq!(config.max_frame_bytes, 65536);
         assert_eq!(config.max_body_bytes, 16384);
     }

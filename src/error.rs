@@ -49,6 +49,19 @@ impl ErrorCode {
         }
     }
 
+    /// Whether the request itself was at fault: a client that behaves does not send it
+    /// again as it was, so a session that keeps doing so is counting bad frames.
+    pub fn is_clients_fault(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::BadRequest
+                | ErrorCode::Forbidden
+                | ErrorCode::NotFound
+                | ErrorCode::Conflict
+                | ErrorCode::TooLarge
+        )
+    }
+
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,

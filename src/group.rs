@@ -14,7 +14,8 @@ use bytestring::ByteString;
 use tokio::sync::oneshot;
 
 use crate::acks::AckWriter;
-use crate::error::ApiError;
+use crate::budget::{Limit, RequestKind};
+use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
     AckUpTo, CursorOf, FlushAcks, GroupChange, GroupStep, Join, Leave, SessionHandle, SessionId,
     Submit, ToSession, WriteAcks,
@@ -29,10 +30,17 @@ use crate::sync::SyncNotice;
 /// request starts a fresh actor, which tries again).
 const FAILED_LINGER: Duration = Duration::from_secs(1);
 
+/// How long a read of the group's stored newest msgid is trusted for acks above what this
+/// actor committed (other nodes may have stored more): an ack above it within this time is
+/// refused without asking PostgreSQL again, so bogus acks cost at most one read per period.
+const STORED_LATEST_FRESH: Duration = Duration::from_millis(250);
+
 /// What every group actor is built with.
 #[derive(Clone)]
 pub struct GroupSettings {
     pub max_batch: usize,
+    /// Sends that may wait for their commit; past it sends are refused `rate_limited`.
+    pub max_queue: usize,
     pub ack_flush: Duration,
     pub idle: Duration,
 }
@@ -41,6 +49,13 @@ pub struct GroupSettings {
 struct PendingSend {
     message: NewMessage,
     reply: oneshot::Sender<Result<Appended, ApiError>>,
+}
+
+/// An ack above every msgid this actor knows, waiting for the read of storage in flight.
+struct WaitingAck {
+    uid: u64,
+    msgid: u64,
+    reply: oneshot::Sender<Result<(), ApiError>>,
 }
 
 pub struct GroupActor {
@@ -63,6 +78,15 @@ pub struct GroupActor {
     queue: Vec<PendingSend>,
     /// One group-commit transaction at a time, so msgids reach sessions in order.
     writing: bool,
+    /// Set while sends are refused for a full queue, so the refusal is logged once a burst.
+    busy: bool,
+    /// The newest msgid storage held when last read (commits of other nodes included), and
+    /// when it was read: what acks above `latest` are checked against.
+    stored_latest: Option<(u64, Instant)>,
+    /// Acks waiting for that read; at most one per session, as sessions forward one at a time.
+    acks_waiting: Vec<WaitingAck>,
+    /// One read of the stored newest msgid at a time, shared by every ack waiting for it.
+    reading_latest: bool,
     idle_since: Option<Instant>,
 }
 
@@ -89,6 +113,10 @@ impl GroupActor {
             unflushed: HashMap::new(),
             queue: Vec::new(),
             writing: false,
+            busy: false,
+            stored_latest: None,
+            acks_waiting: Vec::new(),
+            reading_latest: false,
             idle_since: None,
         }
     }
@@ -243,7 +271,8 @@ impl GroupActor {
         let idle = self.online.is_empty()
             && self.queue.is_empty()
             && !self.writing
-            && self.unflushed.is_empty();
+            && self.unflushed.is_empty()
+            && self.acks_waiting.is_empty();
         match (idle, self.idle_since) {
             (false, _) => self.idle_since = None,
             (true, None) => self.idle_since = Some(Instant::now()),
@@ -368,6 +397,10 @@ impl Handler<Submit> for GroupActor {
         if let Some(refusal) = self.refusal(submit.uid) {
             return Box::pin(async move { Err(refusal) });
         }
+        if self.queue.len() >= self.settings.max_queue {
+            return Box::pin(std::future::ready(Err(self.refuse_busy(submit.uid))));
+        }
+        self.busy = false;
         let (reply, committed) = oneshot::channel();
         self.queue.push(PendingSend {
             message: NewMessage {
@@ -388,51 +421,92 @@ impl Handler<Submit> for GroupActor {
 }
 
 impl GroupActor {
-    /// Records an ack, or says why it is refused.
-    fn apply_ack(&mut self, uid: u64, msgid: u64) -> ResponseActFuture<Self, Result<(), ApiError>> {
+    /// The refusal of a send that found the queue full: the queue is bounded so a flood of
+    /// sends cannot grow it, and a busy group says so once per burst.
+    fn refuse_busy(&mut self, uid: u64) -> ApiError {
+        metrics::global().limited(RequestKind::Send.name(), Limit::GroupBusy.name());
+        if !self.busy {
+            self.busy = true;
+            tracing::warn!(
+                gid = self.gid,
+                uid,
+                queued = self.queue.len(),
+                "group queue full: refusing sends with rate_limited"
+            );
+        }
+        ApiError::new(ErrorCode::RateLimited, Limit::GroupBusy.explain())
+    }
+
+    /// Decides an ack from what the actor knows, or `None` when only storage can tell (it is
+    /// above every msgid known here, and the last read of storage is not fresh).
+    fn judge_ack(&mut self, uid: u64, msgid: u64) -> Option<Result<(), ApiError>> {
         if let Some(refusal) = self.refusal(uid) {
-            return Box::pin(fut::ready(Err(refusal)));
+            return Some(Err(refusal));
         }
-        if msgid <= self.latest {
+        let (stored, read_at) = self.stored_latest.unwrap_or((0, Instant::now()));
+        let known = self.latest.max(stored);
+        if msgid <= known {
             self.record_ack(uid, msgid);
-            return Box::pin(fut::ready(Ok(())));
+            return Some(Ok(()));
         }
-        // Above what this actor committed: another node may have stored more.
+        let fresh = self.stored_latest.is_some() && read_at.elapsed() < STORED_LATEST_FRESH;
+        fresh.then(|| {
+            Err(ApiError::bad_request(format!(
+                "msgid {msgid} is above the newest msgid of group {}, {known}",
+                self.gid
+            )))
+        })
+    }
+
+    /// Reads the group's newest stored msgid, once for every ack waiting, then decides them.
+    fn read_stored_latest(&mut self, ctx: &mut Context<Self>) {
+        if self.reading_latest {
+            return;
+        }
+        self.reading_latest = true;
         let (store, gid) = (self.store.clone(), self.gid);
-        Box::pin(
-            async move { store.group_latest(gid).await }
-                .into_actor(self)
-                .map(move |latest, act, _| {
-                    let latest = latest.map_err(ApiError::from)?.unwrap_or(0);
-                    if msgid > latest {
-                        return Err(ApiError::bad_request(format!(
-                            "msgid {msgid} is above the newest msgid of group {gid}, {latest}"
-                        )));
-                    }
-                    act.record_ack(uid, msgid);
-                    Ok(())
-                }),
-        )
+        let reading = async move { store.group_latest(gid).await };
+        ctx.spawn(reading.into_actor(self).map(|read, act, _| {
+            act.reading_latest = false;
+            let failure = match read {
+                Ok(latest) => {
+                    act.stored_latest = Some((latest.unwrap_or(0), Instant::now()));
+                    None
+                }
+                Err(error) => Some(ApiError::from(error)),
+            };
+            for waiting in std::mem::take(&mut act.acks_waiting) {
+                let outcome = match &failure {
+                    Some(error) => Err(error.clone()),
+                    None => act
+                        .judge_ack(waiting.uid, waiting.msgid)
+                        .expect("a fresh read decides every ack"),
+                };
+                let _ = waiting.reply.send(outcome);
+            }
+        }));
     }
 }
 
 impl Handler<AckUpTo> for GroupActor {
-    type Result = ResponseActFuture<Self, Result<(), ApiError>>;
+    type Result = ResponseFuture<Result<(), ApiError>>;
 
-    fn handle(&mut self, ack: AckUpTo, _: &mut Self::Context) -> Self::Result {
-        let refusals = ack.refusals;
-        Box::pin(
-            self.apply_ack(ack.uid, ack.msgid)
-                .map(move |applied, _, _| {
-                    if let (Err(error), Some(to)) = (&applied, refusals) {
-                        to.session.do_send(ToSession::Refused {
-                            id: to.id,
-                            error: error.clone(),
-                        });
-                    }
-                    applied
-                }),
-        )
+    fn handle(&mut self, ack: AckUpTo, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(outcome) = self.judge_ack(ack.uid, ack.msgid) {
+            return Box::pin(std::future::ready(outcome));
+        }
+        let (reply, decided) = oneshot::channel();
+        self.acks_waiting.push(WaitingAck {
+            uid: ack.uid,
+            msgid: ack.msgid,
+            reply,
+        });
+        self.read_stored_latest(ctx);
+        Box::pin(async move {
+            decided
+                .await
+                .unwrap_or_else(|_| Err(ApiError::unavailable()))
+        })
     }
 }
 

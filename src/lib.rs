@@ -11,6 +11,7 @@
 //! - [`startup`]: builds the gateway, runs it, stops it in order.
 //! - [`api`]: HTTP routes by area (WebSocket upgrade, user, admin, operations).
 //! - [`auth`]: user tokens (HS256 JWT) and the admin key.
+//! - [`budget`]: what each client request costs, and the budgets of sessions and users.
 //! - [`protocol`]: the wire frames and their decoding.
 //! - [`session`]: one actor per WebSocket: decodes, routes, writes.
 //! - [`group`]: one actor per active group: group commit, fan-out, ack coalescing.
@@ -25,6 +26,7 @@
 pub mod acks;
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod group;

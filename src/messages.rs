@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 use crate::group::GroupActor;
-use crate::protocol::{GroupCursor, RequestId};
+use crate::protocol::GroupCursor;
 use crate::store::{AckUpdate, Appended};
 use crate::sync::{GroupVersions, SyncNotice};
 
@@ -47,17 +47,6 @@ pub enum ToSession {
     Close { code: u16, reason: &'static str },
     /// Time to ping the peer, or to drop it if it has been silent for two heartbeats.
     Heartbeat,
-    /// A request nobody awaited was refused: write the error.
-    Refused {
-        id: Option<RequestId>,
-        error: ApiError,
-    },
-}
-
-/// Where a group reports the refusal of a request sent without awaiting a reply.
-pub struct ReplyTo {
-    pub session: Recipient<ToSession>,
-    pub id: Option<RequestId>,
 }
 
 /// A session's outbound backlog: frames handed to it that it has not written yet.
@@ -162,8 +151,6 @@ pub struct Submit {
 pub struct AckUpTo {
     pub uid: u64,
     pub msgid: u64,
-    /// Where to report a refusal when the ack was sent with `do_send`.
-    pub refusals: Option<ReplyTo>,
 }
 
 /// The member's cursor as the live group knows it (acks not yet written included).

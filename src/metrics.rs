@@ -25,6 +25,7 @@ pub struct Metrics {
     pub ack_batch_size: Histogram,
     storage_seconds: HistogramVec,
     errors: IntCounterVec,
+    requests_limited: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -86,10 +87,18 @@ impl Metrics {
                 &["code"],
             )
             .unwrap(),
+            requests_limited: IntCounterVec::new(
+                Opts::new(
+                    "requests_limited_total",
+                    "Client requests refused rate_limited, by kind and by the bound that refused them",
+                ),
+                &["kind", "limit"],
+            )
+            .unwrap(),
             registry,
         };
         // Every name above is unique and valid, so registration cannot fail.
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(metrics.sessions.clone()),
             Box::new(metrics.groups_active.clone()),
             Box::new(metrics.messages_stored.clone()),
@@ -102,6 +111,7 @@ impl Metrics {
             Box::new(metrics.ack_batch_size.clone()),
             Box::new(metrics.storage_seconds.clone()),
             Box::new(metrics.errors.clone()),
+            Box::new(metrics.requests_limited.clone()),
         ];
         for collector in collectors {
             metrics
@@ -126,6 +136,13 @@ impl Metrics {
     /// Counts an error answered to a client.
     pub fn error(&self, code: ErrorCode) {
         self.errors.with_label_values(&[code.as_str()]).inc();
+    }
+
+    /// Counts a request refused `rate_limited`: its kind and the bound that refused it.
+    pub fn limited(&self, kind: &str, limit: &str) {
+        self.requests_limited
+            .with_label_values(&[kind, limit])
+            .inc();
     }
 
     /// Records how long one storage operation took.

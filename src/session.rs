@@ -1,8 +1,16 @@
-//! The session actor: one per WebSocket. It decodes client frames, routes them to group
-//! actors or storage, and writes replies and pushed frames to its socket.
+//! The session actor: one per WebSocket. It decodes client frames, charges each request to
+//! the session's budget, routes it to group actors or storage, and writes replies and pushed
+//! frames to its socket.
+//!
+//! Nothing a client sends piles up: every request is charged before any work is done, at
+//! most `max_in_flight` wait for replies, at most `READS_AT_ONCE` pulls and syncs run at
+//! once, and acks are coalesced to the highest per group with one on its way at a time. The
+//! frames a client sends are read only as fast as the actor handles them (actix-web-actors
+//! polls the stream from the actor's own task), and replies go out through the socket
+//! writer, which stops polling the actor while the peer does not read; so a client that
+//! floods without reading is held back by TCP rather than by memory.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,13 +19,14 @@ use actix::prelude::*;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use bytestring::ByteString;
 use futures_util::future::{try_join_all, BoxFuture};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Semaphore;
 
 use crate::auth::Identity;
+use crate::budget::{Limit, Rate, RequestKind, SessionBudget, MAX_LIMITED_IN_A_ROW};
 use crate::error::{ApiError, ErrorCode};
 use crate::group::GroupActor;
 use crate::messages::{
-    close, AckUpTo, Backlog, Join, Leave, ReplyTo, SessionHandle, SessionId, Submit, ToSession,
+    close, AckUpTo, Backlog, Join, Leave, SessionHandle, SessionId, Submit, ToSession,
 };
 use crate::metrics;
 use crate::protocol::{self, ClientRequest, GroupCursor, RequestId, ServerFrame};
@@ -25,12 +34,13 @@ use crate::registry::{ask_group, merge_cursors, Connect, Disconnect, GroupFor, R
 use crate::store::{Membership, Store};
 use crate::sync::{SyncNotice, SyncRequest};
 
-/// Bad frames in a row after which the session is closed with 1008.
+/// Bad frames in a row after which the session is closed with 1008. Requests refused for
+/// the client's own fault (a non-member's send, an ack above the newest msgid) count too.
 const MAX_BAD_FRAMES_IN_A_ROW: u32 = 10;
 
-/// Sends refused by the rate limit in a row after which the session is closed with 1008: a
-/// client that keeps sending past `rate_limited` is not waiting as it should.
-const MAX_RATE_LIMITED_IN_A_ROW: u32 = 50;
+/// Pulls and syncs of one session that run at once; the others wait their turn, so one
+/// session holds at most this many PostgreSQL connections.
+const READS_AT_ONCE: usize = 2;
 
 /// How long a session gathers sync notices into one `sync_notify`.
 const NOTIFY_WINDOW: Duration = Duration::from_millis(50);
@@ -49,11 +59,14 @@ pub struct SessionLimits {
     pub max_body_bytes: usize,
     pub heartbeat: Duration,
     pub outbound_queue: usize,
-    pub max_pending: usize,
+    /// Requests that may wait for their replies at once.
+    pub max_in_flight: usize,
     /// Deepest nesting of arrays and objects in a frame.
     pub max_json_depth: usize,
-    /// Sends per second; 0 is unlimited.
-    pub send_rate: u32,
+    /// The request budget, in cost units per second.
+    pub budget: Rate,
+    /// Sends per second.
+    pub send_rate: Rate,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -66,13 +79,17 @@ pub struct Session {
     groups: HashMap<u64, Addr<GroupActor>>,
     backlog: Arc<Backlog>,
     last_heard: Instant,
-    /// Made at the first send, so idle sessions do not carry it.
-    send_limiter: Option<Box<DefaultDirectRateLimiter>>,
-    /// Sends and pulls waiting for storage.
-    pending: usize,
+    budget: SessionBudget,
+    /// Requests waiting for their replies: sends, pulls, syncs, acks on their way.
+    in_flight: usize,
+    /// Requests refused `rate_limited` since the last one granted.
+    limited_in_a_row: u32,
+    /// Bad frames and refusals of the client's fault since the last request that succeeded.
     bad_frames: u32,
-    /// Sends refused by the rate limit since the last one accepted.
-    rate_limited_in_a_row: u32,
+    /// Each group's acks: only the highest is kept, and one is on its way at a time.
+    acks: HashMap<u64, AckState>,
+    /// Turns for pulls and syncs (`READS_AT_ONCE`), made at the first one.
+    reads: Option<Arc<Semaphore>>,
     /// A fragmented text message being reassembled.
     fragments: Option<Vec<u8>>,
     /// A `sync_notify` gathering notices until it is written.
@@ -90,27 +107,15 @@ impl Session {
             shared,
             groups: HashMap::new(),
             last_heard: Instant::now(),
-            send_limiter: None,
-            pending: 0,
+            budget: SessionBudget::default(),
+            in_flight: 0,
+            limited_in_a_row: 0,
             bad_frames: 0,
-            rate_limited_in_a_row: 0,
+            acks: HashMap::new(),
+            reads: None,
             fragments: None,
             notice: None,
         }
-    }
-
-    /// Takes a token from the send rate limiter (none when the rate is unlimited).
-    fn may_send(&mut self) -> bool {
-        let Some(rate) = NonZeroU32::new(self.shared.limits.send_rate) else {
-            return true;
-        };
-        let limiter = self.send_limiter.get_or_insert_with(|| {
-            let burst = NonZeroU32::new(rate.get().saturating_mul(2)).unwrap_or(rate);
-            Box::new(RateLimiter::direct(
-                Quota::per_second(rate).allow_burst(burst),
-            ))
-        });
-        limiter.check().is_ok()
     }
 
     /// The session's id as clients see it.
@@ -152,6 +157,93 @@ impl Session {
         );
     }
 
+    /// Writes a request's reply, or its refusal. A reply means the client is behaving and
+    /// resets the count of bad frames; a refusal for the client's own fault adds to it.
+    fn answer(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        id: Option<RequestId>,
+        reply: Result<ServerFrame<'_>, ApiError>,
+    ) {
+        match reply {
+            Ok(frame) => {
+                self.bad_frames = 0;
+                self.write(ctx, frame);
+            }
+            Err(error) if error.code.is_clients_fault() => self.bad_frame(id, &error, ctx),
+            Err(error) => self.write_error(ctx, id, &error),
+        }
+    }
+
+    /// Charges a request to the session's budget. A refusal is answered `rate_limited`,
+    /// logged once per burst, and closes the session when the client keeps on.
+    fn charge(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        id: Option<RequestId>,
+        kind: RequestKind,
+    ) -> bool {
+        let limits = &self.shared.limits;
+        match self.budget.charge(limits.budget, limits.send_rate, kind) {
+            Ok(()) => {
+                self.limited_in_a_row = 0;
+                true
+            }
+            Err(limit) => {
+                self.refuse_limited(ctx, id, kind, limit);
+                false
+            }
+        }
+    }
+
+    /// Counts a request as waiting for its reply, or refuses it past `max_in_flight`.
+    fn begin_in_flight(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        id: Option<RequestId>,
+        kind: RequestKind,
+    ) -> bool {
+        if self.in_flight >= self.shared.limits.max_in_flight {
+            self.refuse_limited(ctx, id, kind, Limit::InFlight);
+            return false;
+        }
+        self.in_flight += 1;
+        true
+    }
+
+    fn refuse_limited(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        id: Option<RequestId>,
+        kind: RequestKind,
+        limit: Limit,
+    ) {
+        metrics::global().limited(kind.name(), limit.name());
+        self.limited_in_a_row += 1;
+        if self.limited_in_a_row == 1 {
+            tracing::warn!(session = %self.name(), uid = self.uid(), kind = kind.name(),
+                limit = limit.name(), "session over its limits: refusing with rate_limited");
+        }
+        let error = ApiError::new(ErrorCode::RateLimited, limit.explain());
+        self.write_error(ctx, id, &error);
+        if self.limited_in_a_row == MAX_LIMITED_IN_A_ROW {
+            tracing::warn!(session = %self.name(), uid = self.uid(), kind = kind.name(),
+                "session kept asking past rate_limited: closing with 1008");
+            self.close(
+                ctx,
+                close::POLICY,
+                "requests past rate_limited, persistently",
+            );
+        }
+    }
+
+    /// The session's turns to read from storage: a pull or sync holds one while it runs.
+    fn read_turn(&mut self) -> Arc<Semaphore> {
+        self.reads
+            .get_or_insert_with(|| Arc::new(Semaphore::new(READS_AT_ONCE)))
+            .clone()
+    }
+
     fn close(&self, ctx: &mut WebsocketContext<Self>, code: u16, reason: &str) {
         ctx.close(Some(CloseReason {
             code: CloseCode::Other(code),
@@ -161,8 +253,8 @@ impl Session {
     }
 
     /// Hands `msg` to the group `gid`. When this session is online in the group the message
-    /// is queued at once, so it is not lost if the session closes before the reply (an ack
-    /// followed by a close); otherwise the registry is asked for the group first.
+    /// is queued at once, in the order of the session's requests (pipelined sends are stored
+    /// in the order sent); otherwise the registry is asked for the group first.
     fn ask_group<M>(&self, gid: u64, msg: M) -> BoxFuture<'static, Result<M::Result, ApiError>>
     where
         M: actix::Message + Send + 'static,
@@ -179,18 +271,6 @@ impl Session {
                 Box::pin(async move { ask_group(&registry, gid, msg).await })
             }
         }
-    }
-
-    /// Counts a request waiting for storage; refuses it past the bound.
-    fn begin_pending(&mut self) -> Result<(), ApiError> {
-        if self.pending >= self.shared.limits.max_pending {
-            return Err(ApiError::new(
-                ErrorCode::RateLimited,
-                "too many requests waiting; wait for replies",
-            ));
-        }
-        self.pending += 1;
-        Ok(())
     }
 
     /// Registers with every group of the user, then greets the client with its cursors.
@@ -231,10 +311,7 @@ impl Session {
             return self.bad_frame(bad.id, &bad.error, ctx);
         }
         match protocol::decode(text, self.shared.limits.max_body_bytes) {
-            Ok((id, request)) => {
-                self.bad_frames = 0;
-                self.dispatch(id, request, ctx);
-            }
+            Ok((id, request)) => self.dispatch(id, request, ctx),
             Err(bad) => self.bad_frame(bad.id, &bad.error, ctx),
         }
     }
@@ -247,12 +324,10 @@ impl Session {
     ) {
         self.write_error(ctx, id, error);
         self.bad_frames += 1;
-        if self.bad_frames >= MAX_BAD_FRAMES_IN_A_ROW {
-            ctx.close(Some(CloseReason {
-                code: CloseCode::Policy,
-                description: Some("too many bad frames".into()),
-            }));
-            ctx.stop();
+        if self.bad_frames == MAX_BAD_FRAMES_IN_A_ROW {
+            tracing::info!(session = %self.name(), uid = self.uid(), last = %error,
+                "bad frames in a row: closing with 1008");
+            self.close(ctx, close::POLICY, "too many bad frames");
         }
     }
 
@@ -262,8 +337,15 @@ impl Session {
         request: ClientRequest,
         ctx: &mut WebsocketContext<Self>,
     ) {
+        let kind = kind_of(&request);
+        if !self.charge(ctx, id.clone(), kind) {
+            return;
+        }
         match request {
-            ClientRequest::Ping => self.write(ctx, ServerFrame::Pong { id }),
+            ClientRequest::Ping => {
+                let pong = ServerFrame::Pong { id: id.clone() };
+                self.answer(ctx, id, Ok(pong));
+            }
             ClientRequest::Send { gid, cmid, body } => self.send(id, gid, cmid, body, ctx),
             ClientRequest::Ack { gid, msgid } => self.ack(id, gid, msgid, ctx),
             ClientRequest::Pull { gid, after, limit } => self.pull(id, gid, after, limit, ctx),
@@ -277,17 +359,21 @@ impl Session {
         request: SyncRequest,
         ctx: &mut WebsocketContext<Self>,
     ) {
-        if let Err(error) = self.begin_pending() {
-            return self.write_error(ctx, id, &error);
+        if !self.begin_in_flight(ctx, id.clone(), kind_of_sync(&request)) {
+            return;
         }
-        let (store, uid) = (self.shared.store.clone(), self.uid());
-        let syncing = async move { store.sync(uid, &request).await };
+        let (store, uid, turn) = (self.shared.store.clone(), self.uid(), self.read_turn());
+        let syncing = async move {
+            let _turn = turn.acquire().await.expect("the semaphore is never closed");
+            store.sync(uid, &request).await.map_err(ApiError::from)
+        };
         ctx.spawn(syncing.into_actor(self).map(move |reply, act, ctx| {
-            act.pending -= 1;
-            match reply {
-                Ok(reply) => act.write(ctx, ServerFrame::Synced { id, reply: &reply }),
-                Err(error) => act.write_error(ctx, id, &error.into()),
-            }
+            act.in_flight -= 1;
+            let reply = reply.as_ref().map(|reply| ServerFrame::Synced {
+                id: id.clone(),
+                reply,
+            });
+            act.answer(ctx, id, reply.map_err(Clone::clone));
         }));
     }
 
@@ -315,18 +401,8 @@ impl Session {
         body: Box<serde_json::value::RawValue>,
         ctx: &mut WebsocketContext<Self>,
     ) {
-        if !self.may_send() {
-            let error = ApiError::new(ErrorCode::RateLimited, "send rate limit exceeded");
-            self.write_error(ctx, id, &error);
-            self.rate_limited_in_a_row += 1;
-            if self.rate_limited_in_a_row >= MAX_RATE_LIMITED_IN_A_ROW {
-                self.close(ctx, close::POLICY, "sending too fast, persistently");
-            }
+        if !self.begin_in_flight(ctx, id.clone(), RequestKind::Send) {
             return;
-        }
-        self.rate_limited_in_a_row = 0;
-        if let Err(error) = self.begin_pending() {
-            return self.write_error(ctx, id, &error);
         }
         let submit = Submit {
             uid: self.uid(),
@@ -336,23 +412,21 @@ impl Session {
         let submitted = self.ask_group(gid, submit);
         let sending = async move { submitted.await? };
         ctx.spawn(sending.into_actor(self).map(move |sent, act, ctx| {
-            act.pending -= 1;
-            match sent {
-                Ok(sent) => act.write(
-                    ctx,
-                    ServerFrame::Sent {
-                        id,
-                        gid,
-                        msgid: sent.msgid,
-                        ts: sent.ts,
-                        dup: sent.dup,
-                    },
-                ),
-                Err(error) => act.write_error(ctx, id, &error),
-            }
+            act.in_flight -= 1;
+            let reply = sent.map(|sent| ServerFrame::Sent {
+                id: id.clone(),
+                gid,
+                msgid: sent.msgid,
+                ts: sent.ts,
+                dup: sent.dup,
+            });
+            act.answer(ctx, id, reply);
         }));
     }
 
+    /// Takes an ack. Only the highest of each group matters (acks are cumulative): one
+    /// above everything known is forwarded when none of the group's is on its way, else it
+    /// waits as the group's next; anything lower is already covered and costs nothing more.
     fn ack(
         &mut self,
         id: Option<RequestId>,
@@ -360,33 +434,71 @@ impl Session {
         msgid: u64,
         ctx: &mut WebsocketContext<Self>,
     ) {
-        let uid = self.uid();
-        match self.groups.get(&gid) {
-            // Fire and forget: actix skips a message whose reply future was dropped, and an
-            // ack followed at once by a close must still count. Refusals come back as
-            // `ToSession::Refused`.
-            Some(group) => group.do_send(AckUpTo {
-                uid,
-                msgid,
-                refusals: Some(ReplyTo {
-                    session: ctx.address().recipient(),
-                    id,
-                }),
-            }),
-            None => {
-                let ack = AckUpTo {
-                    uid,
-                    msgid,
-                    refusals: None,
-                };
-                let acked = self.ask_group(gid, ack);
-                let acking = async move { acked.await? };
-                ctx.spawn(acking.into_actor(self).map(move |acked, act, ctx| {
-                    if let Err(error) = acked {
-                        act.write_error(ctx, id, &error);
-                    }
-                }));
+        let state = self.acks.get(&gid);
+        if state.is_some_and(|state| msgid <= state.highest()) {
+            return;
+        }
+        if let Some(state) = self.acks.get_mut(&gid).filter(|state| state.on_its_way) {
+            state.next = Some((msgid, id));
+            return;
+        }
+        // A new ack on its way: the first of a group not seen yet takes a place in flight
+        // before any state is kept for it, so acks to ever new gids are bounded too.
+        if !self.begin_in_flight(ctx, id.clone(), RequestKind::Ack) {
+            return;
+        }
+        self.forward_ack(gid, msgid, id, ctx);
+    }
+
+    /// Hands the ack to its group; the outcome comes back to `acked`.
+    fn forward_ack(
+        &mut self,
+        gid: u64,
+        msgid: u64,
+        id: Option<RequestId>,
+        ctx: &mut WebsocketContext<Self>,
+    ) {
+        let state = self.acks.entry(gid).or_default();
+        state.on_its_way = true;
+        state.forwarded = (msgid, id);
+        let ack = AckUpTo {
+            uid: self.uid(),
+            msgid,
+        };
+        let acking = self.ask_group(gid, ack);
+        ctx.spawn(
+            async move { acking.await? }
+                .into_actor(self)
+                .map(move |outcome, act, ctx| act.acked(gid, outcome, ctx)),
+        );
+    }
+
+    /// The group answered the ack on its way: a refusal is written (and counts as a bad
+    /// frame), and the group's next ack, if one came meanwhile, goes on its way.
+    fn acked(&mut self, gid: u64, outcome: Result<(), ApiError>, ctx: &mut WebsocketContext<Self>) {
+        self.in_flight -= 1;
+        let Some(state) = self.acks.get_mut(&gid) else {
+            return;
+        };
+        state.on_its_way = false;
+        let (msgid, id) = std::mem::take(&mut state.forwarded);
+        match outcome {
+            Ok(()) => state.accepted = state.accepted.max(msgid),
+            Err(error) => self.answer(ctx, id, Err(error)),
+        }
+        let Some(state) = self.acks.get_mut(&gid) else {
+            return;
+        };
+        match state.next.take() {
+            Some((next, id)) if next > state.accepted => {
+                self.in_flight += 1;
+                self.forward_ack(gid, next, id, ctx);
             }
+            // Nothing waits: a group the session is not online in keeps no state.
+            _ if !self.groups.contains_key(&gid) => {
+                self.acks.remove(&gid);
+            }
+            _ => {}
         }
     }
 
@@ -398,25 +510,23 @@ impl Session {
         limit: u32,
         ctx: &mut WebsocketContext<Self>,
     ) {
-        if let Err(error) = self.begin_pending() {
-            return self.write_error(ctx, id, &error);
+        if !self.begin_in_flight(ctx, id.clone(), RequestKind::Pull { limit }) {
+            return;
         }
-        let (store, uid) = (self.shared.store.clone(), self.uid());
-        let pulling = async move { pull_page(&store, gid, uid, after, limit).await };
+        let (store, uid, turn) = (self.shared.store.clone(), self.uid(), self.read_turn());
+        let pulling = async move {
+            let _turn = turn.acquire().await.expect("the semaphore is never closed");
+            pull_page(&store, gid, uid, after, limit).await
+        };
         ctx.spawn(pulling.into_actor(self).map(move |page, act, ctx| {
-            act.pending -= 1;
-            match page {
-                Ok(page) => act.write(
-                    ctx,
-                    ServerFrame::Msgs {
-                        id,
-                        gid,
-                        msgs: &page.msgs,
-                        more: page.more,
-                    },
-                ),
-                Err(error) => act.write_error(ctx, id, &error),
-            }
+            act.in_flight -= 1;
+            let reply = page.as_ref().map(|page| ServerFrame::Msgs {
+                id: id.clone(),
+                gid,
+                msgs: &page.msgs,
+                more: page.more,
+            });
+            act.answer(ctx, id, reply.map_err(Clone::clone));
         }));
     }
 
@@ -453,6 +563,50 @@ impl Session {
                 Err(_) => self.close(ctx, 1007, "text message is not UTF-8"),
             }
         }
+    }
+}
+
+/// The acks of one group, as the session keeps them.
+#[derive(Default)]
+struct AckState {
+    /// The highest msgid the group accepted from this session.
+    accepted: u64,
+    /// Whether an ack is on its way to the group; then `forwarded` is it.
+    on_its_way: bool,
+    forwarded: (u64, Option<RequestId>),
+    /// The highest ack that came while one was on its way, forwarded when it is answered.
+    next: Option<(u64, Option<RequestId>)>,
+}
+
+impl AckState {
+    /// The highest msgid accepted or on its way: acks at or below it add nothing.
+    fn highest(&self) -> u64 {
+        let on_its_way = if self.on_its_way { self.forwarded.0 } else { 0 };
+        let next = self.next.as_ref().map_or(0, |(msgid, _)| *msgid);
+        self.accepted.max(on_its_way).max(next)
+    }
+
+    /// The ack a session closing now still owes its group, if any.
+    fn unanswered(&self) -> Option<u64> {
+        Some(self.highest()).filter(|&msgid| msgid > self.accepted)
+    }
+}
+
+/// What a decoded request costs.
+fn kind_of(request: &ClientRequest) -> RequestKind {
+    match request {
+        ClientRequest::Ping => RequestKind::Ping,
+        ClientRequest::Ack { .. } => RequestKind::Ack,
+        ClientRequest::Send { .. } => RequestKind::Send,
+        ClientRequest::Pull { limit, .. } => RequestKind::Pull { limit: *limit },
+        ClientRequest::Sync(sync) => kind_of_sync(sync),
+    }
+}
+
+pub fn kind_of_sync(sync: &SyncRequest) -> RequestKind {
+    RequestKind::Sync {
+        full: sync.is_full(),
+        groups: sync.groups.len(),
     }
 }
 
@@ -528,7 +682,16 @@ impl Actor for Session {
             uid: self.uid(),
             id: self.id,
         });
-        for group in self.groups.values() {
+        // An ack followed at once by a close still counts: the highest not yet answered goes
+        // to its group with `do_send`, which actix delivers although nobody awaits a reply
+        // (acks are cumulative, so one that also arrives on its way changes nothing).
+        for (gid, group) in &self.groups {
+            if let Some(msgid) = self.acks.get(gid).and_then(AckState::unanswered) {
+                group.do_send(AckUpTo {
+                    uid: self.uid(),
+                    msgid,
+                });
+            }
             group.do_send(Leave(self.id));
         }
     }
@@ -556,7 +719,6 @@ impl Handler<ToSession> for Session {
             }
             ToSession::Notify(notice) => self.notify(&notice, ctx),
             ToSession::Close { code, reason } => self.close(ctx, code, reason),
-            ToSession::Refused { id, error } => self.write_error(ctx, id, &error),
             ToSession::Heartbeat => {
                 if self.last_heard.elapsed() > self.shared.limits.heartbeat * 2 {
                     tracing::debug!(session = %self.name(), "peer silent for two heartbeats; dropping");

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use crate::acks::AckWriter;
 use crate::api::{self, AppState};
 use crate::auth::{AdminKey, TokenKeys};
+use crate::budget::{Rate, UserBudgets};
 use crate::config::Config;
 use crate::group::GroupSettings;
 use crate::messages::close;
@@ -51,6 +52,7 @@ impl Application {
                 store: store.clone(),
                 settings: GroupSettings {
                     max_batch: config.max_batch,
+                    max_queue: config.max_group_queue,
                     ack_flush: config.ack_flush,
                     idle: config.group_idle,
                 },
@@ -79,12 +81,15 @@ impl Application {
                     max_body_bytes: config.max_body_bytes,
                     heartbeat: config.heartbeat,
                     outbound_queue: config.outbound_queue,
-                    max_pending: config.max_pending_sends,
+                    max_in_flight: config.max_in_flight,
                     max_json_depth: config.max_json_depth,
-                    send_rate: config.send_rate,
+                    budget: Rate::per_second(config.request_budget),
+                    send_rate: Rate::per_second(config.send_rate),
                 },
             }),
+            budgets: UserBudgets::new(Rate::per_second(config.request_budget)),
         });
+        forget_idle_budgets(state.clone());
         let max_http_body = config.max_http_body_bytes;
         let send_buffer = config.socket_send_buffer;
         let mut server = HttpServer::new(move || {
@@ -225,6 +230,20 @@ async fn prepare_storage(store: &Store) {
             }
         }
     }
+}
+
+/// How often users' HTTP budgets that are full again are forgotten.
+const FORGET_BUDGETS_EVERY: Duration = Duration::from_secs(60);
+
+/// Keeps the per-user budgets to the users seen lately, for the life of the process.
+fn forget_idle_budgets(state: web::Data<AppState>) {
+    actix_web::rt::spawn(async move {
+        let mut ticks = actix_web::rt::time::interval(FORGET_BUDGETS_EVERY);
+        loop {
+            ticks.tick().await;
+            state.budgets.forget_idle();
+        }
+    });
 }
 
 /// Trims the group event logs to their newest `keep` events, every `every`, for the life of

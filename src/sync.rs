@@ -120,6 +120,14 @@ pub struct SyncRequest {
 pub const MAX_SYNC_GROUPS: usize = 10_000;
 
 impl SyncRequest {
+    /// Whether some part is asked from version 0, which answers with a snapshot of it.
+    pub fn is_full(&self) -> bool {
+        self.me.user_info_version == 0
+            || self.group_list.group_list_version == 0
+            || self.friends.user_list_version == 0
+            || self.groups.iter().any(|g| g.user_list_version == 0)
+    }
+
     pub fn validate(self) -> Result<SyncRequest, ApiError> {
         if self.groups.len() > MAX_SYNC_GROUPS {
             return Err(ApiError::bad_request(format!(

@@ -42,7 +42,8 @@ enum Scenario {
     /// Hold N idle sessions; report the server's memory per session.
     Idle(idle::IdleArgs),
     /// Faults under load, on a Herald and a PostgreSQL of its own: start before PostgreSQL,
-    /// kill -9 cycles, a PostgreSQL outage, SIGTERM; storage audited after each.
+    /// kill -9 cycles, a PostgreSQL outage, a flood of every request kind, SIGTERM; storage
+    /// audited after each.
     Faults(FaultArgs),
 }
 

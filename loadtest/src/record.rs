@@ -15,7 +15,8 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 /// Samples a task buffers before taking the shared lock.
 const LOCAL_BATCH: usize = 512;
 
-fn histogram() -> Histogram<u64> {
+/// An empty latency histogram: microseconds, from 1 to a minute, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 

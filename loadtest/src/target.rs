@@ -71,7 +71,10 @@ impl Launch {
             .env("HERALD_LISTEN", &self.listen)
             .env("HERALD_JWT_SECRET", SPAWNED_JWT_SECRET)
             .env("HERALD_ADMIN_KEY", SPAWNED_ADMIN_KEY)
+            // No send rate and no request budget: they would cap the throughput benchmarks
+            // measure. A scenario that needs them sets them in `env`, which comes after.
             .env("HERALD_SEND_RATE", "0")
+            .env("HERALD_REQUEST_BUDGET", "0")
             .env("HERALD_LOG_FORMAT", "json")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
@@ -496,6 +499,13 @@ impl Target {
             .as_ref()
             .and_then(|s| s.process.as_ref())
             .map(|p| p.child.id())
+    }
+
+    /// The resident memory of the server this harness started, from /proc.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        self.pid()
+            .and_then(proc_stats)
+            .map(|(rss_bytes, _)| rss_bytes)
     }
 
     /// An admin `POST`: the status and the JSON body (Null when empty).

@@ -15,10 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::Addr;
+use actix_web::http::Method;
 use actix_web::{web, FromRequest, HttpRequest};
 
 use crate::auth::{bearer, unauthorized, AdminKey, TokenKeys};
-use crate::error::ApiError;
+use crate::budget::{RequestKind, UserBudgets};
+use crate::error::{ApiError, ErrorCode};
 use crate::registry::{Publish, RegistryActor};
 use crate::session::SessionContext;
 use crate::store::{Effect, Store};
@@ -34,6 +36,8 @@ pub struct AppState {
     /// Origins browsers may open WebSockets from; empty allows any.
     pub allowed_origins: Vec<String>,
     pub sessions: Arc<SessionContext>,
+    /// Each user's request budget over HTTP (the user API and WebSocket upgrades).
+    pub budgets: UserBudgets,
 }
 
 /// Mounts every route.
@@ -46,7 +50,7 @@ pub fn routes(max_http_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                     let error = match &err {
                         actix_web::error::JsonPayloadError::Overflow { .. }
                         | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
-                            ApiError::new(crate::error::ErrorCode::TooLarge, err.to_string())
+                            ApiError::new(ErrorCode::TooLarge, err.to_string())
                         }
                         _ => ApiError::bad_request(format!("invalid JSON body: {err}")),
                     };
@@ -163,10 +167,17 @@ impl AppState {
             Ok(())
         } else {
             Err(ApiError::new(
-                crate::error::ErrorCode::Unavailable,
+                ErrorCode::Unavailable,
                 "starting: storage is not ready yet, retry later",
             ))
         }
+    }
+
+    /// Charges a request to the user's budget; past it, 429 `rate_limited`.
+    pub fn charge(&self, uid: u64, kind: RequestKind) -> Result<(), ApiError> {
+        self.budgets
+            .charge(uid, kind)
+            .map_err(|limit| ApiError::new(ErrorCode::RateLimited, limit.explain()))
     }
 }
 
@@ -176,7 +187,8 @@ fn state(req: &HttpRequest) -> web::Data<AppState> {
         .expect("AppState is registered with the App")
 }
 
-/// An authenticated, active user (HS256 bearer token).
+/// An authenticated, active user (HS256 bearer token), charged for the request: a read
+/// (GET) or a change (any other method). Routes that read much charge the rest themselves.
 pub struct User {
     pub uid: u64,
 }
@@ -193,10 +205,16 @@ impl FromRequest for User {
                 .and_then(|h| h.to_str().ok()),
         )
         .map(str::to_owned);
+        let kind = if req.method() == Method::GET {
+            RequestKind::Read
+        } else {
+            RequestKind::Change
+        };
         Box::pin(async move {
             state.require_ready()?;
             let token = token.ok_or_else(|| unauthorized("missing bearer token"))?;
             let identity = state.tokens.verify(&token)?;
+            state.charge(identity.uid, kind)?;
             require_active(&state.store, identity.uid).await?;
             Ok(User { uid: identity.uid })
         })

@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, User};
+use crate::budget::RequestKind;
 use crate::error::ApiError;
 use crate::messages::AckUpTo;
 use crate::protocol::{pull_limit, valid_id, GroupCursor, MessageView};
@@ -33,6 +34,7 @@ pub async fn messages_route(
 ) -> Result<HttpResponse, ApiError> {
     let gid = valid_id(*gid)?;
     let limit = pull_limit(query.limit)?;
+    state.charge(user.uid, RequestKind::Pull { limit })?;
     let page = pull_page(&state.store, gid, user.uid, query.after, limit).await?;
     Ok(HttpResponse::Ok().json(PageBody {
         gid,
@@ -57,7 +59,6 @@ pub async fn ack_route(
     let ack = AckUpTo {
         uid: user.uid,
         msgid: body.msgid,
-        refusals: None,
     };
     ask_group(&state.registry, gid, ack).await??;
     Ok(HttpResponse::NoContent().finish())

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::{require_active, AppState};
 use crate::auth::{bearer, unauthorized};
+use crate::budget::RequestKind;
 use crate::error::ApiError;
 use crate::session::Session;
 
@@ -34,6 +35,7 @@ pub async fn ws_route(
         .or(query.token.as_deref())
         .ok_or_else(|| unauthorized("missing token: send a bearer header or ?token="))?;
     let identity = state.tokens.verify(token)?;
+    state.charge(identity.uid, RequestKind::Connect)?;
     require_active(&state.store, identity.uid).await?;
     let session = Session::new(identity, state.sessions.clone());
     // The WebSocket decoder drops the frames it has buffered when its input fails, and a peer

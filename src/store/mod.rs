@@ -8,10 +8,12 @@ mod directory;
 mod migrate;
 mod sync;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -202,6 +204,17 @@ fn id(value: i64) -> u64 {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// One connection of its own for readiness probes, so a pool busy with client work
+    /// never makes the node look unable to serve.
+    probe: Pool,
+    /// Client reads (pulls, syncs) hold one of these while they run: they never take more
+    /// than half the pool, so group commits and ack writes always find a connection.
+    client_reads: Arc<Semaphore>,
+}
+
+/// A place among the client reads running at once; the read runs while it is held.
+pub struct ReadPermit {
+    _held: OwnedSemaphorePermit,
 }
 
 /// Records an operation's latency when dropped.
@@ -229,22 +242,39 @@ impl Store {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
-        let manager = Manager::from_connect(
-            config,
-            OnStorageThread::start().map_err(|e| StoreError::Unavailable(e.to_string()))?,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Store { pool })
+        let storage_thread =
+            OnStorageThread::start().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let pool = |size: usize| {
+            let manager = Manager::from_connect(
+                config.clone(),
+                storage_thread.clone(),
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(5)))
+                .create_timeout(Some(Duration::from_secs(5)))
+                .recycle_timeout(Some(Duration::from_secs(5)))
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
+        Ok(Store {
+            pool: pool(size)?,
+            probe: pool(1)?,
+            client_reads: Arc::new(Semaphore::new((size / 2).max(1))),
+        })
+    }
+
+    /// Waits for a place among the client reads running at once (fairly: first come, first
+    /// served).
+    pub async fn read_permit(&self) -> ReadPermit {
+        let permit = self.client_reads.clone().acquire_owned().await;
+        ReadPermit {
+            _held: permit.expect("the semaphore is never closed"),
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
@@ -257,10 +287,10 @@ impl Store {
         migrate::apply(&mut client).await
     }
 
-    /// Whether PostgreSQL answers.
+    /// Whether PostgreSQL answers, on the probe's own connection.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let _t = timed("ping");
-        self.client().await?.simple_query("SELECT 1").await?;
+        self.probe.get().await?.simple_query("SELECT 1").await?;
         Ok(())
     }
 
@@ -382,6 +412,7 @@ impl Store {
         after: u64,
         limit: u32,
     ) -> Result<Page, StoreError> {
+        let _place = self.read_permit().await;
         let _t = timed("messages_after");
         let client = self.client().await?;
         let stmt = client.prepare_cached(MESSAGES_AFTER).await?;
@@ -439,6 +470,7 @@ impl Store {
 /// Opens connections on a thread of their own: a connection's socket and I/O task live on
 /// the runtime that opened it, and the HTTP workers and group threads are busy with sessions,
 /// where replies from PostgreSQL would wait their turn behind fan-out.
+#[derive(Clone)]
 struct OnStorageThread {
     runtime: tokio::runtime::Handle,
 }

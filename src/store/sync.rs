@@ -89,6 +89,7 @@ fn incremental(theirs: u64, ours: u64) -> bool {
 impl Store {
     /// What changed for `uid` since the versions of `request`.
     pub async fn sync(&self, uid: u64, request: &SyncRequest) -> Result<SyncReply, StoreError> {
+        let _place = self.read_permit().await;
         let _t = timed("sync");
         let mut client = self.client().await?;
         let tx = client

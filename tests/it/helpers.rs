@@ -108,7 +108,9 @@ impl Server {
             .env("HERALD_LISTEN", "127.0.0.1:0")
             .env("HERALD_JWT_SECRET", JWT_SECRET)
             .env("HERALD_ADMIN_KEY", ADMIN_KEY)
+            // Tests pipeline hundreds of requests at once; the limits have tests of their own.
             .env("HERALD_SEND_RATE", "0")
+            .env("HERALD_REQUEST_BUDGET", "0")
             .env("HERALD_LOG_FORMAT", "json")
             .env("HERALD_WORKERS", "2")
             .env("RUST_LOG", "info")
@@ -164,6 +166,18 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The server's resident memory, in bytes (`VmRSS` of its process).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server process is running");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kib * 1024
     }
 
     /// Everything the server logged so far.
@@ -394,6 +408,11 @@ impl Client {
 
     pub async fn send(&mut self, frame: Value) {
         self.send_text(frame.to_string()).await;
+    }
+
+    /// The socket itself, hello read, for tests that write and read it in their own way.
+    pub fn into_socket(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
     }
 
     pub async fn send_text(&mut self, text: String) {

@@ -117,8 +117,8 @@ async fn a_small_reconnect_storm_catches_every_session_up_by_pull() {
 }
 
 /// The fault scenario in small: Herald started before its (private) PostgreSQL, two kill -9
-/// cycles, a 3 s PostgreSQL outage and a SIGTERM, all under load; `scripts/faults` runs the
-/// full one.
+/// cycles, a 3 s PostgreSQL outage, a flood by 2 sessions and a SIGTERM, all under load;
+/// `scripts/faults` runs the full one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_fault_run_loses_nothing_and_passes_every_check() {
     let target = TargetArgs {
@@ -139,6 +139,8 @@ async fn a_short_fault_run_loses_nothing_and_passes_every_check() {
         kill_cycles: 2,
         load_s: 1.0,
         outage_s: 3.0,
+        flood_s: 1.0,
+        flooders: 2,
     };
     let report = faults::run(&target, &args)
         .await
@@ -160,8 +162,14 @@ async fn a_short_fault_run_loses_nothing_and_passes_every_check() {
             ("start before PostgreSQL", 1),
             ("kill -9 under load", 2),
             ("PostgreSQL stopped 3 s", 1),
+            ("flood by 2 sessions", 1),
             ("SIGTERM under load", 1),
         ]
     );
     assert!(report.confirmed > 0 && report.unavailable > 0, "{report:?}");
+    let flood = report.flood.as_ref().expect("the flood ran");
+    assert!(
+        flood.kinds.iter().all(|kind| kind.written > 0) && flood.flood_sent_latency_ms.count > 0,
+        "{flood:?}"
+    );
 }

@@ -3,6 +3,7 @@
 
 mod convergence;
 mod faults;
+mod floods;
 mod helpers;
 mod limits;
 mod loadtest_smoke;

@@ -14,7 +14,14 @@
 //! 3. **PostgreSQL stopped** for D seconds under load: sends must be answered `unavailable`,
 //!    `/readyz` must fail, sessions must stay open, and the same process must serve again
 //!    once PostgreSQL is back (recovery: PostgreSQL start → first `sent`);
-//! 4. **SIGTERM under load**: every session must be closed with 1012, the process must exit 0,
+//! 4. **flood** (once PostgreSQL is back, so that the flood meets a node in working order):
+//!    a calm window of load, then as long again with extra sessions of readers' users
+//!    writing every request kind as fast as their sockets allow, a kind at a time. The
+//!    flooders must be refused `rate_limited` or closed, `/readyz` must answer 200 at once
+//!    after, every honest send must be answered and no honest session dropped, and Herald's
+//!    memory may grow only so much; honest `sent` latency is reported for both windows
+//!    (recovery: flood end → `/readyz` 200);
+//! 5. **SIGTERM under load**: every session must be closed with 1012, the process must exit 0,
 //!    and every ack the server had read must be stored (it flushes acks held in memory); then
 //!    it is started again (recovery: restart → first `sent`).
 //!
@@ -25,6 +32,7 @@
 //! every member must have caught up by push and pull.
 
 mod audit;
+mod flood;
 mod session;
 
 use std::collections::{HashMap, HashSet};
@@ -37,19 +45,27 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_tungstenite::tungstenite;
 
 use crate::client;
 use crate::progress;
+use crate::report::Percentiles;
 use crate::target::{id_base, work_dir, PrivatePostgres, Target, TargetArgs};
 use audit::{Audit, GroupAudit};
-use session::{Control, End, Member, Shared};
+use flood::{FloodReport, Flooder};
+use session::{Control, End, Member, Shared, REPLY_TIMEOUT};
 
 /// Herald's ack flush interval in this run (default 500 ms): long enough that at the SIGTERM
 /// most acks are held only in memory, so the flush on a graceful stop is what is tested.
 /// A kill -9 loses up to this much of acks, which is redelivery, not loss.
 const ACK_FLUSH_MS: &str = "2000";
+/// Herald's defaults for the per-session limits, which a Herald this harness starts runs
+/// without unless told (they would cap benchmarks). Here the flood must meet them, while the
+/// honest load stays well below: with the defaults a sender offers ~37 msgs/s, 37 of its 100
+/// sends/s and 370 of its 1000 units/s.
+const SEND_RATE: &str = "100";
+const REQUEST_BUDGET: &str = "1000";
 /// Longest wait for Herald to be ready after PostgreSQL starts (its retries back off to 10 s).
 const READY_WITHIN: Duration = Duration::from_secs(60);
 /// Longest wait for the first `sent` after a fault ends.
@@ -60,6 +76,14 @@ const SESSIONS_WITHIN: Duration = Duration::from_secs(30);
 const EXIT_WITHIN: Duration = Duration::from_secs(25);
 /// Longest wait, at the end, for the last sends to be confirmed and readers to catch up.
 const DRAIN_WITHIN: Duration = Duration::from_secs(30);
+/// How soon after the flood `/readyz` must answer 200.
+const READY_AFTER_FLOOD: Duration = Duration::from_secs(2);
+/// How much more memory Herald may hold under the flood than at most in the calm window.
+const FLOOD_RSS_GROWTH: u64 = 256 << 20;
+/// How often Herald's memory is sampled during the flood's windows.
+const RSS_EVERY: Duration = Duration::from_millis(100);
+/// Longest wait for the flooders to end after their window: they end with it.
+const FLOODERS_END_WITHIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FaultArgs {
@@ -93,6 +117,14 @@ pub struct FaultArgs {
     /// Seconds PostgreSQL stays stopped under load (fault 3).
     #[arg(long, default_value_t = 30.0)]
     pub outage_s: f64,
+    /// Seconds of each of the flood's windows: the load alone, then the load and the
+    /// flooders (fault 4).
+    #[arg(long, default_value_t = 5.0)]
+    pub flood_s: f64,
+    /// Extra sessions flooding every request kind, each with a reader's token (fault 4;
+    /// 0 skips it).
+    #[arg(long, default_value_t = 8)]
+    pub flooders: usize,
 }
 
 /// Everything the fault run reports.
@@ -121,6 +153,9 @@ pub struct FaultReport {
     /// Confirmed messages missing from storage, the most any audit found.
     pub lost: u64,
     pub faults: Vec<FaultRow>,
+    /// Fault 4, unless skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<FloodReport>,
     pub checks: Vec<Check>,
 }
 
@@ -221,6 +256,9 @@ impl FaultReport {
              rate-limited {}",
             self.resends, self.dup_replies, self.unanswered, self.rate_limited
         );
+        if let Some(flood) = &self.flood {
+            flood.print();
+        }
         let failed = self.failed();
         println!(
             "  checks: {} passed, {} failed",
@@ -254,6 +292,12 @@ pub async fn run(target: &TargetArgs, args: &FaultArgs) -> Result<FaultReport> {
     }
     if args.rate <= 0.0 || args.load_s <= 0.0 || args.outage_s <= 0.0 || args.pg_late_s <= 0.0 {
         bail!("--rate, --load-s, --outage-s and --pg-late-s must be positive");
+    }
+    if args.flooders > 0 && (args.flood_s <= 0.0 || args.groups < 2) {
+        bail!(
+            "a flood needs a positive --flood-s and two groups (flooders send to a group their \
+             user is not in)"
+        );
     }
     static RUNS: AtomicU32 = AtomicU32::new(0);
     let dir = work_dir(&format!(
@@ -376,6 +420,7 @@ struct Run<'a> {
     shared: Arc<Shared>,
     groups: Vec<GroupAudit>,
     rows: Vec<FaultRow>,
+    flood: Option<FloodReport>,
     checks: Vec<Check>,
     lost: u64,
     started: Instant,
@@ -391,7 +436,11 @@ impl<'a> Run<'a> {
         let herald = Target::launch(
             target,
             &postgres.url,
-            &[("HERALD_ACK_FLUSH_MS", ACK_FLUSH_MS)],
+            &[
+                ("HERALD_ACK_FLUSH_MS", ACK_FLUSH_MS),
+                ("HERALD_SEND_RATE", SEND_RATE),
+                ("HERALD_REQUEST_BUDGET", REQUEST_BUDGET),
+            ],
             &dir.join("herald.log"),
         )
         .await?;
@@ -405,6 +454,7 @@ impl<'a> Run<'a> {
             sessions: None,
             groups: Vec::new(),
             rows: Vec::new(),
+            flood: None,
             checks: Vec::new(),
             lost: 0,
             status: Status::new(shared, args.groups * args.members),
@@ -415,6 +465,9 @@ impl<'a> Run<'a> {
             run.kill_cycle(cycle).await?;
         }
         run.postgres_outage().await?;
+        if args.flooders > 0 {
+            run.flood().await?;
+        }
         run.sigterm().await?;
         run.finish().await?;
         Ok(run.report())
@@ -508,15 +561,18 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Polls `/readyz` until it answers 200; returns how long after `from` that was.
-    async fn wait_readyz(&self, from: Instant) -> Result<Duration> {
-        let deadline = Instant::now() + READY_WITHIN;
-        while self.target.probe("/readyz").await? != 200 {
-            if Instant::now() >= deadline {
-                bail!("/readyz not 200 within {READY_WITHIN:?} after PostgreSQL started");
+    /// Polls `/readyz` until it answers 200, for at most `within`; returns how long after
+    /// `from` that was.
+    async fn wait_readyz(&self, from: Instant, within: Duration) -> Result<Duration> {
+        let ready = async {
+            while self.target.probe("/readyz").await? != 200 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(within, ready)
+            .await
+            .map_err(|_| anyhow!("/readyz not 200 within {within:?}"))??;
         Ok(from.elapsed())
     }
 
@@ -583,7 +639,10 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         self.postgres.start_again().await?;
         let postgres_took = started.elapsed();
-        let ready_after = self.wait_readyz(started).await?;
+        let ready_after = self
+            .wait_readyz(started, READY_WITHIN)
+            .await
+            .context("after PostgreSQL started")?;
         self.target.wait_ready(READY_WITHIN).await?;
         let running = self.target.running();
         self.check(
@@ -742,7 +801,10 @@ impl<'a> Run<'a> {
             ends == 0,
             format!("{ends} connections ended"),
         );
-        let ready_after = self.wait_readyz(started).await?;
+        let ready_after = self
+            .wait_readyz(started, READY_WITHIN)
+            .await
+            .context("after PostgreSQL started")?;
         let same = self.target.running() && self.target.pid() == pid;
         self.check(
             format!("{fault}: the same process serves again, not restarted"),
@@ -767,7 +829,156 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Fault 4: SIGTERM under load, then a restart.
+    /// Fault 4: a calm window of load, then as long again with flooders beside it.
+    async fn flood(&mut self) -> Result<()> {
+        let args = self.args;
+        let fault = format!("flood by {} sessions", args.flooders);
+        let window = Duration::from_secs_f64(args.flood_s);
+        self.wait_connected().await?;
+        let since = self.phase_start();
+        let c = &self.shared.counters;
+        let (unanswered_before, ends_before) =
+            (Shared::count(&c.unanswered), Shared::count(&c.ends));
+        self.status.phase(format!("{fault}: calm"));
+        let calm = self.measure(window).await;
+
+        self.status.phase(format!("{fault}: flooding"));
+        let tallies = flood::tallies();
+        let mut flooders = JoinSet::new();
+        for flooder in self.flooders() {
+            flooders.spawn(flood::run(
+                flooder,
+                self.target.addr,
+                tallies.clone(),
+                window,
+            ));
+        }
+        let flooded = self.measure(window).await;
+        let _ = tokio::time::timeout(FLOODERS_END_WITHIN, flooders.join_all()).await;
+        let ended = Instant::now();
+        let report = FloodReport::new(args.flooders, window, calm, flooded, &tallies);
+
+        let ready = self.wait_readyz(ended, READY_AFTER_FLOOD).await;
+        self.check(
+            format!("{fault}: /readyz 200 within {READY_AFTER_FLOOD:?} after it"),
+            ready.is_ok(),
+            match &ready {
+                Ok(after) => format!("after {:.3} s", after.as_secs_f64()),
+                Err(error) => format!("{error:#}"),
+            },
+        );
+        let recovery = match ready {
+            Ok(after) => after,
+            Err(_) => self.wait_readyz(ended, READY_WITHIN).await?,
+        };
+        // Every send written by the end of the flood has its reply within the reply timeout.
+        let sessions = self.sessions();
+        let waiting = || {
+            sessions
+                .members
+                .iter()
+                .filter(|m| m.waiting_since.lock().unwrap().is_some_and(|at| at < ended))
+                .count()
+        };
+        let _ = wait_for(REPLY_TIMEOUT, || waiting() == 0).await;
+        let (waiting, c) = (waiting(), &self.shared.counters);
+        let unanswered = Shared::count(&c.unanswered) - unanswered_before;
+        let ends = Shared::count(&c.ends) - ends_before;
+        self.check(
+            format!("{fault}: every honest send answered"),
+            waiting == 0 && unanswered == 0,
+            format!(
+                "{unanswered} sends unanswered for {REPLY_TIMEOUT:?}; {waiting} senders still \
+                 waiting then for a reply to a send written by the end of the flood"
+            ),
+        );
+        self.check(
+            format!("{fault}: honest sessions stayed open"),
+            ends == 0,
+            format!("{ends} connections ended"),
+        );
+        let free: Vec<&str> = report
+            .kinds
+            .iter()
+            .filter(|kind| !kind.held_back())
+            .map(|kind| kind.kind.as_str())
+            .collect();
+        self.check(
+            format!("{fault}: every kind refused rate_limited or closed"),
+            free.is_empty(),
+            format!(
+                "kinds neither refused rate_limited nor closed: {free:?}; closes: {:?}",
+                report.total.ends
+            ),
+        );
+        let (calm_rss, flood_rss) = (report.calm_rss_peak_bytes, report.flood_rss_peak_bytes);
+        self.check(
+            format!(
+                "{fault}: memory under the flood at most {} MiB above the calm peak",
+                FLOOD_RSS_GROWTH >> 20
+            ),
+            flood_rss <= calm_rss + FLOOD_RSS_GROWTH,
+            format!("RSS at most {calm_rss} bytes calm, {flood_rss} bytes flooded"),
+        );
+        self.audit(&fault, false).await?;
+        self.record(&fault, "flood end → /readyz 200", &since, recovery);
+        self.status.say(format!(
+            "{fault}: {} frames written, {} refused rate_limited, {} connections ended by \
+             Herald; honest sent p99 {:.1} ms calm, {:.1} ms flooded; /readyz 200 {:.3} s after",
+            report.total.written,
+            report.total.rate_limited,
+            report.total.ended(),
+            report.calm_sent_latency_ms.p99,
+            report.flood_sent_latency_ms.p99,
+            recovery.as_secs_f64()
+        ));
+        self.flood = Some(report);
+        Ok(())
+    }
+
+    /// The flood's sessions: each the user of a reader, spread over the groups, sending to
+    /// the next group.
+    fn flooders(&self) -> Vec<Flooder> {
+        let args = self.args;
+        let readers_per_group = args.members - args.senders;
+        (0..args.flooders)
+            .map(|i| {
+                let g = i % args.groups;
+                let gid = self.groups[g].gid();
+                let member = self
+                    .sessions()
+                    .readers()
+                    .filter(|m| m.gid == gid)
+                    .nth(i / args.groups % readers_per_group)
+                    .expect("every group has readers")
+                    .clone();
+                Flooder {
+                    member,
+                    foreign_gid: self.groups[(g + 1) % args.groups].gid(),
+                    n: args.groups * args.members + i,
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the load for `window`, timing every honest `sent` and sampling Herald's memory
+    /// every `RSS_EVERY`; returns the latencies and the largest sample.
+    async fn measure(&self, window: Duration) -> (Percentiles, u64) {
+        self.shared.start_timing_sends();
+        let end = Instant::now() + window;
+        let mut peak = 0;
+        loop {
+            peak = peak.max(self.target.rss_bytes().unwrap_or(0));
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(RSS_EVERY)).await;
+        }
+        (Percentiles::of(&self.shared.take_sent_latency()), peak)
+    }
+
+    /// Fault 5: SIGTERM under load, then a restart.
     async fn sigterm(&mut self) -> Result<()> {
         const FAULT: &str = "SIGTERM under load";
         self.wait_connected().await?;
@@ -974,6 +1185,7 @@ impl<'a> Run<'a> {
             unanswered: Shared::count(&c.unanswered),
             lost: self.lost,
             faults: self.rows.clone(),
+            flood: self.flood.clone(),
             checks: self.checks.clone(),
         }
     }

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::target::Target;
 
-/// How long an audit keeps retrying a page the server does not serve (it may be starting).
+/// How long an audit keeps retrying a page the server does not serve: it may be starting, or
+/// the reading user's request budget may be spent (429 `rate_limited`; a page of 1000 costs
+/// 110 units, so a long read back pages in bursts as the budget refills).
 const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// One group as the audit knows it.

@@ -13,21 +13,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
+use hdrhistogram::Histogram;
 use serde::Deserialize;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::client::{self, Cursor, Socket};
+use crate::record;
 
 /// First and longest pause between attempts to reconnect: short, so that recovery times
 /// measure the server more than the client's patience.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Longest wait for a connection and its hello.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A send unanswered this long on a live connection is sent again (same cmid).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before resending a send refused as `unavailable` or `rate_limited`.
 const RETRY_DELAY: Duration = Duration::from_millis(250);
 /// Messages one sender keeps unconfirmed at most: while storage is down it resends these
@@ -64,7 +66,7 @@ pub struct Member {
     pub uid: u64,
     pub gid: u64,
     pub sender: bool,
-    token: String,
+    pub(super) token: String,
     /// Its n-th place among all sessions, which spreads source addresses.
     n: usize,
     pub connected: AtomicBool,
@@ -78,6 +80,9 @@ pub struct Member {
     pub barrier_passed: AtomicU64,
     /// Sender: its messages not confirmed yet.
     pub unconfirmed: AtomicU64,
+    /// Sender: when the oldest of its sends still waiting for a reply on the current
+    /// connection was written.
+    pub waiting_since: Mutex<Option<Instant>>,
 }
 
 impl Member {
@@ -94,6 +99,7 @@ impl Member {
             acked: AtomicU64::new(0),
             barrier_passed: AtomicU64::new(0),
             unconfirmed: AtomicU64::new(0),
+            waiting_since: Mutex::new(None),
         }
     }
 }
@@ -127,6 +133,9 @@ pub struct Shared {
     /// than `unavailable` or `rate_limited`.
     pub problems: Mutex<Vec<String>>,
     pub counters: Counters,
+    /// While timing (the flood's windows): the latency of every `sent`, from the writing of
+    /// its send, in microseconds.
+    sent_latency: Mutex<Option<Histogram<u64>>>,
     /// Recovery is timed from this mark (ns since `epoch`) to the first `sent` after it…
     mark_ns: AtomicU64,
     /// …on a connection opened after it, when the server was restarted (a `sent` the old
@@ -143,6 +152,7 @@ impl Shared {
             ledger: Mutex::default(),
             problems: Mutex::default(),
             counters: Counters::default(),
+            sent_latency: Mutex::new(None),
             mark_ns: AtomicU64::new(u64::MAX),
             mark_new_connections: AtomicBool::new(false),
             first_sent_ns: AtomicU64::new(u64::MAX),
@@ -174,6 +184,27 @@ impl Shared {
         let mark = self.mark_ns.load(Ordering::SeqCst);
         if now >= mark && (opened_ns >= mark || !self.mark_new_connections.load(Ordering::SeqCst)) {
             self.first_sent_ns.fetch_min(now, Ordering::SeqCst);
+        }
+    }
+
+    /// Starts timing every `sent` afresh.
+    pub fn start_timing_sends(&self) {
+        *self.sent_latency.lock().unwrap() = Some(record::histogram());
+    }
+
+    /// Stops timing; returns the latencies since the start.
+    pub fn take_sent_latency(&self) -> Histogram<u64> {
+        self.sent_latency
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(record::histogram)
+    }
+
+    /// A `sent` came `latency` after its send was written.
+    fn time_sent(&self, latency: Duration) {
+        if let Some(histogram) = self.sent_latency.lock().unwrap().as_mut() {
+            histogram.saturating_record(latency.as_micros() as u64);
         }
     }
 
@@ -275,7 +306,9 @@ struct Pulled {
 }
 
 /// Reads the next frame; `Err` with how the connection ended.
-async fn next_text(ws: &mut Socket) -> Result<Option<String>, End> {
+pub(super) async fn next_text(
+    ws: &mut (impl Stream<Item = Result<Message, tungstenite::Error>> + Unpin),
+) -> Result<Option<String>, End> {
     match ws.next().await {
         Some(Ok(Message::Text(text))) => Ok(Some(text.to_string())),
         Some(Ok(Message::Close(close))) => Err(End::Closed(close.map(|c| u16::from(c.code)))),
@@ -349,10 +382,21 @@ impl Outbox {
                 pad = self.padding,
             ));
         }
+        self.publish(member);
+        frames
+    }
+
+    /// Tells the scenario how many messages wait to be confirmed, and since when the oldest
+    /// send written on this connection waits for its reply.
+    fn publish(&self, member: &Member) {
         member
             .unconfirmed
             .store(self.pending.len() as u64, Ordering::Relaxed);
-        frames
+        *member.waiting_since.lock().unwrap() = self
+            .pending
+            .values()
+            .filter_map(|pending| pending.in_flight_since)
+            .min();
     }
 
     /// Handles a `sent` or `error` reply to send `seq`.
@@ -369,7 +413,13 @@ impl Outbox {
                 if frame.dup == Some(true) {
                     Shared::count_one(&shared.counters.dup_replies);
                 }
-                self.pending.remove(&seq);
+                if let Some(Pending {
+                    in_flight_since: Some(written),
+                    ..
+                }) = self.pending.remove(&seq)
+                {
+                    shared.time_sent(written.elapsed());
+                }
                 let mut ledger = shared.ledger.lock().unwrap();
                 match ledger.insert((member.gid, cmid.clone()), msgid) {
                     None => Shared::count_one(&shared.counters.confirmed),
@@ -448,6 +498,7 @@ impl Outbox {
                 pending.not_before = Instant::now();
             }
         }
+        self.publish(member);
         end
     }
 }
@@ -593,10 +644,10 @@ impl Tracker {
     }
 }
 
-fn pull_frame(gid: u64, id: u64, after: u64) -> String {
+pub(super) fn pull_frame(gid: u64, id: u64, after: u64) -> String {
     format!(r#"{{"type":"pull","id":{id},"gid":{gid},"after":{after},"limit":{PULL_LIMIT}}}"#)
 }
 
-fn ack_frame(gid: u64, msgid: u64) -> String {
+pub(super) fn ack_frame(gid: u64, msgid: u64) -> String {
     format!(r#"{{"type":"ack","gid":{gid},"msgid":{msgid}}}"#)
 }
