@@ -443,13 +443,16 @@ impl GroupActor {
         if let Some(refusal) = self.refusal(uid) {
             return Some(Err(refusal));
         }
-        let (stored, read_at) = self.stored_latest.unwrap_or((0, Instant::now()));
-        let known = self.latest.max(stored);
+        let known = self
+            .latest
+            .max(self.stored_latest.map_or(0, |(stored, _)| stored));
         if msgid <= known {
             self.record_ack(uid, msgid);
             return Some(Ok(()));
         }
-        let fresh = self.stored_latest.is_some() && read_at.elapsed() < STORED_LATEST_FRESH;
+        let fresh = self
+            .stored_latest
+            .is_some_and(|(_, read_at)| read_at.elapsed() < STORED_LATEST_FRESH);
         fresh.then(|| {
             Err(ApiError::bad_request(format!(
                 "msgid {msgid} is above the newest msgid of group {}, {known}",
