@@ -412,11 +412,7 @@ impl Handler<Submit> for GroupActor {
             reply,
         });
         self.write_next(ctx);
-        Box::pin(async move {
-            committed
-                .await
-                .unwrap_or_else(|_| Err(ApiError::unavailable()))
-        })
+        answer_when_sent(committed)
     }
 }
 
@@ -505,12 +501,16 @@ impl Handler<AckUpTo> for GroupActor {
             reply,
         });
         self.read_stored_latest(ctx);
-        Box::pin(async move {
-            decided
-                .await
-                .unwrap_or_else(|_| Err(ApiError::unavailable()))
-        })
+        answer_when_sent(decided)
     }
+}
+
+/// The reply a handler gives once the actor sends it on `reply`; `unavailable` if the actor
+/// stopped first.
+fn answer_when_sent<T: Send + 'static>(
+    reply: oneshot::Receiver<Result<T, ApiError>>,
+) -> ResponseFuture<Result<T, ApiError>> {
+    Box::pin(async move { reply.await.unwrap_or_else(|_| Err(ApiError::unavailable())) })
 }
 
 impl Handler<CursorOf> for GroupActor {

@@ -349,17 +349,18 @@ impl Session {
             ClientRequest::Send { gid, cmid, body } => self.send(id, gid, cmid, body, ctx),
             ClientRequest::Ack { gid, msgid } => self.ack(id, gid, msgid, ctx),
             ClientRequest::Pull { gid, after, limit } => self.pull(id, gid, after, limit, ctx),
-            ClientRequest::Sync(request) => self.sync(id, request, ctx),
+            ClientRequest::Sync(request) => self.sync(id, kind, request, ctx),
         }
     }
 
     fn sync(
         &mut self,
         id: Option<RequestId>,
+        kind: RequestKind,
         request: SyncRequest,
         ctx: &mut WebsocketContext<Self>,
     ) {
-        if !self.begin_in_flight(ctx, id.clone(), kind_of_sync(&request)) {
+        if !self.begin_in_flight(ctx, id.clone(), kind) {
             return;
         }
         let (store, uid, turn) = (self.shared.store.clone(), self.uid(), self.read_turn());
@@ -599,14 +600,7 @@ fn kind_of(request: &ClientRequest) -> RequestKind {
         ClientRequest::Ack { .. } => RequestKind::Ack,
         ClientRequest::Send { .. } => RequestKind::Send,
         ClientRequest::Pull { limit, .. } => RequestKind::Pull { limit: *limit },
-        ClientRequest::Sync(sync) => kind_of_sync(sync),
-    }
-}
-
-pub fn kind_of_sync(sync: &SyncRequest) -> RequestKind {
-    RequestKind::Sync {
-        full: sync.is_full(),
-        groups: sync.groups.len(),
+        ClientRequest::Sync(sync) => sync.request_kind(),
     }
 }
 

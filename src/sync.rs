@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::budget::RequestKind;
 use crate::error::ApiError;
 use crate::protocol::{no_nul, valid_id};
 
@@ -120,12 +121,16 @@ pub struct SyncRequest {
 pub const MAX_SYNC_GROUPS: usize = 10_000;
 
 impl SyncRequest {
-    /// Whether some part is asked from version 0, which answers with a snapshot of it.
-    pub fn is_full(&self) -> bool {
-        self.me.user_info_version == 0
-            || self.group_list.group_list_version == 0
-            || self.friends.user_list_version == 0
-            || self.groups.iter().any(|g| g.user_list_version == 0)
+    /// What the sync costs: more when some part is asked from version 0, which answers
+    /// with a snapshot of it.
+    pub fn request_kind(&self) -> RequestKind {
+        RequestKind::Sync {
+            full: self.me.user_info_version == 0
+                || self.group_list.group_list_version == 0
+                || self.friends.user_list_version == 0
+                || self.groups.iter().any(|g| g.user_list_version == 0),
+            groups: self.groups.len(),
+        }
     }
 
     pub fn validate(self) -> Result<SyncRequest, ApiError> {

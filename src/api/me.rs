@@ -4,7 +4,6 @@ use actix_web::{web, HttpResponse};
 
 use super::{publish, AppState, User};
 use crate::error::ApiError;
-use crate::session::kind_of_sync;
 use crate::sync::{ProfileEdit, SyncRequest};
 
 /// `GET /v1/me`: the user's profile with its versions.
@@ -34,6 +33,6 @@ pub async fn sync_route(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner().validate()?;
-    state.charge(user.uid, kind_of_sync(&request))?;
+    state.charge(user.uid, request.request_kind())?;
     Ok(HttpResponse::Ok().json(state.store.sync(user.uid, &request).await?))
 }

@@ -212,11 +212,6 @@ pub struct Store {
     client_reads: Arc<Semaphore>,
 }
 
-/// A place among the client reads running at once; the read runs while it is held.
-pub struct ReadPermit {
-    _held: OwnedSemaphorePermit,
-}
-
 /// Records an operation's latency when dropped.
 struct Timed {
     op: &'static str,
@@ -270,11 +265,9 @@ impl Store {
 
     /// Waits for a place among the client reads running at once (fairly: first come, first
     /// served).
-    pub async fn read_permit(&self) -> ReadPermit {
+    async fn read_permit(&self) -> OwnedSemaphorePermit {
         let permit = self.client_reads.clone().acquire_owned().await;
-        ReadPermit {
-            _held: permit.expect("the semaphore is never closed"),
-        }
+        permit.expect("the semaphore is never closed")
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
