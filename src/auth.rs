@@ -60,7 +60,7 @@ impl TokenKeys {
             .sub
             .parse::<u64>()
             .ok()
-            .and_then(|uid| crate::protocol::valid_id(uid).ok())
+            .and_then(|uid| crate::model::valid_id(uid).ok())
             .ok_or_else(|| unauthorized("invalid token: `sub` is not a uid"))?;
         Ok(Identity {
             uid,

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::model::sync::SyncRequest;
+
 /// What a client asks for, as the budget prices it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
@@ -34,6 +36,18 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
+    /// What a sync costs: more when some part is asked from version 0, which answers with a
+    /// snapshot of it.
+    pub fn sync(request: &SyncRequest) -> RequestKind {
+        RequestKind::Sync {
+            full: request.me.user_info_version == 0
+                || request.group_list.group_list_version == 0
+                || request.friends.user_list_version == 0
+                || request.groups.iter().any(|g| g.user_list_version == 0),
+            groups: request.groups.len(),
+        }
+    }
+
     /// Units the request takes from its bucket.
     pub fn cost(self) -> u32 {
         match self {

@@ -2,10 +2,7 @@
 //! with a JSON error body, or as an `error` frame.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
-
-use crate::store::StoreError;
 
 /// Every error code a client can see (`../shared/protocol.md`, "Errors").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -114,57 +111,10 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Unavailable(_) => ApiError::unavailable(),
-            StoreError::NotFound(what) => ApiError::not_found(what),
-            StoreError::Forbidden(why) => ApiError::forbidden(why),
-            StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, what),
-            StoreError::Invalid(why) => ApiError::bad_request(why),
-            StoreError::Corrupt(what) => {
-                tracing::error!(%what, "storage returned unexpected data");
-                ApiError::new(ErrorCode::Internal, "internal error")
-            }
-            StoreError::Query(e) => {
-                tracing::error!(error = %e, "storage query failed");
-                ApiError::new(ErrorCode::Internal, "internal error")
-            }
-        }
-    }
-}
-
 impl From<actix::MailboxError> for ApiError {
     /// A mailbox closes only while an actor stops (a group that just went idle, a server
     /// shutting down): the request may be retried.
     fn from(_: actix::MailboxError) -> Self {
         ApiError::new(ErrorCode::Unavailable, "service busy, retry")
-    }
-}
-
-#[derive(Serialize)]
-struct HttpErrorBody<'a> {
-    error: HttpErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct HttpErrorDetail<'a> {
-    code: ErrorCode,
-    message: &'a str,
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        self.code.status()
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        crate::metrics::global().error(self.code);
-        HttpResponse::build(self.code.status()).json(HttpErrorBody {
-            error: HttpErrorDetail {
-                code: self.code,
-                message: &self.message,
-            },
-        })
     }
 }

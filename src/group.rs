@@ -13,18 +13,17 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use tokio::sync::oneshot;
 
-use crate::acks::AckWriter;
 use crate::budget::{Limit, RequestKind};
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
-    AckUpTo, CursorOf, FlushAcks, GroupChange, GroupStep, Join, Leave, SessionHandle, SessionId,
-    Submit, ToSession, WriteAcks,
+    AckUpTo, CursorOf, FlushAcks, GroupChange, GroupHandle, GroupInbox, GroupStep, GroupStopped,
+    Join, Leave, SessionHandle, SessionId, Submit, ToSession, WriteAcks,
 };
 use crate::metrics;
-use crate::protocol::{now_ms, GroupCursor, MessageView, ServerFrame};
-use crate::registry::{GroupStopped, RegistryActor};
+use crate::model::sync::SyncNotice;
+use crate::model::{now_ms, GroupCursor, MessageView};
+use crate::protocol::ServerFrame;
 use crate::store::{AckUpdate, AppendOutcome, Appended, NewMessage, Store, StoreError};
-use crate::sync::SyncNotice;
 
 /// How long a group that failed to load answers with its error before it stops (a later
 /// request starts a fresh actor, which tries again).
@@ -60,11 +59,11 @@ struct WaitingAck {
 
 pub struct GroupActor {
     gid: u64,
-    /// Tells the registry which actor stopped, so a newer one is not forgotten.
+    /// Tells the directory which actor stopped, so a newer one is not forgotten.
     generation: u64,
     store: Store,
-    registry: Addr<RegistryActor>,
-    ack_writer: Addr<AckWriter>,
+    stopped: Recipient<GroupStopped>,
+    ack_writer: Recipient<WriteAcks>,
     settings: GroupSettings,
     /// Set when the group could not be loaded; every request gets it until the actor stops.
     failed: Option<ApiError>,
@@ -95,15 +94,15 @@ impl GroupActor {
         gid: u64,
         generation: u64,
         store: Store,
-        registry: Addr<RegistryActor>,
-        ack_writer: Addr<AckWriter>,
+        stopped: Recipient<GroupStopped>,
+        ack_writer: Recipient<WriteAcks>,
         settings: GroupSettings,
     ) -> Self {
         GroupActor {
             gid,
             generation,
             store,
-            registry,
+            stopped,
             ack_writer,
             settings,
             failed: None,
@@ -119,6 +118,19 @@ impl GroupActor {
             reading_latest: false,
             idle_since: None,
         }
+    }
+
+    /// The handle others reach the group by.
+    pub fn handle(group: &Addr<GroupActor>) -> GroupHandle {
+        GroupHandle::new(GroupInbox {
+            join: group.clone().recipient(),
+            leave: group.clone().recipient(),
+            submit: group.clone().recipient(),
+            ack: group.clone().recipient(),
+            cursor: group.clone().recipient(),
+            change: group.clone().recipient(),
+            flush: group.clone().recipient(),
+        })
     }
 
     /// Why `uid` may not act in this group, if it may not.
@@ -358,7 +370,7 @@ impl Actor for GroupActor {
         for pending in self.queue.drain(..) {
             let _ = pending.reply.send(Err(ApiError::unavailable()));
         }
-        self.registry.do_send(GroupStopped {
+        self.stopped.do_send(GroupStopped {
             gid: self.gid,
             generation: self.generation,
         });
@@ -540,7 +552,7 @@ impl Handler<GroupChange> for GroupActor {
                     for session in sessions {
                         session.inbox.do_send(ToSession::Joined {
                             gid: self.gid,
-                            group: ctx.address(),
+                            group: GroupActor::handle(&ctx.address()),
                         });
                         self.online.insert(session.id, session);
                     }

@@ -32,10 +32,11 @@ pub mod error;
 pub mod group;
 pub mod messages;
 pub mod metrics;
+pub mod model;
 pub mod protocol;
 pub mod registry;
 pub mod session;
 pub mod startup;
 pub mod store;
-pub mod sync;
+
 pub mod telemetry;

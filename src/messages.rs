@@ -1,5 +1,8 @@
-//! The messages actors exchange: one type per intent, each with its reply type.
+//! The messages actors exchange — one type per intent, each with its reply type — and the
+//! handles actors reach each other by. Handles are made of `Recipient`s, so no actor names
+//! another's type: this module is the leaf the actors all stand on.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -8,10 +11,9 @@ use bytestring::ByteString;
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
-use crate::group::GroupActor;
-use crate::protocol::GroupCursor;
+use crate::model::sync::{GroupVersions, SyncNotice};
+use crate::model::GroupCursor;
 use crate::store::{AckUpdate, Appended};
-use crate::sync::{GroupVersions, SyncNotice};
 
 /// Mailbox bound of actors every session talks to (groups, the registry): requests past it
 /// wait in their senders (`send` is bounded; `do_send` is not).
@@ -38,7 +40,7 @@ pub enum ToSession {
     /// Pre-serialised frames to write, shared by every recipient. Counted in the backlog.
     Frames(Arc<[ByteString]>),
     /// The session now belongs to this group (it was added while online).
-    Joined { gid: u64, group: Addr<GroupActor> },
+    Joined { gid: u64, group: GroupHandle },
     /// The session no longer receives this group (its user left, or it was disbanded).
     Left { gid: u64 },
     /// New versions of something the session keeps in sync; coalesced into `sync_notify`.
@@ -126,6 +128,69 @@ impl SessionHandle {
 
 // ---- to a group ----
 
+/// How sessions, the directory and HTTP handlers reach a group actor: one inbox per request
+/// type, shared by everyone who holds the handle (cloning it is one reference count).
+#[derive(Clone)]
+pub struct GroupHandle(Arc<GroupInbox>);
+
+/// The recipients a group actor answers on; built by the group itself.
+pub struct GroupInbox {
+    pub join: Recipient<Join>,
+    pub leave: Recipient<Leave>,
+    pub submit: Recipient<Submit>,
+    pub ack: Recipient<AckUpTo>,
+    pub cursor: Recipient<CursorOf>,
+    pub change: Recipient<GroupChange>,
+    pub flush: Recipient<FlushAcks>,
+}
+
+/// A message a group answers, and which of its recipients takes it.
+pub trait GroupRequest: Message<Result: Send> + Send + Sized + 'static {
+    fn inbox(group: &GroupInbox) -> &Recipient<Self>;
+}
+
+impl GroupHandle {
+    pub fn new(inbox: GroupInbox) -> Self {
+        GroupHandle(Arc::new(inbox))
+    }
+
+    /// Sends `msg` and waits for the group's reply (bounded by its mailbox).
+    pub fn ask<M: GroupRequest>(&self, msg: M) -> RecipientRequest<M> {
+        M::inbox(&self.0).send(msg)
+    }
+
+    /// Sends `msg` without waiting: for what must reach the group even when its mailbox is
+    /// full (a session leaving, a committed change).
+    pub fn tell<M: GroupRequest>(&self, msg: M) {
+        M::inbox(&self.0).do_send(msg)
+    }
+
+    /// Whether the group's actor still runs.
+    pub fn alive(&self) -> bool {
+        self.0.join.connected()
+    }
+}
+
+macro_rules! group_requests {
+    ($($message:ty => $field:ident),* $(,)?) => {
+        $(impl GroupRequest for $message {
+            fn inbox(group: &GroupInbox) -> &Recipient<Self> {
+                &group.$field
+            }
+        })*
+    };
+}
+
+group_requests! {
+    Join => join,
+    Leave => leave,
+    Submit => submit,
+    AckUpTo => ack,
+    CursorOf => cursor,
+    GroupChange => change,
+    FlushAcks => flush,
+}
+
 /// A session of a member comes online in the group. Replies with the member's cursor.
 #[derive(Message)]
 #[rtype(result = "Result<GroupCursor, ApiError>")]
@@ -183,6 +248,35 @@ pub enum GroupStep {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FlushAcks;
+
+// ---- to the directory ----
+
+/// A group actor stopped; `generation` tells it apart from a newer actor of the same gid.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GroupStopped {
+    pub gid: u64,
+    pub generation: u64,
+}
+
+/// What committed changes ask of the live gateway, made from their effects by the publisher.
+#[derive(Default)]
+pub struct Deliveries {
+    /// Steps for each group's actor, in the order they happened. A `Join` step's sessions are
+    /// filled in by the directory, which knows who is online.
+    pub groups: BTreeMap<u64, Vec<GroupStep>>,
+    /// Versions that moved, for every session of a user.
+    pub notices: Vec<(u64, Arc<SyncNotice>)>,
+    /// A frame for every session of a user.
+    pub frames: Vec<(u64, Arc<[ByteString]>)>,
+    /// Users whose sessions close, with 4003, once their groups were told.
+    pub deactivated: Vec<u64>,
+}
+
+/// Carry out deliveries; replies once every group concerned has queued its steps.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Deliveries);
 
 // ---- to an ack writer ----
 

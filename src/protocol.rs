@@ -10,13 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::sync::{
+use crate::model::sync::{
     FriendVersions, GroupListVersions, GroupVersions, ProfileVersion, SyncNotice, SyncReply,
     SyncRequest,
 };
+use crate::model::{no_nul, valid_id, GroupCursor, MessageView};
 
-/// Largest uid or gid: ids travel as JSON numbers, which clients read as doubles.
-pub const MAX_ID: u64 = (1 << 53) - 1;
 /// `cmid` length bounds, in characters.
 pub const CMID_MAX_CHARS: usize = 64;
 /// Default and largest page of a `pull`.
@@ -250,28 +249,6 @@ fn nesting_within(text: &str, max_depth: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Refuses text with U+0000, which PostgreSQL cannot store in `text` (and no client means).
-pub fn no_nul(field: &str, text: &str) -> Result<(), ApiError> {
-    if text.contains('\0') {
-        Err(ApiError::bad_request(format!(
-            "{field} contains the character U+0000"
-        )))
-    } else {
-        Ok(())
-    }
-}
-
-/// Checks a uid or gid: positive and representable in a JSON double.
-pub fn valid_id(id: u64) -> Result<u64, ApiError> {
-    if id == 0 || id > MAX_ID {
-        Err(ApiError::bad_request(format!(
-            "id {id} is out of range 1..2^53"
-        )))
-    } else {
-        Ok(id)
-    }
-}
-
 /// The page size of a pull: the default when absent, refused outside 1..=1000.
 pub fn pull_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {
@@ -281,25 +258,6 @@ pub fn pull_limit(limit: Option<u32>) -> Result<u32, ApiError> {
             "limit {n} is out of range 1..={PULL_MAX_LIMIT}"
         ))),
     }
-}
-
-/// A stored group message as clients see it, pushed or pulled.
-#[derive(Debug, Clone, Serialize)]
-pub struct MessageView {
-    pub gid: u64,
-    pub msgid: u64,
-    pub from: u64,
-    pub ts: i64,
-    pub cmid: String,
-    pub body: Box<RawValue>,
-}
-
-/// A group the user belongs to, with what is unread in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct GroupCursor {
-    pub gid: u64,
-    pub last_ack: u64,
-    pub latest: u64,
 }
 
 /// Every frame the server sends.
@@ -353,14 +311,6 @@ impl ServerFrame<'_> {
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("server frames always serialise")
     }
-}
-
-/// Current server time in milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -508,7 +458,7 @@ mod tests {
 
     #[test]
     fn a_sync_reply_is_flat_under_its_type_and_id() {
-        use crate::sync::{FriendSync, GroupListSync, UserInfo};
+        use crate::model::sync::{FriendSync, GroupListSync, UserInfo};
         let me = UserInfo {
             uid: 42,
             nickname: "ann".into(),

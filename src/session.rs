@@ -24,15 +24,16 @@ use tokio::sync::Semaphore;
 use crate::auth::Identity;
 use crate::budget::{Limit, Rate, RequestKind, SessionBudget, MAX_LIMITED_IN_A_ROW};
 use crate::error::{ApiError, ErrorCode};
-use crate::group::GroupActor;
 use crate::messages::{
-    close, AckUpTo, Backlog, Join, Leave, SessionHandle, SessionId, Submit, ToSession,
+    close, AckUpTo, Backlog, GroupHandle, GroupRequest, Join, Leave, SessionHandle, SessionId,
+    Submit, ToSession,
 };
 use crate::metrics;
-use crate::protocol::{self, ClientRequest, GroupCursor, RequestId, ServerFrame};
-use crate::registry::{ask_group, merge_cursors, Connect, Disconnect, GroupFor, RegistryActor};
+use crate::model::sync::{SyncNotice, SyncRequest};
+use crate::model::GroupCursor;
+use crate::protocol::{self, ClientRequest, RequestId, ServerFrame};
+use crate::registry::directory::{ask_group, Connect, Directory, Disconnect, GroupFor};
 use crate::store::{Membership, Store};
-use crate::sync::{SyncNotice, SyncRequest};
 
 /// Bad frames in a row after which the session is closed with 1008. Requests refused for
 /// the client's own fault (a non-member's send, an ack above the newest msgid) count too.
@@ -48,7 +49,7 @@ const NOTIFY_WINDOW: Duration = Duration::from_millis(50);
 /// What every session shares.
 pub struct SessionContext {
     pub store: Store,
-    pub registry: Addr<RegistryActor>,
+    pub directory: Addr<Directory>,
     pub limits: SessionLimits,
 }
 
@@ -75,8 +76,8 @@ pub struct Session {
     id: SessionId,
     identity: Identity,
     shared: Arc<SessionContext>,
-    /// Group actors this session is online in, to send to without asking the registry.
-    groups: HashMap<u64, Addr<GroupActor>>,
+    /// Group actors this session is online in, to send to without asking the directory.
+    groups: HashMap<u64, GroupHandle>,
     backlog: Arc<Backlog>,
     last_heard: Instant,
     budget: SessionBudget,
@@ -254,21 +255,20 @@ impl Session {
 
     /// Hands `msg` to the group `gid`. When this session is online in the group the message
     /// is queued at once, in the order of the session's requests (pipelined sends are stored
-    /// in the order sent); otherwise the registry is asked for the group first.
-    fn ask_group<M>(&self, gid: u64, msg: M) -> BoxFuture<'static, Result<M::Result, ApiError>>
-    where
-        M: actix::Message + Send + 'static,
-        M::Result: Send,
-        GroupActor: Handler<M>,
-    {
+    /// in the order sent); otherwise the directory is asked for the group first.
+    fn ask_group<M: GroupRequest>(
+        &self,
+        gid: u64,
+        msg: M,
+    ) -> BoxFuture<'static, Result<M::Result, ApiError>> {
         match self.groups.get(&gid) {
             Some(group) => {
-                let queued = group.send(msg);
+                let queued = group.ask(msg);
                 Box::pin(async move { Ok(queued.await?) })
             }
             None => {
-                let registry = self.shared.registry.clone();
-                Box::pin(async move { ask_group(&registry, gid, msg).await })
+                let directory = self.shared.directory.clone();
+                Box::pin(async move { ask_group(&directory, gid, msg).await })
             }
         }
     }
@@ -276,12 +276,12 @@ impl Session {
     /// Registers with every group of the user, then greets the client with its cursors.
     fn greet(&mut self, ctx: &mut WebsocketContext<Self>) {
         let (uid, handle) = (self.uid(), self.session_handle(ctx));
-        let (store, registry) = (self.shared.store.clone(), self.shared.registry.clone());
+        let (store, directory) = (self.shared.store.clone(), self.shared.directory.clone());
         let joining = async move {
             let stored = store.user_groups(uid).await?;
             let joins = stored
                 .into_iter()
-                .map(|stored| join_group(registry.clone(), handle.clone(), stored));
+                .map(|stored| join_group(directory.clone(), handle.clone(), stored));
             let joined = try_join_all(joins).await?;
             Ok::<_, ApiError>(joined.into_iter().flatten().collect::<Vec<_>>())
         };
@@ -600,22 +600,22 @@ fn kind_of(request: &ClientRequest) -> RequestKind {
         ClientRequest::Ack { .. } => RequestKind::Ack,
         ClientRequest::Send { .. } => RequestKind::Send,
         ClientRequest::Pull { limit, .. } => RequestKind::Pull { limit: *limit },
-        ClientRequest::Sync(sync) => sync.request_kind(),
+        ClientRequest::Sync(sync) => RequestKind::sync(sync),
     }
 }
 
 /// Joins one group the store says the user belongs to. `None` when the user left it (or it
 /// is gone) since the store was read; an error when the group cannot be loaded.
 async fn join_group(
-    registry: Addr<RegistryActor>,
+    directory: Addr<Directory>,
     session: SessionHandle,
     stored: GroupCursor,
-) -> Result<Option<(GroupCursor, Addr<GroupActor>)>, ApiError> {
-    // A group actor that stops just as we ask is replaced by the registry: ask once more.
+) -> Result<Option<(GroupCursor, GroupHandle)>, ApiError> {
+    // A group actor that stops just as we ask is replaced by the directory: ask once more.
     for _ in 0..2 {
-        let group = registry.send(GroupFor(stored.gid)).await?;
-        match group.send(Join(session.clone())).await {
-            Ok(Ok(live)) => return Ok(Some((merge_cursors(stored, Some(live)), group))),
+        let group = directory.send(GroupFor(stored.gid)).await?;
+        match group.ask(Join(session.clone())).await {
+            Ok(Ok(live)) => return Ok(Some((stored.merge(Some(live)), group))),
             Ok(Err(refused))
                 if matches!(refused.code, ErrorCode::Forbidden | ErrorCode::NotFound) =>
             {
@@ -652,10 +652,9 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::global().sessions.inc();
-        // Heartbeats and token expiry are driven by the registry for every session at once,
-        // rather than by two timers per session polled at each of its wake-ups. The registry
-        // also admits the session within the caps; frames wait until it has.
-        let admitted = self.shared.registry.send(Connect {
+        // Heartbeats and token expiry are driven by the registry's ticker for every session
+        // at once (`registry::ticker`). The directory also admits the session within the caps; frames wait until it has.
+        let admitted = self.shared.directory.send(Connect {
             session: self.session_handle(ctx),
             token_exp: self.identity.exp,
         });
@@ -672,7 +671,7 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         metrics::global().sessions.dec();
-        self.shared.registry.do_send(Disconnect {
+        self.shared.directory.do_send(Disconnect {
             uid: self.uid(),
             id: self.id,
         });
@@ -681,12 +680,12 @@ impl Actor for Session {
         // (acks are cumulative, so one that also arrives on its way changes nothing).
         for (gid, group) in &self.groups {
             if let Some(msgid) = self.acks.get(gid).and_then(AckState::unanswered) {
-                group.do_send(AckUpTo {
+                group.tell(AckUpTo {
                     uid: self.uid(),
                     msgid,
                 });
             }
-            group.do_send(Leave(self.id));
+            group.tell(Leave(self.id));
         }
     }
 }

@@ -19,7 +19,8 @@ use crate::budget::{Rate, UserBudgets};
 use crate::config::Config;
 use crate::group::GroupSettings;
 use crate::messages::close;
-use crate::registry::{CloseAll, FlushAll, GroupFactory, RegistryActor, SessionCaps};
+use crate::registry::directory::{CloseAll, FlushAll};
+use crate::registry::{Directory, GroupFactory, Publisher, SessionCaps};
 use crate::session::{SessionContext, SessionLimits};
 use crate::store::Store;
 
@@ -30,7 +31,7 @@ pub struct Application {
     store: Store,
     /// Set once the migrations are applied: until then requests get 503.
     ready: Arc<AtomicBool>,
-    registry: Addr<RegistryActor>,
+    directory: Addr<Directory>,
     arbiters: Vec<Arbiter>,
     addr: SocketAddr,
     config: Config,
@@ -47,7 +48,7 @@ impl Application {
         let ack_writers = (0..config.ack_writers)
             .map(|_| AckWriter::new(store.clone()).start())
             .collect();
-        let registry = RegistryActor::new(
+        let directory = Directory::new(
             GroupFactory {
                 store: store.clone(),
                 settings: GroupSettings {
@@ -66,16 +67,18 @@ impl Application {
             },
         )
         .start();
+        let publisher = Publisher::new(directory.clone().recipient()).start();
         let state = web::Data::new(AppState {
             ready: ready.clone(),
             store: store.clone(),
-            registry: registry.clone(),
+            directory: directory.clone(),
+            publisher,
             tokens: TokenKeys::new(config.jwt_secret.expose()),
             admin_key: AdminKey::new(config.admin_key.expose().to_owned()),
             allowed_origins: config.allowed_origins.clone(),
             sessions: Arc::new(SessionContext {
                 store: store.clone(),
-                registry: registry.clone(),
+                directory: directory.clone(),
                 limits: SessionLimits {
                     max_frame_bytes: config.max_frame_bytes,
                     max_body_bytes: config.max_body_bytes,
@@ -118,7 +121,7 @@ impl Application {
             server,
             store,
             ready,
-            registry,
+            directory,
             arbiters,
             addr,
             config,
@@ -139,7 +142,7 @@ impl Application {
             handle,
             store,
             ready,
-            registry,
+            directory,
             arbiters,
             addr,
             config,
@@ -162,14 +165,14 @@ impl Application {
         signal.await;
         tracing::info!("stopping: no new connections, closing sessions, flushing acks");
         let stopping = handle.stop(true);
-        registry
+        directory
             .send(CloseAll {
                 code: close::GOING_AWAY_RESTART,
                 reason: "server restarting",
             })
             .await?;
         stopping.await;
-        let flushed = tokio::time::timeout(config.shutdown_timeout, registry.send(FlushAll)).await;
+        let flushed = tokio::time::timeout(config.shutdown_timeout, directory.send(FlushAll)).await;
         match flushed {
             Ok(Ok(())) => tracing::info!("acks flushed"),
             _ => tracing::error!("acks could not be flushed in time; members may see redelivery"),

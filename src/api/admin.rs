@@ -8,7 +8,7 @@ use serde_json::json;
 use super::groups::{valid_group_info, valid_uids};
 use super::{publish, Admin, AppState};
 use crate::error::ApiError;
-use crate::protocol::valid_id;
+use crate::model::valid_id;
 use crate::store::{NewGroup, UserUpsert};
 
 /// Longest token lifetime the admin API issues: 30 days.

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::user::live_cursors;
 use super::{AppState, User};
 use crate::error::ApiError;
-use crate::protocol::{now_ms, valid_id};
+use crate::model::check_length;
+use crate::model::{now_ms, valid_id};
 use crate::store::{Conversation, Membership};
-use crate::sync::check_length;
 
 /// The channel type of a group; its channel id is `g<gid>`.
 pub const GROUP_CHANNEL: u8 = 2;

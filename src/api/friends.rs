@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{publish, Admin, AppState, User};
 use crate::error::ApiError;
-use crate::protocol::valid_id;
+use crate::model::valid_id;
 use crate::store::FriendRequest;
 
 #[derive(Deserialize)]

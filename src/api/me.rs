@@ -3,8 +3,9 @@
 use actix_web::{web, HttpResponse};
 
 use super::{publish, AppState, User};
+use crate::budget::RequestKind;
 use crate::error::ApiError;
-use crate::sync::{ProfileEdit, SyncRequest};
+use crate::model::sync::{ProfileEdit, SyncRequest};
 
 /// `GET /v1/me`: the user's profile with its versions.
 pub async fn profile_route(
@@ -33,6 +34,6 @@ pub async fn sync_route(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner().validate()?;
-    state.charge(user.uid, request.request_kind())?;
+    state.charge(user.uid, RequestKind::sync(&request))?;
     Ok(HttpResponse::Ok().json(state.store.sync(user.uid, &request).await?))
 }

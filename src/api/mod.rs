@@ -2,6 +2,7 @@
 
 mod admin;
 mod conversations;
+mod error_response;
 mod friends;
 mod groups;
 mod me;
@@ -21,7 +22,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use crate::auth::{bearer, unauthorized, AdminKey, TokenKeys};
 use crate::budget::{RequestKind, UserBudgets};
 use crate::error::{ApiError, ErrorCode};
-use crate::registry::{Publish, RegistryActor};
+use crate::registry::{Directory, Publish, Publisher};
 use crate::session::SessionContext;
 use crate::store::{Effect, Store};
 
@@ -30,7 +31,8 @@ pub struct AppState {
     /// Whether storage is prepared (migrations applied); requests wait for it with 503.
     pub ready: Arc<AtomicBool>,
     pub store: Store,
-    pub registry: Addr<RegistryActor>,
+    pub directory: Addr<Directory>,
+    pub publisher: Addr<Publisher>,
     pub tokens: TokenKeys,
     pub admin_key: AdminKey,
     /// Origins browsers may open WebSockets from; empty allows any.
@@ -252,7 +254,7 @@ impl Caller for Admin {
 /// sessions concerned, members joining and leaving live groups.
 pub async fn publish(state: &AppState, effects: Vec<Effect>) -> Result<(), ApiError> {
     if !effects.is_empty() {
-        state.registry.send(Publish(effects)).await?;
+        state.publisher.send(Publish(effects)).await?;
     }
     Ok(())
 }

@@ -7,8 +7,9 @@ use super::{AppState, User};
 use crate::budget::RequestKind;
 use crate::error::ApiError;
 use crate::messages::AckUpTo;
-use crate::protocol::{pull_limit, valid_id, GroupCursor, MessageView};
-use crate::registry::{ask_group, LiveCursors};
+use crate::model::{valid_id, GroupCursor, MessageView};
+use crate::protocol::pull_limit;
+use crate::registry::directory::{ask_group, LiveCursors};
 use crate::session::pull_page;
 
 #[derive(Deserialize)]
@@ -60,7 +61,7 @@ pub async fn ack_route(
         uid: user.uid,
         msgid: body.msgid,
     };
-    ask_group(&state.registry, gid, ack).await??;
+    ask_group(&state.directory, gid, ack).await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -81,5 +82,5 @@ pub async fn my_groups_route(
 /// Every group of the user with its cursor, counting acks held in memory not yet written.
 pub async fn live_cursors(state: &AppState, uid: u64) -> Result<Vec<GroupCursor>, ApiError> {
     let stored = state.store.user_groups(uid).await?;
-    Ok(state.registry.send(LiveCursors { uid, stored }).await?)
+    Ok(state.directory.send(LiveCursors { uid, stored }).await?)
 }

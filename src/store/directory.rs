@@ -6,7 +6,9 @@ use serde::Deserialize;
 use tokio_postgres::error::SqlState;
 
 use super::{db, id, timed, Param, Store, StoreError};
-use crate::sync::{GroupEdit, GroupInfo, GroupVersions, ProfileEdit, Role, UserInfo, UserVersions};
+use crate::model::sync::{
+    GroupEdit, GroupInfo, GroupVersions, ProfileEdit, Role, UserInfo, UserVersions,
+};
 
 /// What a committed change means for the live gateway, in the order it happened.
 #[derive(Debug, Clone, Deserialize)]

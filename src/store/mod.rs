@@ -17,8 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics;
-use crate::protocol::{GroupCursor, MessageView};
+use crate::model::{GroupCursor, MessageView};
 
 pub use conversations::Conversation;
 pub use directory::{Effect, FriendRequest, Friends, NewGroup, UserUpsert};
@@ -44,6 +45,26 @@ pub enum StoreError {
     Corrupt(String),
     #[error("query failed: {0}")]
     Query(#[source] tokio_postgres::Error),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => ApiError::unavailable(),
+            StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::Forbidden(why) => ApiError::forbidden(why),
+            StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, what),
+            StoreError::Invalid(why) => ApiError::bad_request(why),
+            StoreError::Corrupt(what) => {
+                tracing::error!(%what, "storage returned unexpected data");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
+            StoreError::Query(e) => {
+                tracing::error!(error = %e, "storage query failed");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -414,7 +435,7 @@ impl Store {
                 &stmt,
                 &[
                     &db(gid),
-                    &db(after.min(crate::protocol::MAX_ID)),
+                    &db(after.min(crate::model::MAX_ID)),
                     &(i64::from(limit) + 1),
                 ],
             )

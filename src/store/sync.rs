@@ -8,7 +8,7 @@ use tokio_postgres::IsolationLevel;
 
 use super::directory::{group_info, profile_query, user_info, USER_INFO_COLUMNS};
 use super::{db, id, timed, Param, Store, StoreError};
-use crate::sync::{
+use crate::model::sync::{
     FriendSync, FriendVersions, GroupListSync, GroupListVersions, GroupSync, GroupVersions, Member,
     Role, SyncReply, SyncRequest, UserInfo,
 };

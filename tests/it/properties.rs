@@ -5,11 +5,14 @@
 use std::collections::BTreeMap;
 
 use herald::error::ErrorCode;
-use herald::protocol::{
-    decode, pull_limit, valid_id, ClientRequest, RequestId, ServerFrame, CMID_MAX_CHARS, MAX_ID,
-    PULL_DEFAULT_LIMIT, PULL_MAX_LIMIT,
+use herald::model::sync::{
+    FriendVersions, GroupListVersions, GroupVersions, ProfileVersion, SyncNotice,
 };
-use herald::sync::{FriendVersions, GroupListVersions, GroupVersions, ProfileVersion, SyncNotice};
+use herald::model::{valid_id, MAX_ID};
+use herald::protocol::{
+    decode, pull_limit, ClientRequest, RequestId, ServerFrame, CMID_MAX_CHARS, PULL_DEFAULT_LIMIT,
+    PULL_MAX_LIMIT,
+};
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};

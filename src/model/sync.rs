@@ -5,9 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::budget::RequestKind;
+use super::ids::{check_length, valid_id};
 use crate::error::ApiError;
-use crate::protocol::{no_nul, valid_id};
 
 /// A user's profile: each field carries the `user_info_version` at which it last changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -121,18 +120,6 @@ pub struct SyncRequest {
 pub const MAX_SYNC_GROUPS: usize = 10_000;
 
 impl SyncRequest {
-    /// What the sync costs: more when some part is asked from version 0, which answers
-    /// with a snapshot of it.
-    pub fn request_kind(&self) -> RequestKind {
-        RequestKind::Sync {
-            full: self.me.user_info_version == 0
-                || self.group_list.group_list_version == 0
-                || self.friends.user_list_version == 0
-                || self.groups.iter().any(|g| g.user_list_version == 0),
-            groups: self.groups.len(),
-        }
-    }
-
     pub fn validate(self) -> Result<SyncRequest, ApiError> {
         if self.groups.len() > MAX_SYNC_GROUPS {
             return Err(ApiError::bad_request(format!(
@@ -313,17 +300,6 @@ impl GroupEdit {
             MAX_GROUP_DESCRIPTION_CHARS,
         )?;
         Ok(self)
-    }
-}
-
-/// Refuses a text field longer than `max` characters, or holding U+0000.
-pub fn check_length(field: &str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
-    match value {
-        Some(text) if text.chars().count() > max => Err(ApiError::bad_request(format!(
-            "{field} is longer than {max} characters"
-        ))),
-        Some(text) => no_nul(field, text),
-        None => Ok(()),
     }
 }
 

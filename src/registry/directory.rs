@@ -1,28 +1,26 @@
-//! The registry: routes gid → group actor (starting one when needed) and uid → sessions,
-//! and carries changes committed in storage (membership, events, versions) to the live
-//! actors.
+//! The directory: gid → group actor (starting one when needed), uid → open sessions, and
+//! the node's caps on sessions. It carries out the deliveries the publisher makes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
-use bytestring::ByteString;
 use futures_util::future::join_all;
 use smallvec::SmallVec;
 
+use super::ticker::{Expiries, EXPIRY_SWEEP};
 use crate::acks::AckWriter;
 use crate::error::ApiError;
 use crate::group::{GroupActor, GroupSettings};
 use crate::messages::{
-    close, CursorOf, FlushAcks, GroupChange, GroupStep, SessionHandle, SessionId, ToSession,
+    close, CursorOf, Deliver, Deliveries, FlushAcks, GroupChange, GroupHandle, GroupRequest,
+    GroupStep, GroupStopped, SessionHandle, SessionId, ToSession,
 };
 use crate::metrics;
-use crate::protocol::GroupCursor;
-use crate::store::{Effect, Store};
-use crate::sync::SyncNotice;
+use crate::model::GroupCursor;
+use crate::store::Store;
 
-/// What the registry needs to start group actors.
+/// What the directory needs to start group actors.
 pub struct GroupFactory {
     pub store: Store,
     pub settings: GroupSettings,
@@ -32,15 +30,12 @@ pub struct GroupFactory {
     pub arbiters: Vec<ArbiterHandle>,
 }
 
-/// An open session as the registry keeps it.
+/// An open session as the directory keeps it.
 struct Online {
     handle: SessionHandle,
     /// When its token expires, to find it in `expiries`.
     token_exp: u64,
 }
-
-/// How often expired tokens are looked for: sessions close within this of their expiry.
-const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 
 /// How many sessions the node holds: in all, and per user.
 #[derive(Debug, Clone, Copy)]
@@ -49,45 +44,45 @@ pub struct SessionCaps {
     pub per_user: usize,
 }
 
-pub struct RegistryActor {
+pub struct Directory {
     factory: GroupFactory,
     caps: SessionCaps,
     /// Open sessions, all users together.
     open: usize,
-    groups: HashMap<u64, (u64, Addr<GroupActor>)>,
+    /// Each running group actor, with the generation it was started as.
+    groups: HashMap<u64, (u64, GroupHandle)>,
     /// Each user's open sessions: a handful at most, the first kept inline.
     sessions: HashMap<u64, SmallVec<[Online; 1]>>,
-    /// Sessions by the expiry of their token (seconds since the epoch), swept every second.
-    expiries: BTreeSet<(u64, SessionId, u64)>,
+    expiries: Expiries,
     /// Interval of the pings every session gets.
     heartbeat: Duration,
     /// Tells group actors of one gid apart across restarts of the actor.
     next_generation: u64,
 }
 
-impl RegistryActor {
+impl Directory {
     pub fn new(factory: GroupFactory, heartbeat: Duration, caps: SessionCaps) -> Self {
-        RegistryActor {
+        Directory {
             factory,
             caps,
             open: 0,
             groups: HashMap::new(),
             sessions: HashMap::new(),
-            expiries: BTreeSet::new(),
+            expiries: Expiries::default(),
             heartbeat,
             next_generation: 0,
         }
     }
 
-    fn live_group(&self, gid: u64) -> Option<Addr<GroupActor>> {
+    fn live_group(&self, gid: u64) -> Option<GroupHandle> {
         self.groups
             .get(&gid)
-            .map(|(_, addr)| addr)
-            .filter(|addr| addr.connected())
+            .map(|(_, group)| group)
+            .filter(|group| group.alive())
             .cloned()
     }
 
-    fn group(&mut self, gid: u64, ctx: &mut Context<Self>) -> Addr<GroupActor> {
+    fn group(&mut self, gid: u64, ctx: &mut Context<Self>) -> GroupHandle {
         if let Some(addr) = self.live_group(gid) {
             return addr;
         }
@@ -96,22 +91,20 @@ impl RegistryActor {
         let slot = (gid % self.factory.arbiters.len() as u64) as usize;
         let writer = (gid % self.factory.ack_writers.len() as u64) as usize;
         let (store, settings) = (self.factory.store.clone(), self.factory.settings.clone());
-        let (ack_writer, registry) = (self.factory.ack_writers[writer].clone(), ctx.address());
+        let ack_writer = self.factory.ack_writers[writer].clone().recipient();
+        let stopped = ctx.address().recipient();
         let addr = GroupActor::start_in_arbiter(&self.factory.arbiters[slot], move |_| {
-            GroupActor::new(gid, generation, store, registry, ack_writer, settings)
+            GroupActor::new(gid, generation, store, stopped, ack_writer, settings)
         });
-        self.groups.insert(gid, (generation, addr.clone()));
-        addr
+        let group = GroupActor::handle(&addr);
+        self.groups.insert(gid, (generation, group.clone()));
+        group
     }
 
     /// Closes, with 4001, every session whose token has expired.
     fn close_expired(&mut self) {
         let now = jsonwebtoken::get_current_timestamp();
-        while let Some(&(exp, id, uid)) = self.expiries.first() {
-            if exp > now {
-                break;
-            }
-            self.expiries.pop_first();
+        for (id, uid) in self.expiries.take_due(now) {
             let sessions = self.sessions.get(&uid).into_iter().flatten();
             if let Some(online) = sessions.into_iter().find(|o| o.handle.id == id) {
                 online.handle.close(close::TOKEN_EXPIRED, "token expired");
@@ -127,7 +120,7 @@ impl RegistryActor {
     }
 }
 
-impl Actor for RegistryActor {
+impl Actor for Directory {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -151,7 +144,7 @@ pub struct Connect {
     pub token_exp: u64,
 }
 
-impl Handler<Connect> for RegistryActor {
+impl Handler<Connect> for Directory {
     type Result = Result<(), (u16, &'static str)>;
 
     fn handle(
@@ -169,7 +162,7 @@ impl Handler<Connect> for RegistryActor {
             return Err((close::TOO_MANY_SESSIONS, "too many sessions for this user"));
         }
         self.open += 1;
-        self.expiries.insert((token_exp, session.id, session.uid));
+        self.expiries.track(token_exp, session.id, session.uid);
         sessions.push(Online {
             handle: session,
             token_exp,
@@ -186,7 +179,7 @@ pub struct Disconnect {
     pub id: SessionId,
 }
 
-impl Handler<Disconnect> for RegistryActor {
+impl Handler<Disconnect> for Directory {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
@@ -195,7 +188,7 @@ impl Handler<Disconnect> for RegistryActor {
         };
         if let Some(at) = sessions.iter().position(|o| o.handle.id == msg.id) {
             let online = sessions.swap_remove(at);
-            self.expiries.remove(&(online.token_exp, msg.id, msg.uid));
+            self.expiries.forget(online.token_exp, msg.id, msg.uid);
             self.open -= 1;
         }
         if sessions.is_empty() {
@@ -206,10 +199,10 @@ impl Handler<Disconnect> for RegistryActor {
 
 /// The group's actor, started if it is not running.
 #[derive(Message)]
-#[rtype(result = "Addr<GroupActor>")]
+#[rtype(result = "GroupHandle")]
 pub struct GroupFor(pub u64);
 
-impl Handler<GroupFor> for RegistryActor {
+impl Handler<GroupFor> for Directory {
     type Result = MessageResult<GroupFor>;
 
     fn handle(&mut self, GroupFor(gid): GroupFor, ctx: &mut Self::Context) -> Self::Result {
@@ -217,15 +210,7 @@ impl Handler<GroupFor> for RegistryActor {
     }
 }
 
-/// A group actor stopped.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct GroupStopped {
-    pub gid: u64,
-    pub generation: u64,
-}
-
-impl Handler<GroupStopped> for RegistryActor {
+impl Handler<GroupStopped> for Directory {
     type Result = ();
 
     fn handle(&mut self, stopped: GroupStopped, _: &mut Self::Context) {
@@ -235,67 +220,44 @@ impl Handler<GroupStopped> for RegistryActor {
     }
 }
 
-/// A committed change's effects, to carry to the live actors: group steps to each group
-/// in order, notices and frames to users' sessions, and last the closing of deactivated
-/// users' sessions (after their groups were told).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Publish(pub Vec<Effect>);
-
-impl Handler<Publish> for RegistryActor {
+impl Handler<Deliver> for Directory {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, Publish(effects): Publish, ctx: &mut Self::Context) -> Self::Result {
-        let mut changes: BTreeMap<u64, Vec<GroupStep>> = BTreeMap::new();
-        let mut deactivated = Vec::new();
-        for effect in effects {
-            let (gid, step) = match effect {
-                Effect::Joined { gid, uid } => (
-                    gid,
-                    GroupStep::Join {
-                        uid,
-                        sessions: self.sessions_of(&[uid]),
-                    },
-                ),
-                Effect::Event { gid, frame } => (gid, GroupStep::Push(frame.to_string().into())),
-                Effect::Left { gid, uid } => (gid, GroupStep::Leave(uid)),
-                Effect::Disbanded { gid } => (gid, GroupStep::Disband),
-                Effect::GroupVersions(versions) => (versions.gid, GroupStep::Notify(versions)),
-                Effect::UserVersions(versions) => {
-                    let notice = Arc::new(SyncNotice::user(versions));
-                    for session in self.sessions_of(&[versions.uid]) {
-                        session.inbox.do_send(ToSession::Notify(notice.clone()));
-                    }
-                    continue;
-                }
-                Effect::Frame { uid, frame } => {
-                    let frames: Arc<[ByteString]> = Arc::from([frame.to_string().into()]);
-                    for session in self.sessions_of(&[uid]) {
-                        session.push(&frames);
-                    }
-                    continue;
-                }
-                Effect::Deactivated { uid } => {
-                    deactivated.push(uid);
-                    continue;
-                }
-            };
-            changes.entry(gid).or_default().push(step);
+    fn handle(&mut self, Deliver(deliveries): Deliver, ctx: &mut Self::Context) -> Self::Result {
+        let Deliveries {
+            groups,
+            notices,
+            frames,
+            deactivated,
+        } = deliveries;
+        for (uid, notice) in notices {
+            for session in self.sessions_of(&[uid]) {
+                session.inbox.do_send(ToSession::Notify(notice.clone()));
+            }
         }
-        let delivered: Vec<_> = changes
+        for (uid, frames) in frames {
+            for session in self.sessions_of(&[uid]) {
+                session.push(&frames);
+            }
+        }
+        let delivered: Vec<_> = groups
             .into_iter()
-            .filter_map(|(gid, steps)| {
+            .filter_map(|(gid, mut steps)| {
+                let mut joining_online = false;
+                for step in &mut steps {
+                    if let GroupStep::Join { uid, sessions } = step {
+                        *sessions = self.sessions_of(&[*uid]);
+                        joining_online |= !sessions.is_empty();
+                    }
+                }
                 // A group with no actor has nobody online: start one only for someone
                 // joining it with a session open.
-                let joining_online = steps.iter().any(
-                    |step| matches!(step, GroupStep::Join { sessions, .. } if !sessions.is_empty()),
-                );
                 let group = if joining_online {
                     Some(self.group(gid, ctx))
                 } else {
                     self.live_group(gid)
                 };
-                group.map(|group| group.send(GroupChange(steps)))
+                group.map(|group| group.ask(GroupChange(steps)))
             })
             .collect();
         Box::pin(join_all(delivered).into_actor(self).map(move |_, act, _| {
@@ -315,7 +277,7 @@ pub struct LiveCursors {
     pub stored: Vec<GroupCursor>,
 }
 
-impl Handler<LiveCursors> for RegistryActor {
+impl Handler<LiveCursors> for Directory {
     type Result = ResponseFuture<Vec<GroupCursor>>;
 
     fn handle(&mut self, msg: LiveCursors, _: &mut Self::Context) -> Self::Result {
@@ -328,25 +290,13 @@ impl Handler<LiveCursors> for RegistryActor {
         Box::pin(async move {
             let merged = asks.into_iter().map(|(stored, group)| async move {
                 let live = match group {
-                    Some(group) => group.send(CursorOf(uid)).await.ok().flatten(),
+                    Some(group) => group.ask(CursorOf(uid)).await.ok().flatten(),
                     None => None,
                 };
-                merge_cursors(stored, live)
+                stored.merge(live)
             });
             join_all(merged).await
         })
-    }
-}
-
-/// The newer of a stored cursor and a live group's view of it.
-pub fn merge_cursors(stored: GroupCursor, live: Option<GroupCursor>) -> GroupCursor {
-    match live {
-        Some(live) => GroupCursor {
-            gid: stored.gid,
-            last_ack: stored.last_ack.max(live.last_ack),
-            latest: stored.latest.max(live.latest),
-        },
-        None => stored,
     }
 }
 
@@ -358,7 +308,7 @@ pub struct CloseAll {
     pub reason: &'static str,
 }
 
-impl Handler<CloseAll> for RegistryActor {
+impl Handler<CloseAll> for Directory {
     type Result = ();
 
     fn handle(&mut self, msg: CloseAll, _: &mut Self::Context) {
@@ -373,14 +323,14 @@ impl Handler<CloseAll> for RegistryActor {
 #[rtype(result = "()")]
 pub struct FlushAll;
 
-impl Handler<FlushAll> for RegistryActor {
+impl Handler<FlushAll> for Directory {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: FlushAll, _: &mut Self::Context) -> Self::Result {
         let flushes: Vec<_> = self
             .groups
             .values()
-            .map(|(_, group)| group.send(FlushAcks))
+            .map(|(_, group)| group.ask(FlushAcks))
             .collect();
         Box::pin(async move {
             join_all(flushes).await;
@@ -389,16 +339,11 @@ impl Handler<FlushAll> for RegistryActor {
 }
 
 /// Asks the group `gid` to handle `msg`, starting the group if needed.
-pub async fn ask_group<M>(
-    registry: &Addr<RegistryActor>,
+pub async fn ask_group<M: GroupRequest>(
+    directory: &Addr<Directory>,
     gid: u64,
     msg: M,
-) -> Result<M::Result, ApiError>
-where
-    M: Message + Send + 'static,
-    M::Result: Send,
-    GroupActor: Handler<M>,
-{
-    let group = registry.send(GroupFor(gid)).await?;
-    Ok(group.send(msg).await?)
+) -> Result<M::Result, ApiError> {
+    let group = directory.send(GroupFor(gid)).await?;
+    Ok(group.ask(msg).await?)
 }

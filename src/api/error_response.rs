@@ -1,0 +1,36 @@
+//! How an [`ApiError`] reaches an HTTP client: its status and a JSON error body, counted in
+//! the metrics.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics;
+
+#[derive(Serialize)]
+struct HttpErrorBody<'a> {
+    error: HttpErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct HttpErrorDetail<'a> {
+    code: ErrorCode,
+    message: &'a str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        metrics::global().error(self.code);
+        HttpResponse::build(self.code.status()).json(HttpErrorBody {
+            error: HttpErrorDetail {
+                code: self.code,
+                message: &self.message,
+            },
+        })
+    }
+}

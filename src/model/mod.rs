@@ -1,0 +1,10 @@
+//! The gateway's vocabulary: ids and the checks on them, stored messages and cursors, the
+//! versioned sync model. Plain data, imported by every layer above; it imports nothing of
+//! Herald but the client-facing error type.
+
+pub mod ids;
+pub mod message;
+pub mod sync;
+
+pub use ids::{check_length, no_nul, now_ms, valid_id, MAX_ID};
+pub use message::{GroupCursor, MessageView};

@@ -1,0 +1,163 @@
+//! The publisher: the one place where the effects of a committed change become deliveries
+//! to live groups and sessions. Every change (HTTP handlers, the admin API) publishes here,
+//! after its transaction committed; this is where other nodes will hear of it too.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+
+use crate::messages::{Deliver, Deliveries, GroupStep};
+use crate::model::sync::SyncNotice;
+use crate::store::Effect;
+
+/// A committed change's effects, in the order they happened. Replies once the groups
+/// concerned have queued them, so a reply to the change's caller comes after its events.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish(pub Vec<Effect>);
+
+pub struct Publisher {
+    directory: Recipient<Deliver>,
+}
+
+impl Publisher {
+    pub fn new(directory: Recipient<Deliver>) -> Self {
+        Publisher { directory }
+    }
+}
+
+impl Actor for Publisher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(crate::messages::BUSY_ACTOR_MAILBOX);
+    }
+}
+
+impl Handler<Publish> for Publisher {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, Publish(effects): Publish, _: &mut Self::Context) -> Self::Result {
+        let delivered = self.directory.send(Deliver(deliveries(effects)));
+        Box::pin(async move {
+            // The directory stops only with the system, when nobody waits for this.
+            let _ = delivered.await;
+        })
+    }
+}
+
+/// What each effect asks of the live gateway: group steps per group in order, notices and
+/// frames per user, and last the closing of deactivated users' sessions.
+pub fn deliveries(effects: Vec<Effect>) -> Deliveries {
+    let mut out = Deliveries::default();
+    for effect in effects {
+        let (gid, step) = match effect {
+            Effect::Joined { gid, uid } => (
+                gid,
+                GroupStep::Join {
+                    uid,
+                    sessions: Vec::new(),
+                },
+            ),
+            Effect::Event { gid, frame } => (gid, GroupStep::Push(frame.to_string().into())),
+            Effect::Left { gid, uid } => (gid, GroupStep::Leave(uid)),
+            Effect::Disbanded { gid } => (gid, GroupStep::Disband),
+            Effect::GroupVersions(versions) => (versions.gid, GroupStep::Notify(versions)),
+            Effect::UserVersions(versions) => {
+                let notice = Arc::new(SyncNotice::user(versions));
+                out.notices.push((versions.uid, notice));
+                continue;
+            }
+            Effect::Frame { uid, frame } => {
+                let frame: ByteString = frame.to_string().into();
+                out.frames.push((uid, Arc::from([frame])));
+                continue;
+            }
+            Effect::Deactivated { uid } => {
+                out.deactivated.push(uid);
+                continue;
+            }
+        };
+        out.groups.entry(gid).or_default().push(step);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sync::{GroupVersions, UserVersions};
+
+    fn steps(deliveries: &Deliveries, gid: u64) -> Vec<String> {
+        deliveries.groups[&gid]
+            .iter()
+            .map(|step| match step {
+                GroupStep::Join { uid, sessions } => {
+                    assert!(sessions.is_empty(), "the directory fills sessions in");
+                    format!("join {uid}")
+                }
+                GroupStep::Push(frame) => format!("push {frame}"),
+                GroupStep::Leave(uid) => format!("leave {uid}"),
+                GroupStep::Disband => "disband".into(),
+                GroupStep::Notify(v) => format!("notify {}", v.user_list_version),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_group_gets_its_steps_in_the_order_they_happened() {
+        let event = serde_json::json!({"type": "event", "event": "member_removed"});
+        let effects = vec![
+            Effect::Joined { gid: 1, uid: 10 },
+            Effect::Event {
+                gid: 2,
+                frame: event.clone(),
+            },
+            Effect::Left { gid: 2, uid: 20 },
+            Effect::GroupVersions(GroupVersions {
+                gid: 1,
+                user_list_version: 7,
+                user_info_version: 0,
+            }),
+            Effect::Disbanded { gid: 2 },
+        ];
+        let deliveries = deliveries(effects);
+        assert_eq!(steps(&deliveries, 1), ["join 10", "notify 7"]);
+        assert_eq!(
+            steps(&deliveries, 2),
+            [format!("push {event}"), "leave 20".into(), "disband".into()]
+        );
+    }
+
+    #[test]
+    fn users_get_notices_and_frames_and_the_deactivated_are_listed_for_closing() {
+        let versions = UserVersions {
+            uid: 5,
+            user_info_version: 3,
+            group_list_version: 0,
+            group_info_version: 0,
+            friend_list_version: 0,
+            friend_info_version: 0,
+        };
+        let effects = vec![
+            Effect::UserVersions(versions),
+            Effect::Frame {
+                uid: 6,
+                frame: serde_json::json!({"type": "friend_request", "from": 5}),
+            },
+            Effect::Deactivated { uid: 5 },
+        ];
+        let deliveries = deliveries(effects);
+        assert!(deliveries.groups.is_empty());
+        assert_eq!(deliveries.notices.len(), 1);
+        assert_eq!(deliveries.notices[0].0, 5);
+        assert_eq!(deliveries.frames.len(), 1);
+        assert_eq!(deliveries.frames[0].0, 6);
+        assert_eq!(
+            &*deliveries.frames[0].1[0],
+            r#"{"from":5,"type":"friend_request"}"#
+        );
+        assert_eq!(deliveries.deactivated, [5]);
+    }
+}
