@@ -3,7 +3,10 @@
 //! message out once to every online session, and coalesces the members' acks.
 //!
 //! The group never waits on a session: pushes are pre-serialised frames queued with
-//! `do_send`, bounded by each session's backlog.
+//! `do_send`, bounded by each session's backlog. Its decisions live in [`policy`]; this
+//! module carries them out.
+
+mod policy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use tokio::sync::oneshot;
 
+use self::policy::{gap_before, judge_ack, AckVerdict, CommitQueue, MemberAcks};
 use crate::budget::{Limit, RequestKind};
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
@@ -70,13 +74,9 @@ pub struct GroupActor {
     /// Newest msgid this actor knows committed.
     latest: u64,
     /// Every member and the highest msgid they acked (written or not).
-    members: HashMap<u64, u64>,
+    acks: MemberAcks,
     online: HashMap<SessionId, SessionHandle>,
-    /// Acks not yet handed to the ack writer: one entry per member however many acks came.
-    unflushed: HashMap<u64, u64>,
-    queue: Vec<PendingSend>,
-    /// One group-commit transaction at a time, so msgids reach sessions in order.
-    writing: bool,
+    queue: CommitQueue<PendingSend>,
     /// Set while sends are refused for a full queue, so the refusal is logged once a burst.
     busy: bool,
     /// The newest msgid storage held when last read (commits of other nodes included), and
@@ -98,6 +98,7 @@ impl GroupActor {
         ack_writer: Recipient<WriteAcks>,
         settings: GroupSettings,
     ) -> Self {
+        let queue = CommitQueue::new(settings.max_queue, settings.max_batch);
         GroupActor {
             gid,
             generation,
@@ -107,11 +108,9 @@ impl GroupActor {
             settings,
             failed: None,
             latest: 0,
-            members: HashMap::new(),
+            acks: MemberAcks::default(),
             online: HashMap::new(),
-            unflushed: HashMap::new(),
-            queue: Vec::new(),
-            writing: false,
+            queue,
             busy: false,
             stored_latest: None,
             acks_waiting: Vec::new(),
@@ -138,7 +137,7 @@ impl GroupActor {
         if let Some(failed) = &self.failed {
             return Some(failed.clone());
         }
-        (!self.members.contains_key(&uid)).then(|| ApiError::not_a_member(self.gid))
+        (!self.acks.is_member(uid)).then(|| ApiError::not_a_member(self.gid))
     }
 
     fn fail(&mut self, error: ApiError, ctx: &mut Context<Self>) {
@@ -149,16 +148,11 @@ impl GroupActor {
     /// Starts the next group-commit transaction if none is running: everything queued
     /// since the last one, up to `max_batch`, is committed together.
     fn write_next(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.queue.is_empty() {
+        let Some(batch) = self.queue.next_batch() else {
             return;
-        }
-        let take = self.queue.len().min(self.settings.max_batch);
-        let (messages, replies): (Vec<_>, Vec<_>) = self
-            .queue
-            .drain(..take)
-            .map(|p| (p.message, p.reply))
-            .unzip();
-        self.writing = true;
+        };
+        let (messages, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.message, p.reply)).unzip();
         let (store, gid, known) = (self.store.clone(), self.gid, self.latest);
         let max_gap = self.settings.max_batch as u64;
         let commit = async move {
@@ -173,7 +167,7 @@ impl GroupActor {
             commit
                 .into_actor(self)
                 .map(|(messages, outcome, missed), act, ctx| {
-                    act.writing = false;
+                    act.queue.committed();
                     act.committed(messages, replies, outcome, missed);
                     act.write_next(ctx);
                 }),
@@ -256,21 +250,13 @@ impl GroupActor {
         });
     }
 
-    fn record_ack(&mut self, uid: u64, msgid: u64) {
-        if let Some(acked) = self.members.get_mut(&uid) {
-            if msgid > *acked {
-                *acked = msgid;
-                self.unflushed.insert(uid, msgid);
-            }
-        }
-    }
-
     /// The acks not yet handed to the ack writer, as one batch.
     fn take_unflushed(&mut self) -> WriteAcks {
         let gid = self.gid;
         WriteAcks(
-            self.unflushed
-                .drain()
+            self.acks
+                .take_unflushed()
+                .into_iter()
                 .map(|(uid, msgid)| AckUpdate { gid, uid, msgid })
                 .collect(),
         )
@@ -281,9 +267,8 @@ impl GroupActor {
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
         self.online.retain(|_, session| session.alive());
         let idle = self.online.is_empty()
-            && self.queue.is_empty()
-            && !self.writing
-            && self.unflushed.is_empty()
+            && self.queue.is_idle()
+            && !self.acks.has_unflushed()
             && self.acks_waiting.is_empty();
         match (idle, self.idle_since) {
             (false, _) => self.idle_since = None,
@@ -304,20 +289,17 @@ async fn missed_messages(
     outcome: &AppendOutcome,
     max_gap: u64,
 ) -> Vec<MessageView> {
-    let Some(first) = outcome
+    let first = outcome
         .results
         .iter()
         .filter(|r| !r.dup)
         .map(|r| r.msgid)
-        .min()
-    else {
+        .min();
+    let Some((after, before)) = first.and_then(|first| gap_before(known, first, max_gap)) else {
         return Vec::new();
     };
-    if first <= known + 1 || first - known - 1 > max_gap {
-        return Vec::new();
-    }
     store
-        .messages_between(gid, known, first)
+        .messages_between(gid, after, before)
         .await
         .unwrap_or_else(|error| {
             tracing::warn!(gid, %error, "could not load messages committed elsewhere");
@@ -339,7 +321,7 @@ impl Actor for GroupActor {
                 .map(move |loaded, act, ctx| match loaded {
                     Ok(Some(snapshot)) => {
                         act.latest = snapshot.latest;
-                        act.members = snapshot.members.into_iter().collect();
+                        act.acks = MemberAcks::new(snapshot.members);
                     }
                     Ok(None) => act.fail(
                         ApiError::not_found(format!("group {gid} does not exist")),
@@ -352,7 +334,7 @@ impl Actor for GroupActor {
                 }),
         );
         ctx.run_interval(self.settings.ack_flush, |act, _| {
-            if !act.unflushed.is_empty() {
+            if act.acks.has_unflushed() {
                 let acks = act.take_unflushed();
                 act.ack_writer.do_send(acks);
             }
@@ -363,11 +345,11 @@ impl Actor for GroupActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         metrics::global().groups_active.dec();
-        if !self.unflushed.is_empty() {
+        if self.acks.has_unflushed() {
             let acks = self.take_unflushed();
             self.ack_writer.do_send(acks);
         }
-        for pending in self.queue.drain(..) {
+        for pending in self.queue.drain() {
             let _ = pending.reply.send(Err(ApiError::unavailable()));
         }
         self.stopped.do_send(GroupStopped {
@@ -384,7 +366,10 @@ impl Handler<Join> for GroupActor {
         if let Some(refusal) = self.refusal(session.uid) {
             return Err(refusal);
         }
-        let last_ack = self.members[&session.uid];
+        let last_ack = self
+            .acks
+            .acked(session.uid)
+            .expect("refusal checked membership");
         self.online.insert(session.id, session);
         Ok(GroupCursor {
             gid: self.gid,
@@ -409,12 +394,8 @@ impl Handler<Submit> for GroupActor {
         if let Some(refusal) = self.refusal(submit.uid) {
             return Box::pin(async move { Err(refusal) });
         }
-        if self.queue.len() >= self.settings.max_queue {
-            return Box::pin(std::future::ready(Err(self.refuse_busy(submit.uid))));
-        }
-        self.busy = false;
         let (reply, committed) = oneshot::channel();
-        self.queue.push(PendingSend {
+        let send = PendingSend {
             message: NewMessage {
                 sender: submit.uid,
                 cmid: submit.cmid,
@@ -422,7 +403,11 @@ impl Handler<Submit> for GroupActor {
                 ts: now_ms(),
             },
             reply,
-        });
+        };
+        if self.queue.push(send).is_err() {
+            return Box::pin(std::future::ready(Err(self.refuse_busy(submit.uid))));
+        }
+        self.busy = false;
         self.write_next(ctx);
         answer_when_sent(committed)
     }
@@ -451,22 +436,20 @@ impl GroupActor {
         if let Some(refusal) = self.refusal(uid) {
             return Some(Err(refusal));
         }
-        let known = self
-            .latest
-            .max(self.stored_latest.map_or(0, |(stored, _)| stored));
-        if msgid <= known {
-            self.record_ack(uid, msgid);
-            return Some(Ok(()));
-        }
-        let fresh = self
+        let stored = self
             .stored_latest
-            .is_some_and(|(_, read_at)| read_at.elapsed() < STORED_LATEST_FRESH);
-        fresh.then(|| {
-            Err(ApiError::bad_request(format!(
+            .map(|(stored, read_at)| (stored, read_at.elapsed()));
+        match judge_ack(msgid, self.latest, stored, STORED_LATEST_FRESH) {
+            AckVerdict::Record => {
+                self.acks.record(uid, msgid);
+                Some(Ok(()))
+            }
+            AckVerdict::Refuse { known } => Some(Err(ApiError::bad_request(format!(
                 "msgid {msgid} is above the newest msgid of group {}, {known}",
                 self.gid
-            )))
-        })
+            )))),
+            AckVerdict::AskStorage => None,
+        }
     }
 
     /// Reads the group's newest stored msgid, once for every ack waiting, then decides them.
@@ -529,7 +512,7 @@ impl Handler<CursorOf> for GroupActor {
     type Result = Option<GroupCursor>;
 
     fn handle(&mut self, CursorOf(uid): CursorOf, _: &mut Self::Context) -> Self::Result {
-        let last_ack = *self.members.get(&uid)?;
+        let last_ack = self.acks.acked(uid)?;
         Some(GroupCursor {
             gid: self.gid,
             last_ack,
@@ -548,7 +531,7 @@ impl Handler<GroupChange> for GroupActor {
         for step in steps {
             match step {
                 GroupStep::Join { uid, sessions } => {
-                    self.members.entry(uid).or_insert(self.latest);
+                    self.acks.join(uid, self.latest);
                     for session in sessions {
                         session.inbox.do_send(ToSession::Joined {
                             gid: self.gid,
@@ -559,8 +542,7 @@ impl Handler<GroupChange> for GroupActor {
                 }
                 GroupStep::Push(frame) => self.push(Arc::from([frame])),
                 GroupStep::Leave(uid) => {
-                    self.members.remove(&uid);
-                    self.unflushed.remove(&uid);
+                    self.acks.leave(uid);
                     self.drop_sessions_of(uid);
                 }
                 GroupStep::Notify(versions) => {
@@ -570,12 +552,11 @@ impl Handler<GroupChange> for GroupActor {
                     }
                 }
                 GroupStep::Disband => {
-                    let uids: Vec<u64> = self.members.keys().copied().collect();
+                    let uids: Vec<u64> = self.acks.members().collect();
                     for uid in uids {
                         self.drop_sessions_of(uid);
                     }
-                    self.members.clear();
-                    self.unflushed.clear();
+                    self.acks.clear();
                     let gone = ApiError::not_found(format!("group {} does not exist", self.gid));
                     self.fail(gone, ctx);
                     return;
