@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
@@ -97,6 +98,7 @@ impl Application {
         let send_buffer = config.socket_send_buffer;
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(api::in_request_span))
                 .app_data(state.clone())
                 .configure(api::routes(max_http_body))
         })

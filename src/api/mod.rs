@@ -16,8 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::Addr;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
+use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpRequest};
+use tracing::Instrument;
 
 use crate::auth::{bearer, unauthorized, AdminKey, TokenKeys};
 use crate::budget::{RequestKind, UserBudgets};
@@ -43,6 +47,21 @@ pub struct AppState {
 }
 
 /// Mounts every route.
+/// Runs each HTTP request in a span of its own; the user, once authenticated, is recorded in
+/// it, so every log line of the request says whose it was.
+pub async fn in_request_span(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = req.path(),
+        uid = tracing::field::Empty,
+    );
+    next.call(req).instrument(span).await
+}
+
 pub fn routes(max_http_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(
@@ -216,6 +235,7 @@ impl FromRequest for User {
             state.require_ready()?;
             let token = token.ok_or_else(|| unauthorized("missing bearer token"))?;
             let identity = state.tokens.verify(&token)?;
+            tracing::Span::current().record("uid", identity.uid);
             state.charge(identity.uid, kind)?;
             require_active(&state.store, identity.uid).await?;
             Ok(User { uid: identity.uid })

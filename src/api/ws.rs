@@ -35,6 +35,7 @@ pub async fn ws_route(
         .or(query.token.as_deref())
         .ok_or_else(|| unauthorized("missing token: send a bearer header or ?token="))?;
     let identity = state.tokens.verify(token)?;
+    tracing::Span::current().record("uid", identity.uid);
     state.charge(identity.uid, RequestKind::Connect)?;
     require_active(&state.store, identity.uid).await?;
     let session = Session::new(identity, state.sessions.clone());

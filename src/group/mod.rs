@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytestring::ByteString;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use self::policy::{gap_before, judge_ack, AckVerdict, CommitQueue, MemberAcks};
 use crate::budget::{Limit, RequestKind};
@@ -63,6 +64,8 @@ struct WaitingAck {
 
 pub struct GroupActor {
     gid: u64,
+    /// Carries `gid` to every log line of the group's work, storage errors included.
+    span: tracing::Span,
     /// Tells the directory which actor stopped, so a newer one is not forgotten.
     generation: u64,
     store: Store,
@@ -101,6 +104,7 @@ impl GroupActor {
         let queue = CommitQueue::new(settings.max_queue, settings.max_batch);
         GroupActor {
             gid,
+            span: tracing::info_span!("group", gid),
             generation,
             store,
             stopped,
@@ -130,6 +134,11 @@ impl GroupActor {
             change: group.clone().recipient(),
             flush: group.clone().recipient(),
         })
+    }
+
+    /// Enters the group's span until the guard drops.
+    fn in_span(&self) -> tracing::span::EnteredSpan {
+        self.span.clone().entered()
     }
 
     /// Why `uid` may not act in this group, if it may not.
@@ -163,15 +172,14 @@ impl GroupActor {
             };
             (messages, outcome, missed)
         };
-        ctx.spawn(
-            commit
-                .into_actor(self)
-                .map(|(messages, outcome, missed), act, ctx| {
-                    act.queue.committed();
-                    act.committed(messages, replies, outcome, missed);
-                    act.write_next(ctx);
-                }),
-        );
+        ctx.spawn(commit.instrument(self.span.clone()).into_actor(self).map(
+            |(messages, outcome, missed), act, ctx| {
+                let _span = act.in_span();
+                act.queue.committed();
+                act.committed(messages, replies, outcome, missed);
+                act.write_next(ctx);
+            },
+        ));
     }
 
     /// Replies to the senders and pushes what was stored, in msgid order.
@@ -185,7 +193,7 @@ impl GroupActor {
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
-                tracing::warn!(gid = self.gid, %error, "group commit failed");
+                tracing::warn!(%error, "group commit failed");
                 let error = ApiError::from(error);
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
@@ -234,7 +242,7 @@ impl GroupActor {
         let dropped = before - self.online.len();
         if dropped > 0 {
             metrics.slow_consumers_closed.inc_by(dropped as u64);
-            tracing::info!(gid = self.gid, dropped, "closed slow sessions (4008)");
+            tracing::info!(dropped, "closed slow sessions (4008)");
         }
     }
 
@@ -302,7 +310,7 @@ async fn missed_messages(
         .messages_between(gid, after, before)
         .await
         .unwrap_or_else(|error| {
-            tracing::warn!(gid, %error, "could not load messages committed elsewhere");
+            tracing::warn!(%error, "could not load messages committed elsewhere");
             Vec::new()
         })
 }
@@ -317,19 +325,23 @@ impl Actor for GroupActor {
         // Nothing else is handled until the group is loaded.
         ctx.wait(
             async move { store.group_snapshot(gid).await }
+                .instrument(self.span.clone())
                 .into_actor(self)
-                .map(move |loaded, act, ctx| match loaded {
-                    Ok(Some(snapshot)) => {
-                        act.latest = snapshot.latest;
-                        act.acks = MemberAcks::new(snapshot.members);
-                    }
-                    Ok(None) => act.fail(
-                        ApiError::not_found(format!("group {gid} does not exist")),
-                        ctx,
-                    ),
-                    Err(error) => {
-                        tracing::warn!(gid, %error, "could not load group");
-                        act.fail(ApiError::from(error), ctx)
+                .map(move |loaded, act, ctx| {
+                    let _span = act.in_span();
+                    match loaded {
+                        Ok(Some(snapshot)) => {
+                            act.latest = snapshot.latest;
+                            act.acks = MemberAcks::new(snapshot.members);
+                        }
+                        Ok(None) => act.fail(
+                            ApiError::not_found(format!("group {gid} does not exist")),
+                            ctx,
+                        ),
+                        Err(error) => {
+                            tracing::warn!(%error, "could not load group");
+                            act.fail(ApiError::from(error), ctx)
+                        }
                     }
                 }),
         );
@@ -391,6 +403,7 @@ impl Handler<Submit> for GroupActor {
     type Result = ResponseFuture<Result<Appended, ApiError>>;
 
     fn handle(&mut self, submit: Submit, ctx: &mut Self::Context) -> Self::Result {
+        let _span = self.in_span();
         if let Some(refusal) = self.refusal(submit.uid) {
             return Box::pin(async move { Err(refusal) });
         }
@@ -421,7 +434,6 @@ impl GroupActor {
         if !self.busy {
             self.busy = true;
             tracing::warn!(
-                gid = self.gid,
                 uid,
                 queued = self.queue.len(),
                 "group queue full: refusing sends with rate_limited"
@@ -459,8 +471,9 @@ impl GroupActor {
         }
         self.reading_latest = true;
         let (store, gid) = (self.store.clone(), self.gid);
-        let reading = async move { store.group_latest(gid).await };
+        let reading = async move { store.group_latest(gid).await }.instrument(self.span.clone());
         ctx.spawn(reading.into_actor(self).map(|read, act, _| {
+            let _span = act.in_span();
             act.reading_latest = false;
             let failure = match read {
                 Ok(latest) => {
@@ -525,6 +538,7 @@ impl Handler<GroupChange> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, GroupChange(steps): GroupChange, ctx: &mut Self::Context) {
+        let _span = self.in_span();
         if self.failed.is_some() {
             return;
         }
