@@ -8,7 +8,7 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use smallvec::SmallVec;
 
-use super::ticker::{Expiries, EXPIRY_SWEEP};
+use super::ticker::{Ticker, EXPIRY_SWEEP};
 use crate::acks::AckWriter;
 use crate::error::ApiError;
 use crate::group::{GroupActor, GroupSettings};
@@ -33,7 +33,7 @@ pub struct GroupFactory {
 /// An open session as the directory keeps it.
 struct Online {
     handle: SessionHandle,
-    /// When its token expires, to find it in `expiries`.
+    /// When its token expires, to find it in the ticker.
     token_exp: u64,
 }
 
@@ -53,9 +53,8 @@ pub struct Directory {
     groups: HashMap<u64, (u64, GroupHandle)>,
     /// Each user's open sessions: a handful at most, the first kept inline.
     sessions: HashMap<u64, SmallVec<[Online; 1]>>,
-    expiries: Expiries,
-    /// Interval of the pings every session gets.
-    heartbeat: Duration,
+    /// Heartbeats and token expiries.
+    ticker: Ticker,
     /// Tells group actors of one gid apart across restarts of the actor.
     next_generation: u64,
 }
@@ -68,8 +67,7 @@ impl Directory {
             open: 0,
             groups: HashMap::new(),
             sessions: HashMap::new(),
-            expiries: Expiries::default(),
-            heartbeat,
+            ticker: Ticker::new(heartbeat),
             next_generation: 0,
         }
     }
@@ -104,7 +102,7 @@ impl Directory {
     /// Closes, with 4001, every session whose token has expired.
     fn close_expired(&mut self) {
         let now = jsonwebtoken::get_current_timestamp();
-        for (id, uid) in self.expiries.take_due(now) {
+        for (id, uid) in self.ticker.take_due(now) {
             let sessions = self.sessions.get(&uid).into_iter().flatten();
             if let Some(online) = sessions.into_iter().find(|o| o.handle.id == id) {
                 online.handle.close(close::TOKEN_EXPIRED, "token expired");
@@ -125,7 +123,7 @@ impl Actor for Directory {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::messages::BUSY_ACTOR_MAILBOX);
-        ctx.run_interval(self.heartbeat, |act, _| {
+        ctx.run_interval(self.ticker.heartbeat(), |act, _| {
             for online in act.sessions.values().flatten() {
                 online.handle.inbox.do_send(ToSession::Heartbeat);
             }
@@ -162,7 +160,7 @@ impl Handler<Connect> for Directory {
             return Err((close::TOO_MANY_SESSIONS, "too many sessions for this user"));
         }
         self.open += 1;
-        self.expiries.track(token_exp, session.id, session.uid);
+        self.ticker.track(token_exp, session.id, session.uid);
         sessions.push(Online {
             handle: session,
             token_exp,
@@ -188,7 +186,7 @@ impl Handler<Disconnect> for Directory {
         };
         if let Some(at) = sessions.iter().position(|o| o.handle.id == msg.id) {
             let online = sessions.swap_remove(at);
-            self.expiries.forget(online.token_exp, msg.id, msg.uid);
+            self.ticker.forget(online.token_exp, msg.id, msg.uid);
             self.open -= 1;
         }
         if sessions.is_empty() {

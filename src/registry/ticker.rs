@@ -10,27 +10,43 @@ use crate::messages::SessionId;
 /// How often expired tokens are looked for: sessions close within this of their expiry.
 pub const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 
-/// Open sessions by the expiry of their token (seconds since the epoch).
-#[derive(Debug, Default)]
-pub struct Expiries(BTreeSet<(u64, SessionId, u64)>);
+/// When sessions are pinged, and open sessions by the expiry of their token.
+#[derive(Debug)]
+pub struct Ticker {
+    heartbeat: Duration,
+    /// (expiry in seconds since the epoch, session, uid), soonest first.
+    expiries: BTreeSet<(u64, SessionId, u64)>,
+}
 
-impl Expiries {
+impl Ticker {
+    pub fn new(heartbeat: Duration) -> Self {
+        Ticker {
+            heartbeat,
+            expiries: BTreeSet::new(),
+        }
+    }
+
+    /// Interval of the pings every session gets.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
     pub fn track(&mut self, token_exp: u64, id: SessionId, uid: u64) {
-        self.0.insert((token_exp, id, uid));
+        self.expiries.insert((token_exp, id, uid));
     }
 
     pub fn forget(&mut self, token_exp: u64, id: SessionId, uid: u64) {
-        self.0.remove(&(token_exp, id, uid));
+        self.expiries.remove(&(token_exp, id, uid));
     }
 
     /// Takes the sessions, as (session, uid), whose token expired by `now`.
     pub fn take_due(&mut self, now: u64) -> Vec<(SessionId, u64)> {
         let mut due = Vec::new();
-        while let Some(&(exp, id, uid)) = self.0.first() {
+        while let Some(&(exp, id, uid)) = self.expiries.first() {
             if exp > now {
                 break;
             }
-            self.0.pop_first();
+            self.expiries.pop_first();
             due.push((id, uid));
         }
         due
@@ -43,13 +59,13 @@ mod tests {
 
     #[test]
     fn sessions_fall_due_in_expiry_order_and_once() {
-        let mut expiries = Expiries::default();
-        expiries.track(30, 1, 100);
-        expiries.track(10, 2, 200);
-        expiries.track(20, 3, 300);
-        expiries.forget(20, 3, 300);
-        assert_eq!(expiries.take_due(9), vec![]);
-        assert_eq!(expiries.take_due(30), vec![(2, 200), (1, 100)]);
-        assert_eq!(expiries.take_due(1000), vec![]);
+        let mut ticker = Ticker::new(Duration::from_secs(30));
+        ticker.track(30, 1, 100);
+        ticker.track(10, 2, 200);
+        ticker.track(20, 3, 300);
+        ticker.forget(20, 3, 300);
+        assert_eq!(ticker.take_due(9), vec![]);
+        assert_eq!(ticker.take_due(30), vec![(2, 200), (1, 100)]);
+        assert_eq!(ticker.take_due(1000), vec![]);
     }
 }
