@@ -130,6 +130,11 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "storage query failed");
                 ApiError::new(ErrorCode::Internal, "internal error")
             }
+            // Only start-up migrates: no request meets this.
+            error @ StoreError::MigrationChanged { .. } => {
+                tracing::error!(%error, "storage refused to start");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
         }
     }
 }
