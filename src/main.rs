@@ -20,8 +20,8 @@ fn main() -> ExitCode {
         match command {
             "migrate" => {
                 let store = Store::new(config.database_url.expose(), 1)?;
-                let applied = store.migrate().await?;
-                tracing::info!(?applied, "migrations applied");
+                store.migrate().await?;
+                tracing::info!("storage is up to date");
                 Ok(())
             }
             _ => Application::build(config).await?.run_until_stopped().await,

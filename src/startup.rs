@@ -23,7 +23,7 @@ use crate::messages::close;
 use crate::registry::directory::{CloseAll, FlushAll};
 use crate::registry::{Directory, GroupFactory, Publisher, SessionCaps};
 use crate::session::{SessionContext, SessionLimits};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// A built gateway, listening but not yet serving.
 pub struct Application {
@@ -154,7 +154,12 @@ impl Application {
         let signal = shutdown_signal();
         tokio::pin!(signal);
         tokio::select! {
-            () = prepare_storage(&store) => {}
+            prepared = prepare_storage(&store) => {
+                if let Err(error) = prepared {
+                    handle.stop(false).await;
+                    return Err(error).context("cannot prepare storage");
+                }
+            }
             () = &mut signal => {
                 tracing::info!("stopped before storage was ready");
                 handle.stop(true).await;
@@ -216,17 +221,14 @@ async fn shutdown_signal() {
 const STORAGE_RETRY_FIRST: Duration = Duration::from_millis(250);
 const STORAGE_RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// Applies the migrations, retrying with exponential backoff until PostgreSQL answers.
-async fn prepare_storage(store: &Store) {
+/// Applies the migrations and functions, retrying with exponential backoff until PostgreSQL
+/// answers. A changed migration is not retried: no retry can fix it.
+async fn prepare_storage(store: &Store) -> Result<(), StoreError> {
     let mut delay = STORAGE_RETRY_FIRST;
     loop {
         match store.migrate().await {
-            Ok(applied) => {
-                if !applied.is_empty() {
-                    tracing::info!(?applied, "migrations applied");
-                }
-                return;
-            }
+            Ok(()) => return Ok(()),
+            Err(error @ StoreError::MigrationChanged { .. }) => return Err(error),
             Err(error) => {
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64,
                     "cannot apply the migrations; is PostgreSQL running at DATABASE_URL?");

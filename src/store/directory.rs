@@ -1,5 +1,5 @@
 //! Profiles, groups and friends: every change is one call of a function of
-//! `sql/0003_sync.sql` — one transaction, one round trip — which moves the versions, writes
+//! `sql/functions/` — one transaction, one round trip — which moves the versions, writes
 //! the group events and reports the change's [`Effect`]s for the gateway to publish.
 
 use serde::Deserialize;
@@ -448,7 +448,7 @@ impl Store {
     }
 }
 
-/// A refusal raised by a change function (its own SQLSTATEs, `sql/0003_sync.sql`), with its
+/// A refusal raised by a change function (its own SQLSTATEs, `sql/functions/`), with its
 /// message; anything else is a storage error.
 fn refusal(err: tokio_postgres::Error) -> StoreError {
     let Some(db) = err.as_db_error() else {

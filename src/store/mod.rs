@@ -23,7 +23,7 @@ use crate::model::{GroupCursor, MessageView};
 
 pub use conversations::Conversation;
 pub use directory::{Effect, FriendRequest, Friends, NewGroup, UserUpsert};
-pub use migrate::MIGRATIONS;
+pub use migrate::{SqlFile, FUNCTIONS, MIGRATIONS};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,18 @@ pub enum StoreError {
     Corrupt(String),
     #[error("query failed: {0}")]
     Query(#[source] tokio_postgres::Error),
+    /// An applied migration's file is not the one applied: only the file restored, or the
+    /// binary that holds it, can start on this database.
+    #[error(
+        "migration {version} changed since it was applied (checksum {applied}, file \
+         sql/migrations/{version}.sql now {file}): applied migrations are append-only; \
+         restore the file and put the change in a new migration"
+    )]
+    MigrationChanged {
+        version: &'static str,
+        applied: String,
+        file: String,
+    },
 }
 
 impl From<StoreError> for ApiError {
@@ -61,6 +73,11 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Query(e) => {
                 tracing::error!(error = %e, "storage query failed");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
+            // Only start-up migrates: no request meets this.
+            error @ StoreError::MigrationChanged { .. } => {
+                tracing::error!(%error, "storage refused to start");
                 ApiError::new(ErrorCode::Internal, "internal error")
             }
         }
@@ -189,7 +206,7 @@ const USER_GROUPS: &str = "
     WHERE m.uid = $1
     ORDER BY m.gid";
 
-/// Group commit: see `sql/0002_append_function.sql`.
+/// Group commit: see `sql/functions/append.sql`.
 const APPEND: &str = "SELECT ord, msgid, ts, dup, latest FROM herald_append($1, $2, $3, $4, $5)";
 
 const MESSAGES_AFTER: &str = "
@@ -295,8 +312,9 @@ impl Store {
         Ok(self.pool.get().await?)
     }
 
-    /// Applies the migrations in `sql/` not applied yet; safe with several nodes at once.
-    pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
+    /// Applies the migrations in `sql/migrations/` not applied yet, then the function files of
+    /// `sql/functions/` if any changed; safe with several nodes at once.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         migrate::apply(&mut client).await
     }

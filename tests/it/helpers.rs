@@ -201,6 +201,11 @@ impl Server {
         self.child.wait().expect("wait for herald")
     }
 
+    /// The exit status, once the process has ended on its own.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("poll the herald process")
+    }
+
     /// A new process on the same database with the same settings.
     pub async fn restart(&mut self) {
         self.kill();

@@ -9,6 +9,7 @@ mod limits;
 mod loadtest_smoke;
 mod membership;
 mod messaging;
+mod migrations;
 mod operations;
 mod properties;
 mod protocol_errors;

@@ -1,0 +1,63 @@
+-- Group commit in one round trip: appends a batch of messages to a group.
+--
+-- The group row's lock serialises every writer of the group on every node; msgids come
+-- from its counter in the same transaction, so they are dense and commit order equals msgid
+-- order. Each statement of a PL/pgSQL function takes a fresh snapshot (READ COMMITTED), so
+-- the look-up of earlier sends runs after the lock is held and sees every committed resend.
+--
+-- Returns one row per input message, in input order (ord from 1): its msgid and ts, whether
+-- it was a resend of a (sender, cmid) stored before or earlier in the batch (dup: then the
+-- msgid and ts are the original's), and the group's newest msgid after the batch.
+CREATE OR REPLACE FUNCTION herald_append(
+    p_gid bigint,
+    p_senders bigint[],
+    p_cmids text[],
+    p_stamps bigint[],
+    p_bodies text[]
+) RETURNS TABLE (ord bigint, msgid bigint, ts bigint, dup boolean, latest bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_last bigint;
+BEGIN
+    SELECT g.last_msgid INTO v_last FROM groups g WHERE g.gid = p_gid FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'no_data_found',
+            MESSAGE = format('group %s does not exist', p_gid);
+    END IF;
+
+    RETURN QUERY
+    WITH input AS (
+        SELECT i.ord, i.sender, i.cmid, i.ts, i.body
+        FROM unnest(p_senders, p_cmids, p_stamps, p_bodies) WITH ORDINALITY
+            AS i (sender, cmid, ts, body, ord)
+    ), earlier AS (
+        -- Resends of messages stored before.
+        SELECT i.ord, m.msgid, m.ts
+        FROM input i
+        JOIN group_msgs m ON m.gid = p_gid AND m.sender_uid = i.sender AND m.cmid = i.cmid
+    ), firsts AS (
+        -- The first of each new (sender, cmid) in the batch.
+        SELECT DISTINCT ON (i.sender, i.cmid) i.ord, i.sender, i.cmid, i.ts, i.body
+        FROM input i
+        WHERE NOT EXISTS (SELECT 1 FROM earlier e WHERE e.ord = i.ord)
+        ORDER BY i.sender, i.cmid, i.ord
+    ), fresh AS (
+        SELECT f.*, v_last + row_number() OVER (ORDER BY f.ord) AS msgid FROM firsts f
+    ), stored AS (
+        INSERT INTO group_msgs (gid, msgid, sender_uid, cmid, ts, body)
+        SELECT p_gid, f.msgid, f.sender, f.cmid, f.ts, f.body FROM fresh f
+    ), counted AS (
+        UPDATE groups g SET last_msgid = v_last + (SELECT count(*) FROM fresh)
+        WHERE g.gid = p_gid AND EXISTS (SELECT 1 FROM fresh)
+    )
+    SELECT i.ord,
+           coalesce(e.msgid, f.msgid),
+           coalesce(e.ts, f.ts),
+           e.ord IS NOT NULL OR f.ord <> i.ord,
+           v_last + (SELECT count(*) FROM fresh)
+    FROM input i
+    LEFT JOIN earlier e ON e.ord = i.ord
+    LEFT JOIN fresh f ON e.ord IS NULL AND f.sender = i.sender AND f.cmid = i.cmid
+    ORDER BY i.ord;
+END;
+$$;
