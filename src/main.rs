@@ -1,30 +1,26 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use herald::config::Cli;
+use herald::config::Command;
 use herald::startup::Application;
 use herald::store::Store;
 
 fn main() -> ExitCode {
-    let (command, settings) = Cli::parse().into_command();
-    herald::telemetry::init(&settings.log_format);
-    let config = match settings.validate() {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("herald: configuration error: {error}");
-            return ExitCode::from(2);
-        }
-    };
+    let command = Command::from_command_line();
+    herald::telemetry::init(command.config().log.format);
+    if let Err(error) = command.config().validate() {
+        eprintln!("herald: configuration error: {error}");
+        return ExitCode::from(2);
+    }
     raise_open_files_limit();
     let outcome = actix::System::new().block_on(async move {
         match command {
-            "migrate" => {
-                let store = Store::new(config.database_url.expose(), 1)?;
+            Command::Migrate(config) => {
+                let store = Store::new(config.database.url.expose(), 1)?;
                 store.migrate().await?;
                 tracing::info!("storage is up to date");
                 Ok(())
             }
-            _ => Application::build(config).await?.run_until_stopped().await,
+            Command::Serve(config) => Application::build(config).await?.run_until_stopped().await,
         }
     });
     match outcome {

@@ -42,29 +42,29 @@ impl Application {
     /// Builds the connection pool (connections open lazily), starts the actors and binds.
     /// Storage is prepared by `run_until_stopped`, which waits for PostgreSQL.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = Store::new(config.database_url.expose(), config.db_pool)
+        let store = Store::new(config.database.url.expose(), config.database.pool)
             .context("DATABASE_URL: cannot build the connection pool")?;
         let ready = Arc::new(AtomicBool::new(false));
-        let arbiters: Vec<Arbiter> = (0..config.group_threads).map(|_| Arbiter::new()).collect();
-        let ack_writers = (0..config.ack_writers)
+        let arbiters: Vec<Arbiter> = (0..config.groups.threads).map(|_| Arbiter::new()).collect();
+        let ack_writers = (0..config.acks.writers)
             .map(|_| AckWriter::new(store.clone()).start())
             .collect();
         let directory = Directory::new(
             GroupFactory {
                 store: store.clone(),
                 settings: GroupSettings {
-                    max_batch: config.max_batch,
-                    max_queue: config.max_group_queue,
-                    ack_flush: config.ack_flush,
-                    idle: config.group_idle,
+                    max_batch: config.groups.max_batch,
+                    max_queue: config.groups.max_queue,
+                    ack_flush: config.acks.flush,
+                    idle: config.groups.idle,
                 },
                 ack_writers,
                 arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             },
-            config.heartbeat,
+            config.sessions.heartbeat,
             SessionCaps {
-                total: config.max_sessions,
-                per_user: config.max_sessions_per_user,
+                total: config.sessions.max_sessions,
+                per_user: config.sessions.max_sessions_per_user,
             },
         )
         .start();
@@ -74,28 +74,28 @@ impl Application {
             store: store.clone(),
             directory: directory.clone(),
             publisher,
-            tokens: TokenKeys::new(config.jwt_secret.expose()),
-            admin_key: AdminKey::new(config.admin_key.expose().to_owned()),
-            allowed_origins: config.allowed_origins.clone(),
+            tokens: TokenKeys::new(config.auth.jwt_secret.expose()),
+            admin_key: AdminKey::new(config.auth.admin_key.expose().to_owned()),
+            allowed_origins: config.server.allowed_origins.to_vec(),
             sessions: Arc::new(SessionContext {
                 store: store.clone(),
                 directory: directory.clone(),
                 limits: SessionLimits {
-                    max_frame_bytes: config.max_frame_bytes,
-                    max_body_bytes: config.max_body_bytes,
-                    heartbeat: config.heartbeat,
-                    outbound_queue: config.outbound_queue,
-                    max_in_flight: config.max_in_flight,
-                    max_json_depth: config.max_json_depth,
-                    budget: Rate::per_second(config.request_budget),
-                    send_rate: Rate::per_second(config.send_rate),
+                    max_frame_bytes: config.limits.max_frame_bytes,
+                    max_body_bytes: config.limits.max_body_bytes,
+                    heartbeat: config.sessions.heartbeat,
+                    outbound_queue: config.sessions.outbound_queue,
+                    max_in_flight: config.limits.max_in_flight,
+                    max_json_depth: config.limits.max_json_depth,
+                    budget: Rate::per_second(config.limits.request_budget),
+                    send_rate: Rate::per_second(config.limits.send_rate),
                 },
             }),
-            budgets: UserBudgets::new(Rate::per_second(config.request_budget)),
+            budgets: UserBudgets::new(Rate::per_second(config.limits.request_budget)),
         });
         forget_idle_budgets(state.clone());
-        let max_http_body = config.max_http_body_bytes;
-        let send_buffer = config.socket_send_buffer;
+        let max_http_body = config.limits.max_http_body_bytes;
+        let send_buffer = config.sessions.socket_send_buffer;
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(api::in_request_span))
@@ -109,13 +109,13 @@ impl Application {
         })
         // Signals are ours: sessions must be closed and acks flushed in order.
         .disable_signals()
-        .shutdown_timeout(config.shutdown_timeout.as_secs());
-        if config.workers > 0 {
-            server = server.workers(config.workers);
+        .shutdown_timeout(config.server.shutdown_timeout.as_secs());
+        if config.server.workers > 0 {
+            server = server.workers(config.server.workers);
         }
         let server = server
-            .bind(config.listen)
-            .with_context(|| format!("HERALD_LISTEN: cannot listen on {}", config.listen))?;
+            .bind(config.server.listen)
+            .with_context(|| format!("HERALD_LISTEN: cannot listen on {}", config.server.listen))?;
         let addr = server.addrs()[0];
         let server = server.run();
         Ok(Application {
@@ -167,7 +167,7 @@ impl Application {
             }
         }
         ready.store(true, Ordering::Release);
-        trim_event_logs(store, config.events_kept, config.events_trim);
+        trim_event_logs(store, config.groups.events_kept, config.groups.events_trim);
         tracing::info!(%addr, "herald ready");
         signal.await;
         tracing::info!("stopping: no new connections, closing sessions, flushing acks");
@@ -179,7 +179,8 @@ impl Application {
             })
             .await?;
         stopping.await;
-        let flushed = tokio::time::timeout(config.shutdown_timeout, directory.send(FlushAll)).await;
+        let flushed =
+            tokio::time::timeout(config.server.shutdown_timeout, directory.send(FlushAll)).await;
         match flushed {
             Ok(Ok(())) => tracing::info!("acks flushed"),
             _ => tracing::error!("acks could not be flushed in time; members may see redelivery"),

@@ -2,8 +2,10 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber; `format` is `pretty` or `json`.
-pub fn init(format: &str) {
+use crate::config::LogFormat;
+
+/// Installs the global subscriber.
+pub fn init(format: LogFormat) {
     // deadpool warns whenever it replaces a pooled connection that closed (after a
     // PostgreSQL restart, at shutdown); it then opens a new one, so that is not actionable.
     let filter = EnvFilter::try_from_default_env()
@@ -13,7 +15,7 @@ pub fn init(format: &str) {
         .with_target(false);
     // A second install (tests in one process) keeps the first.
     let _ = match format {
-        "json" => builder.json().flatten_event(true).try_init(),
-        _ => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
     };
 }

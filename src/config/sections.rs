@@ -1,0 +1,299 @@
+//! Every setting, once: its flag, its environment variable, its default, its help (the doc
+//! line), and the parser that checks it. Grouped by what they configure; the help heading of
+//! each group titles it in `--help` and in the README.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::values::{
+    at_least_16_bytes, positive, positive_milliseconds, positive_seconds, postgres_url, seconds,
+    AllowedOrigins, LogFormat, Secret, SecretParser,
+};
+
+/// Where and how the gateway serves HTTP and WebSockets.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Server")]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// HTTP worker threads; 0 means one per core.
+    #[arg(long, env = "HERALD_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// Origins browsers may open WebSockets from, comma-separated (e.g.
+    /// `https://chat.example.com`); empty allows any. Clients that send no Origin (apps,
+    /// servers) are not affected.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", default_value = "")]
+    pub allowed_origins: AllowedOrigins,
+
+    /// Seconds a graceful stop waits for connections to close.
+    #[arg(
+        long = "shutdown-timeout-s",
+        env = "HERALD_SHUTDOWN_TIMEOUT_S",
+        default_value = "10",
+        value_parser = seconds
+    )]
+    pub shutdown_timeout: Duration,
+}
+
+/// The PostgreSQL the gateway stores everything in.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Database")]
+pub struct DatabaseConfig {
+    /// PostgreSQL connection URL.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_parser = SecretParser::new(postgres_url)
+    )]
+    pub url: Secret,
+
+    /// PostgreSQL connections in the pool.
+    #[arg(
+        long = "db-pool",
+        env = "HERALD_DB_POOL",
+        default_value_t = 16,
+        value_parser = positive::<usize>
+    )]
+    pub pool: usize,
+}
+
+/// The keys of user tokens and of the admin API.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Authentication")]
+pub struct AuthConfig {
+    /// HS256 secret for user tokens; at least 16 bytes.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        hide_env_values = true,
+        value_parser = SecretParser::new(at_least_16_bytes)
+    )]
+    pub jwt_secret: Secret,
+
+    /// Bearer key of the admin API; at least 16 bytes.
+    #[arg(
+        long,
+        env = "HERALD_ADMIN_KEY",
+        hide_env_values = true,
+        value_parser = SecretParser::new(at_least_16_bytes)
+    )]
+    pub admin_key: Secret,
+}
+
+/// What one client may ask of the gateway, and how fast.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsConfig {
+    /// Request budget, in cost units per second, of each WebSocket session and of each user
+    /// over HTTP (the burst is twice this); 0 turns it off. Every request kind is charged:
+    /// ping and ack 1, send 10, pull 10 + limit/10, sync 20 (100 from version 0), HTTP reads
+    /// 10 and changes 20, a WebSocket upgrade 50.
+    #[arg(long, env = "HERALD_REQUEST_BUDGET", default_value_t = 1000)]
+    pub request_budget: u32,
+
+    /// Sends per second per session (the burst is twice this); 0 turns the limit off.
+    #[arg(long, env = "HERALD_SEND_RATE", default_value_t = 100)]
+    pub send_rate: u32,
+
+    /// Requests of one session (sends, pulls, syncs, acks) that may wait for their replies at
+    /// once; past it, `rate_limited`.
+    #[arg(
+        long,
+        env = "HERALD_MAX_IN_FLIGHT",
+        default_value_t = 256,
+        value_parser = positive::<usize>
+    )]
+    pub max_in_flight: usize,
+
+    /// Largest WebSocket frame accepted, in bytes; a larger one closes the session with 1009.
+    #[arg(
+        long,
+        env = "HERALD_MAX_FRAME_BYTES",
+        default_value_t = 64 * 1024,
+        value_parser = positive::<usize>
+    )]
+    pub max_frame_bytes: usize,
+
+    /// Largest message body, in bytes of JSON; a larger one is answered `too_large`.
+    #[arg(
+        long,
+        env = "HERALD_MAX_BODY_BYTES",
+        default_value_t = 16 * 1024,
+        value_parser = positive::<usize>
+    )]
+    pub max_body_bytes: usize,
+
+    /// Deepest nesting of arrays and objects accepted in a WebSocket frame.
+    #[arg(
+        long,
+        env = "HERALD_MAX_JSON_DEPTH",
+        default_value_t = 32,
+        value_parser = positive::<usize>
+    )]
+    pub max_json_depth: usize,
+
+    /// Largest HTTP request body, in bytes (the admin API's batches are the big ones).
+    #[arg(
+        long,
+        env = "HERALD_MAX_HTTP_BODY_BYTES",
+        default_value_t = 4 * 1024 * 1024,
+        value_parser = positive::<usize>
+    )]
+    pub max_http_body_bytes: usize,
+}
+
+/// The WebSocket sessions a node holds, and what waits for each one's socket.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Sessions")]
+pub struct SessionsConfig {
+    /// Open sessions the node accepts; past it, new sessions are closed at once with 1013.
+    #[arg(
+        long,
+        env = "HERALD_MAX_SESSIONS",
+        default_value_t = 200_000,
+        value_parser = positive::<usize>
+    )]
+    pub max_sessions: usize,
+
+    /// Open sessions one user may hold on the node; past it, their new sessions are closed at
+    /// once with 4029.
+    #[arg(
+        long,
+        env = "HERALD_MAX_SESSIONS_PER_USER",
+        default_value_t = 16,
+        value_parser = positive::<usize>
+    )]
+    pub max_sessions_per_user: usize,
+
+    /// Seconds between WebSocket pings; a peer silent for two intervals is dropped.
+    #[arg(
+        long = "heartbeat-s",
+        env = "HERALD_HEARTBEAT_S",
+        default_value = "25",
+        value_parser = positive_seconds
+    )]
+    pub heartbeat: Duration,
+
+    /// Frames that may wait for one session's socket; past it the session is closed with 4008.
+    #[arg(
+        long,
+        env = "HERALD_OUTBOUND_QUEUE",
+        default_value_t = 4096,
+        value_parser = positive::<usize>
+    )]
+    pub outbound_queue: usize,
+
+    /// Kernel send buffer of each client socket, in bytes: what a client that stops reading
+    /// can hold in the kernel before its backlog counts against HERALD_OUTBOUND_QUEUE.
+    #[arg(
+        long,
+        env = "HERALD_SOCKET_SEND_BUFFER",
+        default_value_t = 256 * 1024,
+        value_parser = positive::<usize>
+    )]
+    pub socket_send_buffer: usize,
+}
+
+/// The group actors: group commit, the threads they run on, their event logs.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Groups")]
+pub struct GroupsConfig {
+    /// Largest number of messages committed in one group-commit transaction.
+    #[arg(
+        long,
+        env = "HERALD_MAX_BATCH",
+        default_value_t = 1000,
+        value_parser = positive::<usize>
+    )]
+    pub max_batch: usize,
+
+    /// Sends that may wait in one group for their commit; past it, `rate_limited`.
+    #[arg(
+        long = "max-group-queue",
+        env = "HERALD_MAX_GROUP_QUEUE",
+        default_value_t = 10_000,
+        value_parser = positive::<usize>
+    )]
+    pub max_queue: usize,
+
+    /// Threads group actors run on (apart from the HTTP workers). Group actors do little work
+    /// per message; on small machines more threads mostly add cross-core wake-ups.
+    #[arg(
+        long = "group-threads",
+        env = "HERALD_GROUP_THREADS",
+        default_value_t = 1,
+        value_parser = positive::<usize>
+    )]
+    pub threads: usize,
+
+    /// Seconds a group actor with nobody online lingers before it stops.
+    #[arg(
+        long = "group-idle-s",
+        env = "HERALD_GROUP_IDLE_S",
+        default_value = "30",
+        value_parser = positive_seconds
+    )]
+    pub idle: Duration,
+
+    /// Events each group's log keeps for incremental sync; a client further behind gets a
+    /// snapshot.
+    #[arg(
+        long,
+        env = "HERALD_EVENTS_KEPT",
+        default_value_t = 1000,
+        value_parser = positive::<u64>
+    )]
+    pub events_kept: u64,
+
+    /// Seconds between trims of the group event logs.
+    #[arg(
+        long = "events-trim-s",
+        env = "HERALD_EVENTS_TRIM_S",
+        default_value = "60",
+        value_parser = positive_seconds
+    )]
+    pub events_trim: Duration,
+}
+
+/// How acks are coalesced and written.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Acks")]
+pub struct AcksConfig {
+    /// Milliseconds acks are coalesced in memory before they are written.
+    #[arg(
+        long = "ack-flush-ms",
+        env = "HERALD_ACK_FLUSH_MS",
+        default_value = "500",
+        value_parser = positive_milliseconds
+    )]
+    pub flush: Duration,
+
+    /// Number of ack writers; each owns a disjoint share of the groups.
+    #[arg(
+        long = "ack-writers",
+        env = "HERALD_ACK_WRITERS",
+        default_value_t = 2,
+        value_parser = positive::<usize>
+    )]
+    pub writers: usize,
+}
+
+/// How the gateway logs (`RUST_LOG` filters what it logs).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Logs")]
+pub struct LogConfig {
+    /// Log format: `pretty` for people, `json` for machines.
+    #[arg(
+        long = "log-format",
+        env = "HERALD_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Pretty
+    )]
+    pub format: LogFormat,
+}

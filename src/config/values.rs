@@ -1,0 +1,145 @@
+//! The types settings take, and the parsers that check each value as it is read.
+
+use std::ffi::OsStr;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::{Arg, ValueEnum};
+
+/// A setting that must never reach a log: its `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+/// Reads a [`Secret`], checked by `check`. Its errors name the setting and never quote the
+/// value, as clap's own errors would.
+#[derive(Clone)]
+pub struct SecretParser {
+    check: fn(&str) -> Result<(), String>,
+}
+
+impl SecretParser {
+    pub fn new(check: fn(&str) -> Result<(), String>) -> SecretParser {
+        SecretParser { check }
+    }
+}
+
+impl TypedValueParser for SecretParser {
+    type Value = Secret;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<Secret, clap::Error> {
+        let checked = match value.to_str() {
+            Some(text) => (self.check)(text).map(|()| Secret(text.to_owned())),
+            None => Err("is not UTF-8".to_owned()),
+        };
+        checked.map_err(|problem| {
+            let setting = arg.and_then(Arg::get_env).unwrap_or_default();
+            let message = format!("{}: {problem}\n", setting.to_string_lossy());
+            clap::Error::raw(ErrorKind::ValueValidation, message).with_cmd(cmd)
+        })
+    }
+}
+
+/// The check of a key: long enough not to be guessed.
+pub fn at_least_16_bytes(key: &str) -> Result<(), String> {
+    if key.len() < 16 {
+        return Err("must be at least 16 bytes long".into());
+    }
+    Ok(())
+}
+
+/// The check of `DATABASE_URL`. An empty value is a missing one (an unset variable in a
+/// deployment template), which PostgreSQL's parser would take for "all defaults".
+pub fn postgres_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err("is required (see the README's local set-up for a dev value)".into());
+    }
+    url.parse::<tokio_postgres::Config>()
+        .map(drop)
+        .map_err(|e| format!("is not a PostgreSQL URL: {e}"))
+}
+
+/// A count or size that must be at least 1.
+pub fn positive<T>(text: &str) -> Result<T, String>
+where
+    T: FromStr + Default + PartialEq,
+    T::Err: Display,
+{
+    match text.parse::<T>() {
+        Ok(zero) if zero == T::default() => Err("must be greater than 0".into()),
+        Ok(value) => Ok(value),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// A duration given in whole seconds.
+pub fn seconds(text: &str) -> Result<Duration, String> {
+    text.parse()
+        .map(Duration::from_secs)
+        .map_err(|e| e.to_string())
+}
+
+/// A duration given in whole seconds, at least one.
+pub fn positive_seconds(text: &str) -> Result<Duration, String> {
+    positive(text).map(Duration::from_secs)
+}
+
+/// A duration given in whole milliseconds, at least one.
+pub fn positive_milliseconds(text: &str) -> Result<Duration, String> {
+    positive(text).map(Duration::from_millis)
+}
+
+/// Origins browsers may open WebSockets from, read from a comma-separated list and kept
+/// without a trailing `/` (browsers send none); empty allows any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedOrigins(Vec<String>);
+
+impl FromStr for AllowedOrigins {
+    type Err = std::convert::Infallible;
+
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        let origins = list
+            .split(',')
+            .map(|origin| origin.trim().trim_end_matches('/'))
+            .filter(|origin| !origin.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok(AllowedOrigins(origins))
+    }
+}
+
+impl std::ops::Deref for AllowedOrigins {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Pretty,
+    /// One JSON object a line, for machines.
+    Json,
+}
