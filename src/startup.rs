@@ -16,9 +16,9 @@ use crate::acks::AckWriter;
 use crate::api::{self, AppState};
 use crate::auth::{AdminKey, TokenKeys};
 use crate::budget::{Rate, UserBudgets};
+use crate::close::Close;
 use crate::config::Config;
 use crate::group::GroupSettings;
-use crate::messages::close;
 use crate::registry::{CloseAll, FlushAll, GroupFactory, RegistryActor, SessionCaps};
 use crate::session::{SessionContext, SessionLimits};
 use crate::store::Store;
@@ -162,12 +162,7 @@ impl Application {
         signal.await;
         tracing::info!("stopping: no new connections, closing sessions, flushing acks");
         let stopping = handle.stop(true);
-        registry
-            .send(CloseAll {
-                code: close::GOING_AWAY_RESTART,
-                reason: "server restarting",
-            })
-            .await?;
+        registry.send(CloseAll(Close::RESTART)).await?;
         stopping.await;
         let flushed = tokio::time::timeout(config.shutdown_timeout, registry.send(FlushAll)).await;
         match flushed {
