@@ -8,8 +8,12 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum CloseCode {
-    /// A text message reassembled from fragments that is not UTF-8. The client should be
-    /// fixed.
+    /// The client's frames break the WebSocket protocol: a continuation frame with no message
+    /// open, a new message while a fragmented one is open, an unknown opcode, reserved bits,
+    /// an unmasked frame. The client should be fixed.
+    ProtocolError = 1002,
+    /// A text message, in one frame or reassembled from fragments, that is not UTF-8. The
+    /// client should be fixed.
     InvalidPayload = 1007,
     /// 10 bad frames (or refusals of the client's own fault) in a row, or 50 requests in a row
     /// refused `rate_limited`. The client should be fixed.
@@ -55,6 +59,10 @@ pub struct Close {
 }
 
 impl Close {
+    pub const PROTOCOL_ERROR: Close = Close {
+        code: CloseCode::ProtocolError,
+        reason: "frames break the WebSocket protocol",
+    };
     pub const NOT_UTF8: Close = Close {
         code: CloseCode::InvalidPayload,
         reason: "text message is not UTF-8",

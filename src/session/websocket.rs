@@ -1,7 +1,9 @@
 //! The WebSocket glue, the only code that knows actix-web-actors: the upgrade, the session's
 //! actor and its `WebsocketContext`, the frames read (fragments reassembled into whole
-//! messages for the [`SessionState`]) and written, and the close frames.
+//! messages for the [`SessionState`]) and written, and the close frames — including the one
+//! RFC 6455 asks for when the client's frames break the protocol.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +35,8 @@ pub fn start(
     };
     // The WebSocket decoder drops the frames it has buffered when its input fails, and a peer
     // that sends its last frames and leaves (an ack, then a close) ends with such a failure:
-    // ending the input at the first error lets those frames be handled first.
+    // ending the input at the first error lets those frames be handled first. It also keeps
+    // input errors from being reported as the protocol errors of `close_for`.
     let payload = payload.take_while(|chunk| std::future::ready(chunk.is_ok()));
     WsResponseBuilder::new(session, req, payload)
         .frame_size(max_frame_bytes)
@@ -84,12 +87,26 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
                 ctx.close(reason);
                 ctx.stop();
             }
-            Err(ProtocolError::Overflow) => close_with(ctx, Close::FRAME_TOO_BIG),
             Err(error) => {
-                tracing::debug!(session = %self.state.name(), %error, "websocket protocol error");
-                ctx.stop();
+                let close = close_for(&error);
+                tracing::debug!(session = %self.state.name(), %error,
+                    code = u16::from(close.code), "websocket protocol error: closing");
+                close_with(ctx, close);
             }
         }
+    }
+}
+
+/// The close frame due for frames that break RFC 6455, which fails such a connection by
+/// sending one before closing (§7.1.7).
+fn close_for(error: &ProtocolError) -> Close {
+    match error {
+        ProtocolError::Overflow => Close::FRAME_TOO_BIG,
+        // actix-web-actors reports a text frame that is not UTF-8 as an I/O error of kind
+        // `Other`; actix-http's parser reports reserved bits as one of kind `InvalidData`;
+        // errors of the input itself never come here (`start` ends the input first).
+        ProtocolError::Io(error) if error.kind() == io::ErrorKind::Other => Close::NOT_UTF8,
+        _ => Close::PROTOCOL_ERROR,
     }
 }
 
