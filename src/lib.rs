@@ -13,11 +13,13 @@
 //! - [`auth`]: user tokens (HS256 JWT) and the admin key.
 //! - [`budget`]: what each client request costs, and the budgets of sessions and users.
 //! - [`protocol`]: the wire frames and their decoding.
-//! - [`session`]: one actor per WebSocket: decodes, routes, writes.
+//! - [`session`]: one per WebSocket: the actix-web-actors glue, the per-client state
+//!   machine, the bounded outbox.
+//! - [`close`]: the close codes, and the reason sent with each.
 //! - [`group`]: one actor per active group: group commit, fan-out, ack coalescing.
 //! - [`registry`]: gid → group actor, uid → sessions; carries membership changes.
 //! - [`acks`]: ack writers, batching watermarks into one statement per flush.
-//! - [`messages`]: the messages actors exchange, and a session's outbound backlog.
+//! - [`messages`]: the messages actors exchange.
 //! - [`sync`]: the versioned sync model: profiles, group and friend lists, notices.
 //! - [`store`]: every SQL statement; migrations from `sql/`.
 //! - [`metrics`]: Prometheus metrics.
@@ -27,6 +29,7 @@ pub mod acks;
 pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod close;
 pub mod config;
 pub mod error;
 pub mod group;

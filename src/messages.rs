@@ -3,41 +3,31 @@
 //! another's type: this module is the leaf the actors all stand on.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
 use serde_json::value::RawValue;
 
+use crate::close::Close;
 use crate::error::ApiError;
 use crate::model::sync::{GroupVersions, SyncNotice};
 use crate::model::GroupCursor;
+use crate::session::Outbox;
 use crate::store::{AckUpdate, Appended};
 
-/// Mailbox bound of actors every session talks to (groups, the registry): requests past it
+/// Mailbox bound of actors every session talks to (groups, the directory): requests past it
 /// wait in their senders (`send` is bounded; `do_send` is not).
 pub const BUSY_ACTOR_MAILBOX: usize = 1 << 16;
 
 /// Identifies one WebSocket session for the life of the process.
 pub type SessionId = u64;
 
-/// Close codes of the wire contract.
-pub mod close {
-    pub const POLICY: u16 = 1008;
-    pub const GOING_AWAY_RESTART: u16 = 1012;
-    pub const SERVER_FULL: u16 = 1013;
-    pub const TOKEN_EXPIRED: u16 = 4001;
-    pub const DEACTIVATED: u16 = 4003;
-    pub const TOO_SLOW: u16 = 4008;
-    pub const TOO_MANY_SESSIONS: u16 = 4029;
-}
-
 /// Everything a session is sent by the rest of the gateway.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum ToSession {
-    /// Pre-serialised frames to write, shared by every recipient. Counted in the backlog.
+    /// Pre-serialised frames to write, shared by every recipient. Counted in the outbox.
     Frames(Arc<[ByteString]>),
     /// The session now belongs to this group (it was added while online).
     Joined { gid: u64, group: GroupHandle },
@@ -45,79 +35,30 @@ pub enum ToSession {
     Left { gid: u64 },
     /// New versions of something the session keeps in sync; coalesced into `sync_notify`.
     Notify(Arc<SyncNotice>),
-    /// Close the session with this code.
-    Close { code: u16, reason: &'static str },
+    /// Close the session.
+    Close(Close),
     /// Time to ping the peer, or to drop it if it has been silent for two heartbeats.
     Heartbeat,
 }
 
-/// A session's outbound backlog: frames handed to it that it has not written yet.
-///
-/// Groups never wait on a session: they check this counter instead, and a session over
-/// its bound is dropped from fan-out and closed with 4008 (it reconnects and pulls).
-#[derive(Debug)]
-pub struct Backlog {
-    queued: AtomicUsize,
-    overflowed: AtomicBool,
-    bound: usize,
-}
-
-impl Backlog {
-    pub fn new(bound: usize) -> Self {
-        Backlog {
-            queued: AtomicUsize::new(0),
-            overflowed: AtomicBool::new(false),
-            bound,
-        }
-    }
-
-    /// Takes room for `n` frames; false, and overflowed from then on, past the bound.
-    fn reserve(&self, n: usize) -> bool {
-        if self.overflowed.load(Ordering::Relaxed) {
-            return false;
-        }
-        if self.queued.fetch_add(n, Ordering::Relaxed) + n > self.bound {
-            self.overflowed.store(true, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    /// Gives back the room of `n` frames the session has written (or dropped).
-    pub fn release(&self, n: usize) {
-        self.queued.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    pub fn overflowed(&self) -> bool {
-        self.overflowed.load(Ordering::Relaxed)
-    }
-}
-
-/// How groups and the registry reach a session without knowing its actor type.
+/// How groups and the directory reach a session without knowing its actor type.
 #[derive(Clone)]
 pub struct SessionHandle {
     pub id: SessionId,
     pub uid: u64,
     pub inbox: Recipient<ToSession>,
-    pub backlog: Arc<Backlog>,
+    pub outbox: Arc<Outbox>,
 }
 
 impl SessionHandle {
-    /// Queues frames for the session unless its backlog is over the bound; false means
-    /// the session is too slow and has been told to close with 4008.
+    /// Queues frames for the session within its outbox's bound; false means the session is
+    /// too slow and has been told to close.
     pub fn push(&self, frames: &Arc<[ByteString]>) -> bool {
-        if self.backlog.reserve(frames.len()) {
-            self.inbox.do_send(ToSession::Frames(frames.clone()));
-            true
-        } else {
-            self.backlog.release(frames.len());
-            self.close(close::TOO_SLOW, "too slow: reconnect and pull");
-            false
-        }
+        self.outbox.queue(frames, &self.inbox)
     }
 
-    pub fn close(&self, code: u16, reason: &'static str) {
-        self.inbox.do_send(ToSession::Close { code, reason });
+    pub fn close(&self, close: Close) {
+        self.inbox.do_send(ToSession::Close(close));
     }
 
     /// Whether the session's actor still runs.

@@ -17,9 +17,9 @@ use crate::acks::AckWriter;
 use crate::api::{self, AppState};
 use crate::auth::{AdminKey, TokenKeys};
 use crate::budget::{Rate, UserBudgets};
+use crate::close::Close;
 use crate::config::Config;
 use crate::group::GroupSettings;
-use crate::messages::close;
 use crate::registry::directory::{CloseAll, FlushAll};
 use crate::registry::{Directory, GroupFactory, Publisher, SessionCaps};
 use crate::session::{SessionContext, SessionLimits};
@@ -172,12 +172,7 @@ impl Application {
         signal.await;
         tracing::info!("stopping: no new connections, closing sessions, flushing acks");
         let stopping = handle.stop(true);
-        directory
-            .send(CloseAll {
-                code: close::GOING_AWAY_RESTART,
-                reason: "server restarting",
-            })
-            .await?;
+        directory.send(CloseAll(Close::RESTART)).await?;
         stopping.await;
         let flushed =
             tokio::time::timeout(config.server.shutdown_timeout, directory.send(FlushAll)).await;

@@ -1,15 +1,13 @@
 //! The WebSocket upgrade.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws::WsResponseBuilder;
-use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::{require_active, AppState};
 use crate::auth::{bearer, unauthorized};
 use crate::budget::RequestKind;
 use crate::error::ApiError;
-use crate::session::Session;
+use crate::session;
 
 #[derive(Deserialize)]
 struct TokenQuery {
@@ -38,14 +36,7 @@ pub async fn ws_route(
     tracing::Span::current().record("uid", identity.uid);
     state.charge(identity.uid, RequestKind::Connect)?;
     require_active(&state.store, identity.uid).await?;
-    let session = Session::new(identity, state.sessions.clone());
-    // The WebSocket decoder drops the frames it has buffered when its input fails, and a peer
-    // that sends its last frames and leaves (an ack, then a close) ends with such a failure:
-    // ending the input at the first error lets those frames be handled first.
-    let stream = stream.take_while(|chunk| std::future::ready(chunk.is_ok()));
-    WsResponseBuilder::new(session, &req, stream)
-        .frame_size(state.sessions.limits.max_frame_bytes)
-        .start()
+    session::start(identity, state.sessions.clone(), &req, stream)
         .map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))
 }
 

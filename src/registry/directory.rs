@@ -10,11 +10,12 @@ use smallvec::SmallVec;
 
 use super::ticker::{Ticker, EXPIRY_SWEEP};
 use crate::acks::AckWriter;
+use crate::close::Close;
 use crate::error::ApiError;
 use crate::group::{GroupActor, GroupSettings};
 use crate::messages::{
-    close, CursorOf, Deliver, Deliveries, FlushAcks, GroupChange, GroupHandle, GroupRequest,
-    GroupStep, GroupStopped, SessionHandle, SessionId, ToSession,
+    CursorOf, Deliver, Deliveries, FlushAcks, GroupChange, GroupHandle, GroupRequest, GroupStep,
+    GroupStopped, SessionHandle, SessionId, ToSession,
 };
 use crate::metrics;
 use crate::model::GroupCursor;
@@ -105,7 +106,7 @@ impl Directory {
         for (id, uid) in self.ticker.take_due(now) {
             let sessions = self.sessions.get(&uid).into_iter().flatten();
             if let Some(online) = sessions.into_iter().find(|o| o.handle.id == id) {
-                online.handle.close(close::TOKEN_EXPIRED, "token expired");
+                online.handle.close(Close::TOKEN_EXPIRED);
             }
         }
     }
@@ -133,17 +134,17 @@ impl Actor for Directory {
 }
 
 /// A session opened, with a token valid until `token_exp` (seconds since the epoch). It is
-/// admitted within the caps, or refused with the close code and reason to close it with:
-/// the newest session is the one refused, so the sessions in use carry on.
+/// admitted within the caps, or refused with how to close it: the newest session is the one
+/// refused, so the sessions in use carry on.
 #[derive(Message)]
-#[rtype(result = "Result<(), (u16, &'static str)>")]
+#[rtype(result = "Result<(), Close>")]
 pub struct Connect {
     pub session: SessionHandle,
     pub token_exp: u64,
 }
 
 impl Handler<Connect> for Directory {
-    type Result = Result<(), (u16, &'static str)>;
+    type Result = Result<(), Close>;
 
     fn handle(
         &mut self,
@@ -152,12 +153,12 @@ impl Handler<Connect> for Directory {
     ) -> Self::Result {
         if self.open >= self.caps.total {
             metrics::global().sessions_refused.inc();
-            return Err((close::SERVER_FULL, "server full: try again later"));
+            return Err(Close::SERVER_FULL);
         }
         let sessions = self.sessions.entry(session.uid).or_default();
         if sessions.len() >= self.caps.per_user {
             metrics::global().sessions_refused.inc();
-            return Err((close::TOO_MANY_SESSIONS, "too many sessions for this user"));
+            return Err(Close::TOO_MANY_SESSIONS);
         }
         self.open += 1;
         self.ticker.track(token_exp, session.id, session.uid);
@@ -261,7 +262,7 @@ impl Handler<Deliver> for Directory {
         Box::pin(join_all(delivered).into_actor(self).map(move |_, act, _| {
             // Closed after their groups' events were queued to them, so those arrive first.
             for session in act.sessions_of(&deactivated) {
-                session.close(close::DEACTIVATED, "account deactivated");
+                session.close(Close::DEACTIVATED);
             }
         }))
     }
@@ -301,17 +302,14 @@ impl Handler<LiveCursors> for Directory {
 /// Close every session (a graceful stop).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CloseAll {
-    pub code: u16,
-    pub reason: &'static str,
-}
+pub struct CloseAll(pub Close);
 
 impl Handler<CloseAll> for Directory {
     type Result = ();
 
     fn handle(&mut self, msg: CloseAll, _: &mut Self::Context) {
         for online in self.sessions.values().flatten() {
-            online.handle.close(msg.code, msg.reason);
+            online.handle.close(msg.0);
         }
     }
 }

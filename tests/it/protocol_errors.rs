@@ -47,7 +47,8 @@ async fn assert_alive(client: &mut Client) {
     assert_eq!(pong, json!({"type": "pong", "id": "p1"}));
 }
 
-/// One data frame of a fragmented message.
+/// One data frame: a fragment of a message, or a whole message when `last` and not a
+/// continuation.
 fn fragment(data: &[u8], opcode: Data, last: bool) -> Message {
     Message::Frame(Frame::message(data.to_vec(), OpCode::Data(opcode), last))
 }
@@ -793,6 +794,79 @@ async fn a_fragmented_text_message_is_reassembled() {
         "{error}"
     );
     assert_alive(&mut client).await;
+}
+
+// ---- protocol errors ----
+
+/// Sends `frames`, which break RFC 6455, from one session of a group's member: the session
+/// gets a close frame with `code`, then its connection ends; the member's other session and
+/// the group's other member still send and receive.
+async fn assert_protocol_error_closes_with(frames: Vec<Message>, code: u16) {
+    let server = Server::start().await;
+    let gid = server.group(&[1, 2]).await;
+    let mut offender = server.connect(1).await;
+    let mut sender = server.connect(1).await;
+    let mut receiver = server.connect(2).await;
+
+    for frame in frames {
+        offender.send_raw(frame).await;
+    }
+    assert_eq!(
+        offender.closed().await,
+        Some(code),
+        "the close frame's code"
+    );
+    assert_eq!(
+        offender.next_frame(WAIT).await,
+        Some(Err(None)),
+        "the connection ends after the close frame"
+    );
+
+    let sent = sender.send_msg(gid, "after", json!("still here")).await;
+    assert_eq!(
+        (&sent["type"], &sent["msgid"]),
+        (&json!("sent"), &json!(1)),
+        "{sent}"
+    );
+    for bystander in [&mut sender, &mut receiver] {
+        let msg = &bystander.msgs(gid, 1).await[0];
+        assert_eq!(
+            (&msg["msgid"], &msg["body"]),
+            (&json!(1), &json!("still here"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_the_session_with_1007() {
+    let frames = vec![fragment(b"{\"type\":\"ping\xff\"}", Data::Text, true)];
+    assert_protocol_error_closes_with(frames, 1007).await;
+}
+
+#[tokio::test]
+async fn a_continuation_frame_with_no_message_open_closes_the_session_with_1002() {
+    let frames = vec![fragment(b"{\"type\":\"ping\"}", Data::Continue, true)];
+    assert_protocol_error_closes_with(frames, 1002).await;
+}
+
+#[tokio::test]
+async fn a_frame_with_a_reserved_bit_set_closes_the_session_with_1002() {
+    let mut frame = Frame::message(
+        b"{\"type\":\"ping\"}".to_vec(),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    frame.header_mut().rsv1 = true;
+    assert_protocol_error_closes_with(vec![Message::Frame(frame)], 1002).await;
+}
+
+#[tokio::test]
+async fn a_new_text_frame_inside_a_fragmented_message_closes_the_session_with_1002() {
+    let frames = vec![
+        fragment(b"{\"type\":", Data::Text, false),
+        fragment(b"{\"type\":\"ping\"}", Data::Text, true),
+    ];
+    assert_protocol_error_closes_with(frames, 1002).await;
 }
 
 // ---- bad HTTP input ----
