@@ -13,7 +13,7 @@ use crate::close::Close;
 use crate::error::ApiError;
 use crate::model::sync::{GroupVersions, SyncNotice};
 use crate::model::GroupCursor;
-use crate::session::Outbox;
+use crate::session::outbox::Outbox;
 use crate::store::{AckUpdate, Appended};
 
 /// Mailbox bound of actors every session talks to (groups, the directory): requests past it
@@ -54,7 +54,16 @@ impl SessionHandle {
     /// Queues frames for the session within its outbox's bound; false means the session is
     /// too slow and has been told to close.
     pub fn push(&self, frames: &Arc<[ByteString]>) -> bool {
-        self.outbox.queue(frames, &self.inbox)
+        match self.outbox.admit(frames.len()) {
+            Ok(()) => {
+                self.inbox.do_send(ToSession::Frames(frames.clone()));
+                true
+            }
+            Err(too_slow) => {
+                self.close(too_slow);
+                false
+            }
+        }
     }
 
     pub fn close(&self, close: Close) {

@@ -16,7 +16,7 @@
 //! writer, which stops polling the actor while the peer does not read; so a client that
 //! floods without reading is held back by TCP rather than by memory.
 
-mod outbox;
+pub mod outbox;
 mod state;
 mod websocket;
 

@@ -7,7 +7,7 @@
 //!
 //! # What the bound depends on
 //!
-//! Frames are counted when a group queues them ([`Outbox::queue`]) and released when the
+//! Frames are counted when a group queues them ([`Outbox::admit`]) and released when the
 //! session's actor writes them ([`Outbox::take`]) into its context's buffer, not when they
 //! reach the socket. The count bounds the session's memory only because actix-web-actors
 //! polls the actor's mailbox and writes into the context buffer in the same task, driven by
@@ -34,13 +34,10 @@
 //! hold nothing back: it must count a frame until the socket writer takes it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 
-use actix::Recipient;
 use bytestring::ByteString;
 
 use crate::close::Close;
-use crate::messages::ToSession;
 
 /// The count of a session's queued frames, against its bound.
 #[derive(Debug)]
@@ -62,15 +59,14 @@ impl Outbox {
         }
     }
 
-    /// Queues frames to the session's `inbox` within the bound. Past it the session is told
-    /// to close with 4008, and false says so: the group drops it from fan-out.
-    pub fn queue(&self, frames: &Arc<[ByteString]>, inbox: &Recipient<ToSession>) -> bool {
-        if self.reserve(frames.len()) {
-            inbox.do_send(ToSession::Frames(frames.clone()));
-            true
+    /// Takes room for `n` frames a group is about to queue. Past the bound the session is too
+    /// slow: it must be told to close with the close returned (4008), and it writes nothing
+    /// more; the group drops it from fan-out.
+    pub fn admit(&self, n: usize) -> Result<(), Close> {
+        if self.reserve(n) {
+            Ok(())
         } else {
-            inbox.do_send(ToSession::Close(Close::TOO_SLOW));
-            false
+            Err(Close::TOO_SLOW)
         }
     }
 
