@@ -7,6 +7,7 @@
 //! [`Outcome`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use futures_util::future::{try_join_all, BoxFuture, LocalBoxFuture};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::{Outbox, SessionContext};
 use crate::auth::Identity;
@@ -43,6 +45,11 @@ const READS_AT_ONCE: usize = 2;
 const NOTIFY_WINDOW: Duration = Duration::from_millis(50);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A session's id as clients see it (in `hello`) and as the logs show it.
+fn session_name(id: SessionId) -> String {
+    format!("s-{id:x}")
+}
 
 /// What the state machine asks of the session's actor and socket. Each call is carried out
 /// at once, in the order made.
@@ -123,11 +130,14 @@ pub struct SessionState {
     reads: Option<Arc<Semaphore>>,
     /// A `sync_notify` gathering notices until it is written.
     notice: Option<Box<SyncNotice>>,
+    /// Carries `session` and `uid` to every log line of the session's work.
+    span: tracing::Span,
 }
 
 impl SessionState {
     pub fn new(identity: Identity, shared: Arc<SessionContext>) -> Self {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("session", session = %session_name(id), uid = identity.uid);
         SessionState {
             id,
             identity,
@@ -142,12 +152,23 @@ impl SessionState {
             acks: HashMap::new(),
             reads: None,
             notice: None,
+            span,
         }
+    }
+
+    /// The span the glue enters while the session handles something that may log.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Work of this session, run in its span.
+    fn work(&self, work: impl Future<Output = Outcome> + 'static) -> Work {
+        Box::pin(work.instrument(self.span.clone()))
     }
 
     /// The session's id as clients see it.
     pub fn name(&self) -> String {
-        format!("s-{:x}", self.id)
+        session_name(self.id)
     }
 
     /// The session opened: it asks the directory to admit it within the caps. Heartbeats and
@@ -160,7 +181,7 @@ impl SessionState {
             session: self.session_handle(conn),
             token_exp: self.identity.exp,
         });
-        conn.wait(Box::pin(async move {
+        conn.wait(self.work(async move {
             Outcome::Admitted(admitting.await.unwrap_or(Err(Close::STOPPING)))
         }));
     }
@@ -205,7 +226,7 @@ impl SessionState {
             ToSession::Close(close) => conn.close(close),
             ToSession::Heartbeat => {
                 if self.last_heard.elapsed() > self.shared.limits.heartbeat * 2 {
-                    tracing::debug!(session = %self.name(), "peer silent for two heartbeats; dropping");
+                    tracing::debug!("peer silent for two heartbeats; dropping");
                     conn.drop_peer();
                 } else {
                     conn.ping();
@@ -302,7 +323,7 @@ impl SessionState {
         self.write_error(id, error, conn);
         self.bad_frames += 1;
         if self.bad_frames == MAX_BAD_FRAMES_IN_A_ROW {
-            tracing::info!(session = %self.name(), uid = self.uid(), last = %error,
+            tracing::info!(last = %error,
                 "bad frames in a row: closing with 1008");
             conn.close(Close::BAD_FRAMES);
         }
@@ -354,14 +375,19 @@ impl SessionState {
         metrics::global().limited(kind.name(), limit.name());
         self.limited_in_a_row += 1;
         if self.limited_in_a_row == 1 {
-            tracing::warn!(session = %self.name(), uid = self.uid(), kind = kind.name(),
-                limit = limit.name(), "session over its limits: refusing with rate_limited");
+            tracing::warn!(
+                kind = kind.name(),
+                limit = limit.name(),
+                "session over its limits: refusing with rate_limited"
+            );
         }
         let error = ApiError::new(ErrorCode::RateLimited, limit.explain());
         self.write_error(id, &error, conn);
         if self.limited_in_a_row == MAX_LIMITED_IN_A_ROW {
-            tracing::warn!(session = %self.name(), uid = self.uid(), kind = kind.name(),
-                "session kept asking past rate_limited: closing with 1008");
+            tracing::warn!(
+                kind = kind.name(),
+                "session kept asking past rate_limited: closing with 1008"
+            );
             conn.close(Close::PAST_RATE_LIMITED);
         }
     }
@@ -397,7 +423,7 @@ impl SessionState {
     fn greet(&mut self, conn: &mut impl Connection) {
         let (store, directory) = (self.shared.store.clone(), self.shared.directory.clone());
         let joining = join_groups(store, directory, self.session_handle(conn));
-        conn.wait(Box::pin(async move { Outcome::Joined(joining.await) }));
+        conn.wait(self.work(async move { Outcome::Joined(joining.await) }));
     }
 
     /// Greets the client with its cursors, or closes when its groups could not be joined.
@@ -419,7 +445,7 @@ impl SessionState {
                 self.write(hello, conn);
             }
             Err(error) => {
-                tracing::warn!(uid = self.uid(), %error, "session could not join its groups");
+                tracing::warn!(%error, "session could not join its groups");
                 conn.close(Close::STORAGE_UNAVAILABLE);
             }
         }
@@ -464,7 +490,7 @@ impl SessionState {
             body,
         };
         let submitted = self.ask_group(gid, submit);
-        conn.spawn(Box::pin(async move {
+        conn.spawn(self.work(async move {
             let sent = submitted.await.and_then(|committed| committed);
             Outcome::Sent { id, gid, sent }
         }));
@@ -524,7 +550,7 @@ impl SessionState {
             msgid,
         };
         let acking = self.ask_group(gid, ack);
-        conn.spawn(Box::pin(async move {
+        conn.spawn(self.work(async move {
             let outcome = acking.await.and_then(|accepted| accepted);
             Outcome::Acked { gid, outcome }
         }));
@@ -571,7 +597,7 @@ impl SessionState {
             return;
         }
         let (store, uid, turn) = (self.shared.store.clone(), self.uid(), self.read_turn());
-        conn.spawn(Box::pin(async move {
+        conn.spawn(self.work(async move {
             let _turn = turn.acquire().await.expect("the semaphore is never closed");
             let page = pull_page(&store, gid, uid, after, limit).await;
             Outcome::Pulled { id, gid, page }
@@ -606,7 +632,7 @@ impl SessionState {
             return;
         }
         let (store, uid, turn) = (self.shared.store.clone(), self.uid(), self.read_turn());
-        conn.spawn(Box::pin(async move {
+        conn.spawn(self.work(async move {
             let _turn = turn.acquire().await.expect("the semaphore is never closed");
             let reply = store.sync(uid, &request).await;
             let reply = reply.map(Box::new).map_err(ApiError::from);

@@ -53,10 +53,12 @@ impl Actor for Session {
     type Context = WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let _span = self.state.span().clone().entered();
         self.state.start(&mut WsConnection(ctx));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        let _span = self.state.span().clone().entered();
         self.state.stopped();
     }
 }
@@ -65,12 +67,16 @@ impl Handler<ToSession> for Session {
     type Result = ();
 
     fn handle(&mut self, message: ToSession, ctx: &mut Self::Context) {
+        // Frames, one message per delivery, log nothing: they skip the span's cost.
+        let _span =
+            (!matches!(message, ToSession::Frames(_))).then(|| self.state.span().clone().entered());
         self.state.on_message(message, &mut WsConnection(ctx));
     }
 }
 
 impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        let _span = self.state.span().clone().entered();
         self.state.heard();
         match item {
             Ok(ws::Message::Text(text)) => self.state.on_text(&text, &mut WsConnection(ctx)),
@@ -89,8 +95,8 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
             }
             Err(error) => {
                 let close = close_for(&error);
-                tracing::debug!(session = %self.state.name(), %error,
-                    code = u16::from(close.code), "websocket protocol error: closing");
+                tracing::debug!(%error, code = u16::from(close.code),
+                    "websocket protocol error: closing");
                 close_with(ctx, close);
             }
         }
@@ -154,6 +160,7 @@ impl Connection for WsConnection<'_> {
 
     fn after(&mut self, delay: Duration, outcome: Outcome) {
         self.0.run_later(delay, |session, ctx| {
+            let _span = session.state.span().clone().entered();
             session.state.on_outcome(outcome, &mut WsConnection(ctx));
         });
     }
@@ -161,8 +168,10 @@ impl Connection for WsConnection<'_> {
 
 /// `work` run in the actor's context, its outcome handed back to the state machine.
 fn handing_back(work: Work) -> impl ActorFuture<Session, Output = ()> {
-    wrap_future::<_, Session>(work)
-        .map(|outcome, session, ctx| session.state.on_outcome(outcome, &mut WsConnection(ctx)))
+    wrap_future::<_, Session>(work).map(|outcome, session, ctx| {
+        let _span = session.state.span().clone().entered();
+        session.state.on_outcome(outcome, &mut WsConnection(ctx))
+    })
 }
 
 /// A fragmented message being reassembled, bounded by the frame limit. actix-http's codec
