@@ -4,26 +4,30 @@
 //! every online member and acked; members who were away pull what they missed.
 //!
 //! # Layout
-//! Layers go one way: WebSocket glue → protocol → session → group / registry → store.
+//! Layers, top first; a module imports only its own layer and those below, never in a loop
+//! (`tests/layers.rs` checks it; `docs/architecture.md` walks a send and a change through):
 //!
-//! - [`config`]: settings from flags and environment, checked at start.
-//! - [`telemetry`]: structured logs.
-//! - [`startup`]: builds the gateway, runs it, stops it in order.
-//! - [`api`]: HTTP routes by area (WebSocket upgrade, user, admin, operations).
-//! - [`auth`]: user tokens (HS256 JWT) and the admin key.
-//! - [`budget`]: what each client request costs, and the budgets of sessions and users.
-//! - [`protocol`]: the wire frames and their decoding.
-//! - [`session`]: one per WebSocket: the actix-web-actors glue, the per-client state
-//!   machine, the bounded outbox.
-//! - [`close`]: the close codes, and the reason sent with each.
-//! - [`group`]: one actor per active group: group commit, fan-out, ack coalescing.
-//! - [`registry`]: gid → group actor, uid → sessions; carries membership changes.
+//! - [`startup`]: builds the gateway (pool, actors, server), runs it, stops it in order.
+//! - [`api`]: the HTTP routes by area — WebSocket upgrade, user, groups, friends,
+//!   conversations, admin, operations — and how an error becomes an HTTP response.
+//! - [`session`]: one per WebSocket, in three parts: the actix-web-actors glue
+//!   (`session::websocket`), the per-client state machine (`session::state`), the bounded
+//!   outbox and its 4008 policy ([`session::outbox`]).
+//! - [`registry`]: the [`registry::directory`] (gid → group, uid → sessions, caps), the
+//!   [`registry::ticker`] (heartbeats, token expiry), the [`registry::publisher`] (effects
+//!   become deliveries).
+//! - [`group`]: one actor per active group — group commit, fan-out, ack coalescing — whose
+//!   decisions are plain functions in `group::policy`.
 //! - [`acks`]: ack writers, batching watermarks into one statement per flush.
-//! - [`messages`]: the messages actors exchange.
-//! - [`sync`]: the versioned sync model: profiles, group and friend lists, notices.
-//! - [`store`]: every SQL statement; migrations from `sql/`.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`error`]: error codes and how each reaches a client.
+//! - [`messages`]: the messages actors exchange, and the handles (of `Recipient`s) they
+//!   reach each other by.
+//! - [`store`]: every SQL statement, and the migrations and functions of `sql/`; returns
+//!   model types, never wire frames. [`protocol`]: the wire frames, decoded and encoded.
+//!   [`auth`]: user tokens and the admin key. [`budget`]: what each request costs.
+//! - [`metrics`]: Prometheus metrics. [`telemetry`]: structured logs.
+//! - Leaves: [`model`] (ids and checks, messages and cursors, the sync model, events,
+//!   effects), [`error`] (every error a client sees), [`close`] (every close code),
+//!   [`config`] (every setting, defined once).
 
 pub mod acks;
 pub mod api;

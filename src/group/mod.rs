@@ -3,7 +3,7 @@
 //! message out once to every online session, and coalesces the members' acks.
 //!
 //! The group never waits on a session: pushes are pre-serialised frames queued with
-//! `do_send`, bounded by each session's backlog. Its decisions live in [`policy`]; this
+//! `do_send`, bounded by each session's outbox. Its decisions live in `policy`; this
 //! module carries them out.
 
 mod policy;
