@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::model::event::LoggedEvent;
 use crate::model::sync::{
     FriendVersions, GroupListVersions, GroupVersions, ProfileVersion, SyncNotice, SyncReply,
     SyncRequest,
@@ -303,6 +304,13 @@ pub enum ServerFrame<'a> {
         reply: &'a SyncReply,
     },
     SyncNotify(&'a SyncNotice),
+    /// A group event, pushed to the group's online members.
+    Event(&'a LoggedEvent),
+    /// Another user (`from`) asks this one to be friends.
+    FriendRequest {
+        from: u64,
+        ts: i64,
+    },
 }
 
 impl ServerFrame<'_> {
@@ -453,6 +461,75 @@ mod tests {
         assert_eq!(
             ServerFrame::Msg(&view).encode(),
             r#"{"type":"msg","gid":7,"msgid":126,"from":42,"ts":1,"cmid":"c-1","body":{"text":"hi"}}"#
+        );
+    }
+
+    /// Compares a frame with the JSON clients are documented to get, key order aside.
+    fn assert_frame(frame: ServerFrame, golden: &str) {
+        let sent: serde_json::Value = serde_json::from_str(&frame.encode()).unwrap();
+        let golden: serde_json::Value = serde_json::from_str(golden).unwrap();
+        assert_eq!(sent, golden);
+    }
+
+    #[test]
+    fn event_frames_are_the_logged_event_under_their_type() {
+        use crate::model::event::{GroupEvent, Removal};
+        use crate::model::sync::Role;
+        let logged = |version, event| LoggedEvent {
+            gid: 7,
+            version,
+            ts: 1_732_000_000_000,
+            event,
+        };
+        assert_frame(
+            ServerFrame::Event(&logged(
+                12,
+                GroupEvent::MemberRemoved {
+                    uid: 20,
+                    by: None,
+                    reason: Removal::Deactivated,
+                },
+            )),
+            r#"{"type":"event","event":"member_removed","gid":7,"version":12,"uid":20,"reason":"deactivated","ts":1732000000000}"#,
+        );
+        assert_frame(
+            ServerFrame::Event(&logged(
+                13,
+                GroupEvent::MemberAdded {
+                    uid: 21,
+                    role: Role::Member,
+                    by: Some(1),
+                },
+            )),
+            r#"{"type":"event","event":"member_added","gid":7,"version":13,"uid":21,"role":"member","by":1,"ts":1732000000000}"#,
+        );
+        assert_frame(
+            ServerFrame::Event(&logged(
+                1,
+                GroupEvent::GroupCreated {
+                    by: Some(42),
+                    name: "g".into(),
+                    description: String::new(),
+                    owner: 42,
+                    uids: vec![42, 43],
+                },
+            )),
+            r#"{"type":"event","event":"group_created","gid":7,"version":1,"by":42,"name":"g","description":"","owner":42,"uids":[42,43],"ts":1732000000000}"#,
+        );
+        assert_frame(
+            ServerFrame::Event(&logged(14, GroupEvent::GroupDisbanded { by: None })),
+            r#"{"type":"event","event":"group_disbanded","gid":7,"version":14,"ts":1732000000000}"#,
+        );
+    }
+
+    #[test]
+    fn a_friend_request_names_who_asked_and_when() {
+        assert_frame(
+            ServerFrame::FriendRequest {
+                from: 42,
+                ts: 1_732_000_000_000,
+            },
+            r#"{"type":"friend_request","from":42,"ts":1732000000000}"#,
         );
     }
 

@@ -21,8 +21,7 @@ DECLARE
 BEGIN
     SELECT g.last_msgid INTO v_last FROM groups g WHERE g.gid = p_gid FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'no_data_found',
-            MESSAGE = format('group %s does not exist', p_gid);
+        PERFORM herald_refuse('HR404', 'group_missing', jsonb_build_object('gid', p_gid));
     END IF;
 
     RETURN QUERY

@@ -15,8 +15,7 @@ DECLARE
 BEGIN
     UPDATE users SET active = false WHERE uid = p_uid;
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'HR404',
-            MESSAGE = format('user %s does not exist', p_uid);
+        PERFORM herald_refuse('HR404', 'user_missing', jsonb_build_object('uid', p_uid));
     END IF;
     SELECT coalesce(array_agg(gid ORDER BY gid), '{}') INTO v_gids
     FROM group_members WHERE uid = p_uid;

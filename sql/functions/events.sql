@@ -1,7 +1,7 @@
 -- Each group's event log (group_events): appending an event and trimming old ones.
 
--- Appends an event to a group's log as its next version; returns it as an effect carrying
--- the frame to push.
+-- Appends an event to a group's log as its next version. The log's body is the event with its
+-- place: kind and fields (nulls dropped), gid, version and ts. Returns it as an `event` effect.
 CREATE OR REPLACE FUNCTION herald_event(p_gid bigint, p_event jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -13,8 +13,7 @@ BEGIN
         'ts', herald_now_ms()));
     INSERT INTO group_events (gid, version, body)
     VALUES (p_gid, (v_event ->> 'version')::bigint, v_event);
-    RETURN jsonb_build_object('effect', 'event', 'gid', p_gid,
-                              'frame', v_event || '{"type": "event"}');
+    RETURN v_event || '{"effect": "event"}';
 END;
 $$;
 

@@ -55,8 +55,7 @@ DECLARE
     v_ts bigint := herald_now_ms();
 BEGIN
     IF p_from = p_to THEN
-        RAISE EXCEPTION USING ERRCODE = 'HR400',
-            MESSAGE = 'a user cannot befriend themself';
+        PERFORM herald_refuse('HR400', 'self_friendship', '{}');
     END IF;
     PERFORM herald_require_active(ARRAY[p_to]);
     PERFORM herald_lock_pair(p_from, p_to);
@@ -71,8 +70,8 @@ BEGIN
         INSERT INTO friend_requests (from_uid, to_uid, ts) VALUES (p_from, p_to, v_ts)
         ON CONFLICT DO NOTHING;
         IF FOUND THEN
-            effects := ARRAY[jsonb_build_object('effect', 'frame', 'uid', p_to, 'frame',
-                jsonb_build_object('type', 'friend_request', 'from', p_from, 'ts', v_ts))];
+            effects := ARRAY[jsonb_build_object(
+                'effect', 'friend_request', 'from', p_from, 'to', p_to, 'ts', v_ts)];
         END IF;
     END IF;
 END;
@@ -83,8 +82,7 @@ CREATE OR REPLACE FUNCTION herald_befriend(p_a bigint, p_b bigint, p_active bool
 LANGUAGE plpgsql AS $$
 BEGIN
     IF p_a = p_b THEN
-        RAISE EXCEPTION USING ERRCODE = 'HR400',
-            MESSAGE = 'a user cannot befriend themself';
+        PERFORM herald_refuse('HR400', 'self_friendship', '{}');
     END IF;
     IF p_active THEN
         PERFORM herald_require_active(ARRAY[p_a, p_b]);

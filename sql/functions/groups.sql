@@ -6,13 +6,11 @@ CREATE OR REPLACE FUNCTION herald_lock_group(p_gid bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM groups WHERE gid = p_gid AND NOT disbanded) THEN
-        RAISE EXCEPTION USING ERRCODE = 'HR404',
-            MESSAGE = format('group %s does not exist', p_gid);
+        PERFORM herald_refuse('HR404', 'group_missing', jsonb_build_object('gid', p_gid));
     END IF;
     PERFORM herald_bump_group(p_gid, 0, 0);
     IF EXISTS (SELECT 1 FROM groups WHERE gid = p_gid AND disbanded) THEN
-        RAISE EXCEPTION USING ERRCODE = 'HR404',
-            MESSAGE = format('group %s does not exist', p_gid);
+        PERFORM herald_refuse('HR404', 'group_missing', jsonb_build_object('gid', p_gid));
     END IF;
 END;
 $$;
@@ -83,8 +81,7 @@ BEGIN
         ON CONFLICT DO NOTHING
         RETURNING gid INTO new_gid;
         IF new_gid IS NULL THEN
-            RAISE EXCEPTION USING ERRCODE = 'HR409',
-                MESSAGE = format('group %s already exists', p_gid);
+            PERFORM herald_refuse('HR409', 'group_exists', jsonb_build_object('gid', p_gid));
         END IF;
     END IF;
     PERFORM herald_bump_group(new_gid, 0, 0);
@@ -106,7 +103,8 @@ DECLARE
     v_out jsonb[];
 BEGIN
     PERFORM herald_lock_group(p_gid);
-    PERFORM herald_require_role(p_gid, p_by, ARRAY['owner', 'admin'], 'add members');
+    PERFORM herald_require_role(p_gid, p_by, ARRAY['owner', 'admin'],
+        '{"action": "add_members"}');
     PERFORM herald_require_active(p_uids);
     v_out := herald_add_members(p_gid, p_uids, 'member', p_by, true);
     RETURN v_out || herald_notices(ARRAY[p_gid],
@@ -127,8 +125,7 @@ BEGIN
     PERFORM herald_lock_group(p_gid);
     IF p_by = p_uid THEN
         IF herald_role(p_gid, p_uid) IS NULL THEN
-            RAISE EXCEPTION USING ERRCODE = 'HR403',
-                MESSAGE = format('not a member of group %s', p_gid);
+            PERFORM herald_refuse('HR403', 'not_member', jsonb_build_object('gid', p_gid));
         END IF;
         v_reason := 'left';
     ELSIF p_by IS NOT NULL THEN
@@ -136,10 +133,9 @@ BEGIN
         PERFORM herald_require_role(p_gid, p_by,
             CASE WHEN coalesce(v_target, 'member') = 'member'
                 THEN ARRAY['owner', 'admin'] ELSE ARRAY['owner'] END,
-            format('remove %s %s', coalesce(v_target, 'user'), p_uid));
+            jsonb_build_object('action', 'remove_member', 'uid', p_uid, 'role', v_target));
         IF v_target = 'owner' THEN
-            RAISE EXCEPTION USING ERRCODE = 'HR403',
-                MESSAGE = 'the owner cannot remove themself; quit instead';
+            PERFORM herald_refuse('HR403', 'owner_not_removable', '{}');
         END IF;
     END IF;
     v_out := herald_remove_member(p_gid, p_uid, p_by, v_reason);
@@ -156,14 +152,13 @@ DECLARE
     v_out jsonb[];
 BEGIN
     PERFORM herald_lock_group(p_gid);
-    PERFORM herald_require_role(p_gid, p_by, ARRAY['owner'], 'change roles');
+    PERFORM herald_require_role(p_gid, p_by, ARRAY['owner'], '{"action": "change_roles"}');
     v_current := herald_role(p_gid, p_uid);
     IF v_current IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'HR404',
-            MESSAGE = format('user %s is not a member of group %s', p_uid, p_gid);
+        PERFORM herald_refuse('HR404', 'target_not_member',
+            jsonb_build_object('gid', p_gid, 'uid', p_uid));
     ELSIF v_current = 'owner' THEN
-        RAISE EXCEPTION USING ERRCODE = 'HR403',
-            MESSAGE = 'the owner''s role changes only when they quit';
+        PERFORM herald_refuse('HR403', 'owner_role_fixed', '{}');
     ELSIF v_current = p_role THEN
         RETURN '{}';
     END IF;
@@ -187,7 +182,8 @@ DECLARE
     v_out jsonb[];
 BEGIN
     PERFORM herald_lock_group(p_gid);
-    PERFORM herald_require_role(p_gid, p_by, ARRAY['owner', 'admin'], 'change its info');
+    PERFORM herald_require_role(p_gid, p_by, ARRAY['owner', 'admin'],
+        '{"action": "change_info"}');
     UPDATE groups
     SET name = coalesce(p_name, name),
         description = coalesce(p_description, description),
@@ -212,7 +208,7 @@ CREATE OR REPLACE FUNCTION herald_disband_group(p_gid bigint, p_by bigint) RETUR
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM herald_lock_group(p_gid);
-    PERFORM herald_require_role(p_gid, p_by, ARRAY['owner'], 'disband it');
+    PERFORM herald_require_role(p_gid, p_by, ARRAY['owner'], '{"action": "disband"}');
     RETURN herald_disband(p_gid, p_by);
 END;
 $$;

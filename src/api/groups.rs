@@ -8,9 +8,10 @@ use serde_json::json;
 use super::{publish, AppState, Caller, User};
 use crate::error::ApiError;
 use crate::model::check_length;
+use crate::model::effect::Effect;
 use crate::model::sync::{GroupEdit, Role, MAX_GROUP_DESCRIPTION_CHARS, MAX_GROUP_NAME_CHARS};
 use crate::model::valid_id;
-use crate::store::{Effect, NewGroup};
+use crate::store::NewGroup;
 
 /// Most members named in one request.
 pub const MAX_MEMBERS_PER_REQUEST: usize = 10_000;

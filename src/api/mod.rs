@@ -26,9 +26,10 @@ use tracing::Instrument;
 use crate::auth::{bearer, unauthorized, AdminKey, TokenKeys};
 use crate::budget::{RequestKind, UserBudgets};
 use crate::error::{ApiError, ErrorCode};
+use crate::model::effect::Effect;
 use crate::registry::{Directory, Publish, Publisher};
 use crate::session::SessionContext;
-use crate::store::{Effect, Store};
+use crate::store::Store;
 
 /// What every route can reach.
 pub struct AppState {

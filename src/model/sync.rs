@@ -3,8 +3,8 @@
 //! shapes of `sync` requests, replies and `sync_notify` notices.
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
+use super::event::LoggedEvent;
 use super::ids::{check_length, valid_id};
 use crate::error::ApiError;
 
@@ -160,7 +160,7 @@ pub struct GroupSync {
     pub snapshot: bool,
     /// Incremental only: the group's events since the client's version, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub events: Option<Vec<Box<RawValue>>>,
+    pub events: Option<Vec<LoggedEvent>>,
     /// Snapshot only: every member.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<Member>>,
@@ -180,7 +180,7 @@ pub struct FriendSync {
 }
 
 /// A user's versions after a change, as the store reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserVersions {
     pub uid: u64,
     pub user_info_version: u64,

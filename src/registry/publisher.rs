@@ -8,8 +8,9 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use crate::messages::{Deliver, Deliveries, GroupStep};
+use crate::model::effect::Effect;
 use crate::model::sync::SyncNotice;
-use crate::store::Effect;
+use crate::protocol::ServerFrame;
 
 /// A committed change's effects, in the order they happened. Replies once the groups
 /// concerned have queued them, so a reply to the change's caller comes after its events.
@@ -48,7 +49,8 @@ impl Handler<Publish> for Publisher {
 }
 
 /// What each effect asks of the live gateway: group steps per group in order, notices and
-/// frames per user, and last the closing of deactivated users' sessions.
+/// frames per user, and last the closing of deactivated users' sessions. Frames are encoded
+/// here, once, for every session they go to.
 pub fn deliveries(effects: Vec<Effect>) -> Deliveries {
     let mut out = Deliveries::default();
     for effect in effects {
@@ -60,7 +62,10 @@ pub fn deliveries(effects: Vec<Effect>) -> Deliveries {
                     sessions: Vec::new(),
                 },
             ),
-            Effect::Event { gid, frame } => (gid, GroupStep::Push(frame.to_string().into())),
+            Effect::Event(event) => (
+                event.gid,
+                GroupStep::Push(ServerFrame::Event(&event).encode().into()),
+            ),
             Effect::Left { gid, uid } => (gid, GroupStep::Leave(uid)),
             Effect::Disbanded { gid } => (gid, GroupStep::Disband),
             Effect::GroupVersions(versions) => (versions.gid, GroupStep::Notify(versions)),
@@ -69,9 +74,9 @@ pub fn deliveries(effects: Vec<Effect>) -> Deliveries {
                 out.notices.push((versions.uid, notice));
                 continue;
             }
-            Effect::Frame { uid, frame } => {
-                let frame: ByteString = frame.to_string().into();
-                out.frames.push((uid, Arc::from([frame])));
+            Effect::FriendRequest { from, to, ts } => {
+                let frame: ByteString = ServerFrame::FriendRequest { from, ts }.encode().into();
+                out.frames.push((to, Arc::from([frame])));
                 continue;
             }
             Effect::Deactivated { uid } => {
@@ -86,8 +91,15 @@ pub fn deliveries(effects: Vec<Effect>) -> Deliveries {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     use super::*;
+    use crate::model::event::{GroupEvent, LoggedEvent, Removal};
     use crate::model::sync::{GroupVersions, UserVersions};
+
+    fn parsed(frame: &str) -> Value {
+        serde_json::from_str(frame).unwrap()
+    }
 
     fn steps(deliveries: &Deliveries, gid: u64) -> Vec<String> {
         deliveries.groups[&gid]
@@ -97,7 +109,7 @@ mod tests {
                     assert!(sessions.is_empty(), "the directory fills sessions in");
                     format!("join {uid}")
                 }
-                GroupStep::Push(frame) => format!("push {frame}"),
+                GroupStep::Push(frame) => format!("push {}", parsed(frame)),
                 GroupStep::Leave(uid) => format!("leave {uid}"),
                 GroupStep::Disband => "disband".into(),
                 GroupStep::Notify(v) => format!("notify {}", v.user_list_version),
@@ -107,13 +119,18 @@ mod tests {
 
     #[test]
     fn each_group_gets_its_steps_in_the_order_they_happened() {
-        let event = serde_json::json!({"type": "event", "event": "member_removed"});
         let effects = vec![
             Effect::Joined { gid: 1, uid: 10 },
-            Effect::Event {
+            Effect::Event(LoggedEvent {
                 gid: 2,
-                frame: event.clone(),
-            },
+                version: 3,
+                ts: 1_732_000_000_000,
+                event: GroupEvent::MemberRemoved {
+                    uid: 20,
+                    by: Some(1),
+                    reason: Removal::Removed,
+                },
+            }),
             Effect::Left { gid: 2, uid: 20 },
             Effect::GroupVersions(GroupVersions {
                 gid: 1,
@@ -124,6 +141,8 @@ mod tests {
         ];
         let deliveries = deliveries(effects);
         assert_eq!(steps(&deliveries, 1), ["join 10", "notify 7"]);
+        let event = json!({"type": "event", "event": "member_removed", "gid": 2, "version": 3,
+                           "uid": 20, "by": 1, "reason": "removed", "ts": 1_732_000_000_000_i64});
         assert_eq!(
             steps(&deliveries, 2),
             [format!("push {event}"), "leave 20".into(), "disband".into()]
@@ -142,9 +161,10 @@ mod tests {
         };
         let effects = vec![
             Effect::UserVersions(versions),
-            Effect::Frame {
-                uid: 6,
-                frame: serde_json::json!({"type": "friend_request", "from": 5}),
+            Effect::FriendRequest {
+                from: 5,
+                to: 6,
+                ts: 1_732_000_000_000,
             },
             Effect::Deactivated { uid: 5 },
         ];
@@ -155,8 +175,8 @@ mod tests {
         assert_eq!(deliveries.frames.len(), 1);
         assert_eq!(deliveries.frames[0].0, 6);
         assert_eq!(
-            &*deliveries.frames[0].1[0],
-            r#"{"from":5,"type":"friend_request"}"#
+            parsed(&deliveries.frames[0].1[0]),
+            json!({"type": "friend_request", "from": 5, "ts": 1_732_000_000_000_i64})
         );
         assert_eq!(deliveries.deactivated, [5]);
     }

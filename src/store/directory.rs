@@ -6,44 +6,9 @@ use serde::Deserialize;
 use tokio_postgres::error::SqlState;
 
 use super::{db, id, timed, Param, Store, StoreError};
-use crate::model::sync::{
-    GroupEdit, GroupInfo, GroupVersions, ProfileEdit, Role, UserInfo, UserVersions,
-};
-
-/// What a committed change means for the live gateway, in the order it happened.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "effect", rename_all = "snake_case")]
-pub enum Effect {
-    /// A user became a member: their sessions start receiving the group.
-    Joined { gid: u64, uid: u64 },
-    /// A group event to push to its online members (the frame, ready to send).
-    Event { gid: u64, frame: serde_json::Value },
-    /// A member left: after the events before it, their sessions stop receiving the group.
-    Left { gid: u64, uid: u64 },
-    /// The group was disbanded: nobody receives it any more.
-    Disbanded { gid: u64 },
-    /// A group's new versions, for its online members' `sync_notify`.
-    GroupVersions(GroupVersions),
-    /// A user's new versions, for their sessions' `sync_notify`.
-    UserVersions(UserVersions),
-    /// A frame for every session of one user.
-    Frame { uid: u64, frame: serde_json::Value },
-    /// The user was deactivated: their sessions close with 4003.
-    Deactivated { uid: u64 },
-}
-
-impl Effect {
-    /// The uids of the members a change added.
-    pub fn joined(effects: &[Effect]) -> Vec<u64> {
-        effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Joined { uid, .. } => Some(*uid),
-                _ => None,
-            })
-            .collect()
-    }
-}
+use crate::model::effect::Effect;
+use crate::model::refusal::Refusal;
+use crate::model::sync::{GroupEdit, GroupInfo, ProfileEdit, Role, UserInfo};
 
 /// A user to create or update; absent profile fields are left as they are.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,6 +140,7 @@ pub(super) fn group_info(row: &tokio_postgres::Row) -> GroupInfo {
     }
 }
 
+/// Decodes the effects a change function returned, one JSON object each.
 fn effects(texts: impl IntoIterator<Item = String>) -> Result<Vec<Effect>, StoreError> {
     texts
         .into_iter()
@@ -209,7 +175,7 @@ impl Store {
                 {
                     attempt += 1;
                 }
-                Err(e) => return Err(refusal(e)),
+                Err(e) => return Err(e.into()),
                 Ok(rows) => return Ok(rows),
             }
         }
@@ -264,7 +230,7 @@ impl Store {
             .query_opt(&stmt, &[&db(uid)])
             .await?
             .map(|row| user_info(&row, 0))
-            .ok_or_else(|| StoreError::NotFound(format!("user {uid} does not exist")))
+            .ok_or(StoreError::Refused(Refusal::UserMissing { uid }))
     }
 
     /// Creates a group; `by` is the user creating it (`None` for the admin API).
@@ -303,7 +269,7 @@ impl Store {
             .query_opt(&stmt, &[&db(gid)])
             .await?
             .map(|row| group_info(&row))
-            .ok_or_else(|| StoreError::NotFound(format!("group {gid} does not exist")))
+            .ok_or(StoreError::Refused(Refusal::GroupMissing { gid }))
     }
 
     /// Adds members (active users; those already members are left alone).
@@ -448,18 +414,21 @@ impl Store {
     }
 }
 
-/// A refusal raised by a change function (its own SQLSTATEs, `sql/functions/`), with its
-/// message; anything else is a storage error.
-fn refusal(err: tokio_postgres::Error) -> StoreError {
-    let Some(db) = err.as_db_error() else {
-        return err.into();
-    };
-    let message = db.message().to_owned();
-    match db.code().code() {
-        "HR400" => StoreError::Invalid(message),
-        "HR403" => StoreError::Forbidden(message),
-        "HR404" => StoreError::NotFound(message),
-        "HR409" => StoreError::Conflict(message),
-        _ => err.into(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_effect_that_does_not_decode_is_corrupt_data_naming_it() {
+        let joined = r#"{"effect": "joined", "gid": 7, "uid": 3}"#;
+        assert_eq!(
+            effects([joined.to_owned()]).unwrap(),
+            [Effect::Joined { gid: 7, uid: 3 }]
+        );
+        let frame = r#"{"effect": "frame", "uid": 3, "frame": {"type": "friend_request"}}"#;
+        match effects([joined.to_owned(), frame.to_owned()]) {
+            Err(StoreError::Corrupt(what)) => assert!(what.contains(frame), "{what}"),
+            other => panic!("decoded as {other:?}"),
+        }
     }
 }

@@ -19,10 +19,11 @@ use tokio_postgres::NoTls;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics;
+use crate::model::refusal::Refusal;
 use crate::model::{GroupCursor, MessageView};
 
 pub use conversations::Conversation;
-pub use directory::{Effect, FriendRequest, Friends, NewGroup, UserUpsert};
+pub use directory::{FriendRequest, Friends, NewGroup, UserUpsert};
 pub use migrate::{SqlFile, FUNCTIONS, MIGRATIONS};
 
 /// Why a storage operation failed.
@@ -31,13 +32,10 @@ pub enum StoreError {
     /// PostgreSQL cannot be reached or is shutting down: retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The change is not allowed to whoever asked for it.
-    #[error("forbidden: {0}")]
-    Forbidden(String),
-    #[error("conflict: {0}")]
-    Conflict(String),
+    /// The request names what does not exist, or asks what is not allowed.
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// Text PostgreSQL cannot store.
     #[error("invalid: {0}")]
     Invalid(String),
     /// Storage returned something Herald did not write: a bug or a foreign change.
@@ -63,9 +61,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable(_) => ApiError::unavailable(),
-            StoreError::NotFound(what) => ApiError::not_found(what),
-            StoreError::Forbidden(why) => ApiError::forbidden(why),
-            StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, what),
+            StoreError::Refused(refusal) => refusal.into(),
             StoreError::Invalid(why) => ApiError::bad_request(why),
             StoreError::Corrupt(what) => {
                 tracing::error!(%what, "storage returned unexpected data");
@@ -84,8 +80,46 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The error code of each of Herald's own SQLSTATEs, those of refusals (`herald_refuse`).
+fn refusal_code(sqlstate: &str) -> Option<ErrorCode> {
+    match sqlstate {
+        "HR400" => Some(ErrorCode::BadRequest),
+        "HR403" => Some(ErrorCode::Forbidden),
+        "HR404" => Some(ErrorCode::NotFound),
+        "HR409" => Some(ErrorCode::Conflict),
+        _ => None,
+    }
+}
+
+/// Reads a refusal raised by `herald_refuse`: its key (the MESSAGE) and its data (the
+/// DETAIL, a JSON object). One Herald does not know, or raised under another code than its
+/// own, is a bug between the SQL and this binary.
+fn decode_refusal(code: ErrorCode, key: &str, detail: Option<&str>) -> StoreError {
+    let unknown = |why: String| {
+        StoreError::Corrupt(format!(
+            "refusal {key} raised as {} with detail {detail:?}: {why}",
+            code.as_str()
+        ))
+    };
+    let mut data = match detail.map(serde_json::from_str) {
+        Some(Ok(serde_json::Value::Object(data))) => data,
+        _ => return unknown("the detail is not a JSON object".to_owned()),
+    };
+    data.insert("refusal".to_owned(), key.into());
+    match serde_json::from_value::<Refusal>(data.into()) {
+        Ok(refusal) if refusal.code() == code => StoreError::Refused(refusal),
+        Ok(refusal) => unknown(format!("it is {}", refusal.code().as_str())),
+        Err(e) => unknown(e.to_string()),
+    }
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
+        if let Some(db) = err.as_db_error() {
+            if let Some(code) = refusal_code(db.code().code()) {
+                return decode_refusal(code, db.message(), db.detail());
+            }
+        }
         // Text PostgreSQL cannot store: the input's fault (the edge refuses what it knows of).
         if let Some(code) = err.code() {
             if [
@@ -418,13 +452,7 @@ impl Store {
         let stmt = client.prepare_cached(APPEND).await?;
         let rows = client
             .query(&stmt, &[&db(gid), &senders, &cmids, &stamps, &bodies])
-            .await
-            .map_err(|e| match e.code() {
-                Some(&SqlState::NO_DATA_FOUND) => {
-                    StoreError::NotFound(format!("group {gid} does not exist"))
-                }
-                _ => e.into(),
-            })?;
+            .await?;
         let latest = rows.first().map_or(0, |r| id(r.get(4)));
         let results = rows
             .iter()
@@ -554,5 +582,79 @@ fn message_view(gid: u64, row: &tokio_postgres::Row) -> MessageView {
         ts: row.get(3),
         // Bodies were checked to be JSON before they were stored.
         body: RawValue::from_string(body).expect("stored bodies are valid JSON"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::refusal::GroupAction;
+    use crate::model::sync::Role;
+
+    fn refused(sqlstate: &str, key: &str, detail: &str) -> Result<Refusal, String> {
+        let code = refusal_code(sqlstate).expect("one of Herald's SQLSTATEs");
+        match decode_refusal(code, key, Some(detail)) {
+            StoreError::Refused(refusal) => Ok(refusal),
+            other => Err(other.to_string()),
+        }
+    }
+
+    /// Raises exactly as `sql/functions/` make them (`herald_refuse`).
+    #[test]
+    fn refusals_decode_from_their_key_and_detail() {
+        assert_eq!(
+            refused("HR404", "group_missing", r#"{"gid": 7}"#),
+            Ok(Refusal::GroupMissing { gid: 7 })
+        );
+        assert_eq!(
+            refused("HR400", "self_friendship", "{}"),
+            Ok(Refusal::SelfFriendship)
+        );
+        assert_eq!(
+            refused(
+                "HR403",
+                "role_required",
+                r#"{"gid": 7, "roles": ["owner", "admin"], "action": "remove_member", "uid": 4, "role": null}"#
+            ),
+            Ok(Refusal::RoleRequired {
+                gid: 7,
+                roles: vec![Role::Owner, Role::Admin],
+                action: GroupAction::RemoveMember { uid: 4, role: None },
+            })
+        );
+        assert_eq!(
+            refused(
+                "HR403",
+                "role_required",
+                r#"{"gid": 7, "roles": ["owner"], "action": "disband"}"#
+            )
+            .map(|refusal| refusal.to_string()),
+            Ok("only the owner of group 7 may disband it".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_raise_herald_does_not_know_is_an_internal_error() {
+        for (sqlstate, key, detail) in [
+            ("HR404", "group_vanished", r#"{"gid": 7}"#),
+            ("HR404", "group_missing", r#"{"uid": 7}"#),
+            ("HR404", "group_missing", "7"),
+            ("HR404", "group_missing", "group 7 does not exist"),
+            ("HR403", "group_missing", r#"{"gid": 7}"#),
+            (
+                "HR403",
+                "role_required",
+                r#"{"gid": 7, "roles": ["owner"], "action": "dance"}"#,
+            ),
+        ] {
+            let error = refused(sqlstate, key, detail).expect_err(detail);
+            assert!(error.starts_with("unexpected data: refusal"), "{error}");
+        }
+        let code = refusal_code("HR404").unwrap();
+        assert!(matches!(
+            decode_refusal(code, "group_missing", None),
+            StoreError::Corrupt(_)
+        ));
+        assert_eq!(refusal_code("P0001"), None);
     }
 }

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
-use serde_json::value::RawValue;
 use tokio_postgres::IsolationLevel;
 
 use super::directory::{group_info, profile_query, user_info, USER_INFO_COLUMNS};
 use super::{db, id, timed, Param, Store, StoreError};
+use crate::model::event::LoggedEvent;
+use crate::model::refusal::Refusal;
 use crate::model::sync::{
     FriendSync, FriendVersions, GroupListSync, GroupListVersions, GroupSync, GroupVersions, Member,
     Role, SyncReply, SyncRequest, UserInfo,
@@ -38,8 +39,9 @@ const MY_GROUP_VERSIONS: &str = "
     WHERE m.uid = $1
     ORDER BY m.gid";
 
+/// Each body is a [`LoggedEvent`], as `herald_event` wrote it.
 const EVENTS_AFTER: &str = "
-    SELECT e.gid, e.body::text
+    SELECT e.gid, e.version, e.body::text
     FROM unnest($1::bigint[], $2::bigint[]) AS c (gid, after)
     JOIN group_events e ON e.gid = c.gid AND e.version > c.after
     ORDER BY e.gid, e.version";
@@ -121,7 +123,7 @@ impl Store {
         )?;
         let me = me
             .map(|row| user_info(&row, 0))
-            .ok_or_else(|| StoreError::NotFound(format!("user {uid} does not exist")))?;
+            .ok_or(StoreError::Refused(Refusal::UserMissing { uid }))?;
         let version = |at: usize| version_row.as_ref().map_or(0, |row| id(row.get(at)));
         let list_now = GroupListVersions {
             group_list_version: version(0),
@@ -192,15 +194,13 @@ impl Store {
         )?;
         tx.commit().await?;
 
-        let mut events_by_group: HashMap<u64, Vec<Box<RawValue>>> = HashMap::new();
+        let mut events_by_group: HashMap<u64, Vec<LoggedEvent>> = HashMap::new();
         for row in &events {
-            let body: String = row.get(1);
-            let event = RawValue::from_string(body)
-                .map_err(|e| StoreError::Corrupt(format!("event of group: {e}")))?;
-            events_by_group
-                .entry(id(row.get(0)))
-                .or_default()
-                .push(event);
+            let (gid, version, body) = (id(row.get(0)), id(row.get(1)), row.get::<_, &str>(2));
+            let event = serde_json::from_str(body).map_err(|e| {
+                StoreError::Corrupt(format!("event {version} of group {gid}: {body}: {e}"))
+            })?;
+            events_by_group.entry(gid).or_default().push(event);
         }
         let mut members_by_group: HashMap<u64, Vec<Member>> = HashMap::new();
         for row in &members {

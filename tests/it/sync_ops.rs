@@ -730,6 +730,147 @@ async fn without_admins_the_longest_standing_member_inherits_and_the_last_one_ou
     assert_eq!(ids(&after["group_list"]["left"]), vec![gid], "{after}");
 }
 
+/// Each refusal a change function raises reaches the client with its code and the very
+/// sentence clients have always read (the words are the gateway's, the SQL raises keys).
+#[tokio::test]
+async fn every_refusal_of_a_change_reads_as_it_always_did() {
+    let server = Server::start().await;
+    let gid = server.group(&[1, 2]).await;
+    server.users(&[3]).await;
+    let group = format!("/v1/groups/{gid}");
+    let refusals = [
+        (
+            server
+                .admin_post(
+                    "/v1/admin/groups",
+                    json!({"gid": gid, "name": "again", "owner": 1, "members": [1]}),
+                )
+                .await,
+            409,
+            format!("group {gid} already exists"),
+        ),
+        (
+            server
+                .admin_post("/v1/admin/groups/999999/members", json!({"uids": [3]}))
+                .await,
+            404,
+            "group 999999 does not exist".into(),
+        ),
+        (
+            server
+                .admin_post(
+                    &format!("/v1/admin/groups/{gid}/members"),
+                    json!({"uids": [77]}),
+                )
+                .await,
+            404,
+            "user 77 does not exist or is deactivated".into(),
+        ),
+        (
+            server
+                .admin_post("/v1/admin/users/88/deactivate", json!({}))
+                .await,
+            404,
+            "user 88 does not exist".into(),
+        ),
+        (
+            server
+                .user(3, Method::PATCH, &group, Some(json!({"name": "mine"})))
+                .await,
+            403,
+            format!("not a member of group {gid}"),
+        ),
+        (
+            server
+                .user(
+                    2,
+                    Method::POST,
+                    &format!("{group}/members"),
+                    Some(json!({"uids": [3]})),
+                )
+                .await,
+            403,
+            format!("only the owner or admin of group {gid} may add members"),
+        ),
+        (
+            server
+                .user(2, Method::DELETE, &format!("{group}/members/1"), None)
+                .await,
+            403,
+            format!("only the owner of group {gid} may remove owner 1"),
+        ),
+        (
+            server
+                .user(2, Method::DELETE, &format!("{group}/members/3"), None)
+                .await,
+            403,
+            format!("only the owner or admin of group {gid} may remove user 3"),
+        ),
+        (
+            server
+                .user(
+                    2,
+                    Method::PUT,
+                    &format!("{group}/members/1/role"),
+                    Some(json!({"role": "admin"})),
+                )
+                .await,
+            403,
+            format!("only the owner of group {gid} may change roles"),
+        ),
+        (
+            server
+                .user(2, Method::PATCH, &group, Some(json!({"name": "mine"})))
+                .await,
+            403,
+            format!("only the owner or admin of group {gid} may change its info"),
+        ),
+        (
+            server.user(2, Method::DELETE, &group, None).await,
+            403,
+            format!("only the owner of group {gid} may disband it"),
+        ),
+        (
+            server
+                .user(
+                    1,
+                    Method::PUT,
+                    &format!("{group}/members/3/role"),
+                    Some(json!({"role": "admin"})),
+                )
+                .await,
+            404,
+            format!("user 3 is not a member of group {gid}"),
+        ),
+        (
+            server
+                .user(
+                    1,
+                    Method::PUT,
+                    &format!("{group}/members/1/role"),
+                    Some(json!({"role": "admin"})),
+                )
+                .await,
+            403,
+            "the owner's role changes only when they quit".into(),
+        ),
+        (
+            server
+                .user(1, Method::POST, "/v1/friends", Some(json!({"uid": 1})))
+                .await,
+            400,
+            "a user cannot befriend themself".into(),
+        ),
+    ];
+    for ((status, body), expected_status, expected_message) in refusals {
+        assert_eq!(
+            (status, &body["error"]["message"]),
+            (expected_status, &json!(expected_message)),
+            "{body}"
+        );
+    }
+}
+
 // ---- live pushes ----
 
 #[tokio::test]
