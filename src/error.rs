@@ -105,10 +105,6 @@ impl ApiError {
     pub fn unavailable() -> Self {
         Self::new(ErrorCode::Unavailable, "storage unavailable, retry later")
     }
-
-    pub fn not_a_member(gid: u64) -> Self {
-        Self::forbidden(format!("not a member of group {gid}"))
-    }
 }
 
 impl From<actix::MailboxError> for ApiError {

@@ -474,7 +474,7 @@ mod tests {
     #[test]
     fn event_frames_are_the_logged_event_under_their_type() {
         use crate::model::event::{GroupEvent, Removal};
-        use crate::model::sync::Role;
+        use crate::model::Role;
         let logged = |version, event| LoggedEvent {
             gid: 7,
             version,

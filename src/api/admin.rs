@@ -8,6 +8,7 @@ use serde_json::json;
 use super::groups::{valid_group_info, valid_uids};
 use super::{publish, Admin, AppState};
 use crate::error::ApiError;
+use crate::model::refusal::Refusal;
 use crate::model::valid_id;
 use crate::store::{NewGroup, UserUpsert};
 
@@ -39,8 +40,8 @@ pub async fn tokens_route(
     }
     match state.store.user_active(uid).await? {
         Some(true) => {}
-        Some(false) => return Err(ApiError::forbidden(format!("user {uid} is deactivated"))),
-        None => return Err(ApiError::not_found(format!("user {uid} does not exist"))),
+        Some(false) => return Err(Refusal::UserDeactivated { uid }.into()),
+        None => return Err(Refusal::UserMissing { uid }.into()),
     }
     Ok(HttpResponse::Ok().json(json!({"token": state.tokens.issue(uid, ttl_s, dev)})))
 }

@@ -9,6 +9,7 @@ use super::user::live_cursors;
 use super::{AppState, User};
 use crate::error::ApiError;
 use crate::model::check_length;
+use crate::model::refusal::Refusal;
 use crate::model::{now_ms, valid_id};
 use crate::store::{Conversation, Membership};
 
@@ -87,10 +88,8 @@ pub async fn open_route(
         let gid = channel_group(&channel_id)?;
         match state.store.membership(gid, user.uid).await? {
             Membership::Member => Some(gid),
-            Membership::NotMember => return Err(ApiError::not_a_member(gid)),
-            Membership::NoSuchGroup => {
-                return Err(ApiError::not_found(format!("group {gid} does not exist")))
-            }
+            Membership::NotMember => return Err(Refusal::NotMember { gid }.into()),
+            Membership::NoSuchGroup => return Err(Refusal::GroupMissing { gid }.into()),
         }
     } else {
         None

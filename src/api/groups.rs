@@ -9,8 +9,9 @@ use super::{publish, AppState, Caller, User};
 use crate::error::ApiError;
 use crate::model::check_length;
 use crate::model::effect::Effect;
-use crate::model::sync::{GroupEdit, Role, MAX_GROUP_DESCRIPTION_CHARS, MAX_GROUP_NAME_CHARS};
+use crate::model::sync::{GroupEdit, MAX_GROUP_DESCRIPTION_CHARS, MAX_GROUP_NAME_CHARS};
 use crate::model::valid_id;
+use crate::model::Role;
 use crate::store::NewGroup;
 
 /// Most members named in one request.

@@ -27,6 +27,7 @@ use crate::auth::{bearer, unauthorized, AdminKey, TokenKeys};
 use crate::budget::{RequestKind, UserBudgets};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::effect::Effect;
+use crate::model::refusal::Refusal;
 use crate::registry::{Directory, Publish, Publisher};
 use crate::session::SessionContext;
 use crate::store::Store;
@@ -248,7 +249,7 @@ impl FromRequest for User {
 pub async fn require_active(store: &Store, uid: u64) -> Result<(), ApiError> {
     match store.user_active(uid).await? {
         Some(true) => Ok(()),
-        Some(false) => Err(ApiError::forbidden(format!("user {uid} is deactivated"))),
+        Some(false) => Err(Refusal::UserDeactivated { uid }.into()),
         None => Err(ApiError::forbidden(format!("user {uid} does not exist"))),
     }
 }

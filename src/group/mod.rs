@@ -25,6 +25,7 @@ use crate::messages::{
     Join, Leave, SessionHandle, SessionId, Submit, ToSession, WriteAcks,
 };
 use crate::metrics;
+use crate::model::refusal::Refusal;
 use crate::model::sync::SyncNotice;
 use crate::model::{now_ms, GroupCursor, MessageView};
 use crate::protocol::ServerFrame;
@@ -146,7 +147,7 @@ impl GroupActor {
         if let Some(failed) = &self.failed {
             return Some(failed.clone());
         }
-        (!self.acks.is_member(uid)).then(|| ApiError::not_a_member(self.gid))
+        (!self.acks.is_member(uid)).then(|| Refusal::NotMember { gid: self.gid }.into())
     }
 
     fn fail(&mut self, error: ApiError, ctx: &mut Context<Self>) {
@@ -334,10 +335,7 @@ impl Actor for GroupActor {
                             act.latest = snapshot.latest;
                             act.acks = MemberAcks::new(snapshot.members);
                         }
-                        Ok(None) => act.fail(
-                            ApiError::not_found(format!("group {gid} does not exist")),
-                            ctx,
-                        ),
+                        Ok(None) => act.fail(Refusal::GroupMissing { gid }.into(), ctx),
                         Err(error) => {
                             tracing::warn!(%error, "could not load group");
                             act.fail(ApiError::from(error), ctx)
@@ -571,7 +569,7 @@ impl Handler<GroupChange> for GroupActor {
                         self.drop_sessions_of(uid);
                     }
                     self.acks.clear();
-                    let gone = ApiError::not_found(format!("group {} does not exist", self.gid));
+                    let gone = Refusal::GroupMissing { gid: self.gid }.into();
                     self.fail(gone, ctx);
                     return;
                 }

@@ -48,7 +48,7 @@ mod tests {
 
     use super::*;
     use crate::model::event::{GroupEvent, Removal};
-    use crate::model::sync::Role;
+    use crate::model::Role;
 
     fn every_kind() -> Vec<Effect> {
         vec![

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::sync::Role;
+use super::role::Role;
 
 /// One change of a group. `by` is the user who acted, absent when the admin API did (or
 /// when nobody did: an heir's promotion, a group disbanded by its last member leaving).

@@ -8,7 +8,9 @@ pub mod event;
 pub mod ids;
 pub mod message;
 pub mod refusal;
+pub mod role;
 pub mod sync;
 
 pub use ids::{check_length, no_nul, now_ms, valid_id, MAX_ID};
 pub use message::{GroupCursor, MessageView};
+pub use role::Role;

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::sync::Role;
+use super::role::Role;
 use crate::error::{ApiError, ErrorCode};
 
 /// Why the store turned a request down.
@@ -15,6 +15,10 @@ use crate::error::{ApiError, ErrorCode};
 pub enum Refusal {
     /// The user was never created.
     UserMissing {
+        uid: u64,
+    },
+    /// The user was deactivated.
+    UserDeactivated {
         uid: u64,
     },
     /// A user the change names is not an active user.
@@ -76,6 +80,7 @@ impl Refusal {
             | Refusal::TargetNotMember { .. } => ErrorCode::NotFound,
             Refusal::GroupExists { .. } => ErrorCode::Conflict,
             Refusal::NotMember { .. }
+            | Refusal::UserDeactivated { .. }
             | Refusal::RoleRequired { .. }
             | Refusal::OwnerNotRemovable
             | Refusal::OwnerRoleFixed => ErrorCode::Forbidden,
@@ -88,6 +93,7 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::UserMissing { uid } => write!(f, "user {uid} does not exist"),
+            Refusal::UserDeactivated { uid } => write!(f, "user {uid} is deactivated"),
             Refusal::UserInactive { uid } => {
                 write!(f, "user {uid} does not exist or is deactivated")
             }
@@ -149,6 +155,7 @@ mod tests {
     fn each_refusal_reads_as_clients_know_it() {
         let cases = [
             (Refusal::UserMissing { uid: 4 }, "user 4 does not exist"),
+            (Refusal::UserDeactivated { uid: 4 }, "user 4 is deactivated"),
             (
                 Refusal::UserInactive { uid: 4 },
                 "user 4 does not exist or is deactivated",

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::LoggedEvent;
 use super::ids::{check_length, valid_id};
+use super::role::Role;
 use crate::error::ApiError;
 
 /// A user's profile: each field carries the `user_info_version` at which it last changed.
@@ -37,30 +38,6 @@ pub struct GroupInfo {
 pub struct Member {
     pub uid: u64,
     pub role: Role,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Owner,
-    Admin,
-    Member,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Admin => "admin",
-            Role::Member => "member",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Role> {
-        [Role::Owner, Role::Admin, Role::Member]
-            .into_iter()
-            .find(|role| role.as_str() == text)
-    }
 }
 
 /// The versions of one group's member list and of its members' profiles.

@@ -27,6 +27,7 @@ use crate::messages::{
     AckUpTo, GroupHandle, GroupRequest, Join, Leave, SessionHandle, SessionId, Submit, ToSession,
 };
 use crate::metrics;
+use crate::model::refusal::Refusal;
 use crate::model::sync::{SyncNotice, SyncReply, SyncRequest};
 use crate::model::GroupCursor;
 use crate::protocol::{self, ClientRequest, RequestId, ServerFrame};
@@ -758,7 +759,7 @@ pub async fn pull_page(
     )?;
     match membership {
         Membership::Member => Ok(page),
-        Membership::NotMember => Err(ApiError::not_a_member(gid)),
-        Membership::NoSuchGroup => Err(ApiError::not_found(format!("group {gid} does not exist"))),
+        Membership::NotMember => Err(Refusal::NotMember { gid }.into()),
+        Membership::NoSuchGroup => Err(Refusal::GroupMissing { gid }.into()),
     }
 }

@@ -8,7 +8,8 @@ use tokio_postgres::error::SqlState;
 use super::{db, id, timed, Param, Store, StoreError};
 use crate::model::effect::Effect;
 use crate::model::refusal::Refusal;
-use crate::model::sync::{GroupEdit, GroupInfo, ProfileEdit, Role, UserInfo};
+use crate::model::sync::{GroupEdit, GroupInfo, ProfileEdit, UserInfo};
+use crate::model::Role;
 
 /// A user to create or update; absent profile fields are left as they are.
 #[derive(Debug, Clone, Default, Deserialize)]

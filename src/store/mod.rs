@@ -589,7 +589,7 @@ fn message_view(gid: u64, row: &tokio_postgres::Row) -> MessageView {
 mod tests {
     use super::*;
     use crate::model::refusal::GroupAction;
-    use crate::model::sync::Role;
+    use crate::model::Role;
 
     fn refused(sqlstate: &str, key: &str, detail: &str) -> Result<Refusal, String> {
         let code = refusal_code(sqlstate).expect("one of Herald's SQLSTATEs");

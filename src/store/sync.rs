@@ -11,8 +11,9 @@ use crate::model::event::LoggedEvent;
 use crate::model::refusal::Refusal;
 use crate::model::sync::{
     FriendSync, FriendVersions, GroupListSync, GroupListVersions, GroupSync, GroupVersions, Member,
-    Role, SyncReply, SyncRequest, UserInfo,
+    SyncReply, SyncRequest, UserInfo,
 };
+use crate::model::Role;
 
 const USER_VERSIONS: &str = "
     SELECT group_list_version, group_info_version, friend_list_version, friend_info_version
