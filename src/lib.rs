@@ -25,8 +25,8 @@
 //!   model types, never wire frames. [`protocol`]: the wire frames, decoded and encoded.
 //!   [`auth`]: user tokens and the admin key. [`budget`]: what each request costs.
 //! - [`metrics`]: Prometheus metrics. [`telemetry`]: structured logs.
-//! - Leaves: [`model`] (ids and checks, messages and cursors, the sync model, events,
-//!   effects), [`error`] (every error a client sees), [`close`] (every close code),
+//! - Leaves: [`model`] (ids and checks, messages and cursors, roles, the sync model, events,
+//!   effects, refusals), [`error`] (every error a client sees), [`close`] (every close code),
 //!   [`config`] (every setting, defined once).
 
 pub mod acks;
