@@ -76,3 +76,80 @@ pub fn pull(id: u64, gid: u64, after: u64) -> String {
 pub fn ping(id: u64) -> String {
     format!(r#"{{"type":"ping","id":{id}}}"#)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Stamp {
+        t: u64,
+    }
+
+    #[test]
+    fn a_msg_is_read_with_the_body_the_reader_names_and_without_it() {
+        let text =
+            r#"{"type":"msg","gid":7,"msgid":126,"from":1,"cmid":"c-1","body":{"t":5,"p":"xx"}}"#;
+        let stamped: Frame<Stamp> = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (stamped.kind, stamped.gid, stamped.msgid, stamped.body),
+            ("msg", Some(7), Some(126), Some(Stamp { t: 5 }))
+        );
+        let plain: Frame = serde_json::from_str(text).unwrap();
+        assert_eq!((plain.kind, plain.id.is_none()), ("msg", true));
+    }
+
+    #[test]
+    fn ids_are_kept_as_sent_and_read_as_numbers_when_they_are_whole_numbers() {
+        let id = |text: &str| {
+            let frame: Frame = serde_json::from_str(text).unwrap();
+            (frame.id.map(|id| id.get().to_owned()), frame.numeric_id())
+        };
+        assert_eq!(
+            id(r#"{"type":"pong","id":17}"#),
+            (Some("17".into()), Some(17))
+        );
+        assert_eq!(
+            id(r#"{"type":"pong","id":1E2}"#),
+            (Some("1E2".into()), None)
+        );
+        assert_eq!(
+            id(r#"{"type":"pong","id":"r1"}"#),
+            (Some(r#""r1""#.into()), None)
+        );
+    }
+
+    #[test]
+    fn a_page_an_error_and_a_hello_are_read() {
+        let page: Frame =
+            serde_json::from_str(r#"{"type":"msgs","id":2,"gid":7,"msgs":[{"msgid":3,"body":1e400},{"msgid":4}],"more":true}"#)
+                .unwrap();
+        let msgids: Vec<u64> = page.msgs.unwrap().iter().map(|m| m.msgid).collect();
+        assert_eq!((msgids, page.more), (vec![3, 4], Some(true)));
+        let error: Frame = serde_json::from_str(
+            r#"{"type":"error","id":9,"code":"unavailable","message":"later"}"#,
+        )
+        .unwrap();
+        assert_eq!(error.code, Some("unavailable"));
+        let hello: Hello = serde_json::from_str(
+            r#"{"type":"hello","uid":1,"groups":[{"gid":7,"last_ack":2,"latest":5}]}"#,
+        )
+        .unwrap();
+        let cursor = hello.groups[0];
+        assert_eq!((cursor.gid, cursor.last_ack, cursor.latest), (7, 2, 5));
+    }
+
+    #[test]
+    fn request_frames_are_json_of_the_protocol() {
+        let parse = |text: String| serde_json::from_str::<serde_json::Value>(&text).unwrap();
+        assert_eq!(
+            parse(ack(7, 3)),
+            serde_json::json!({"type": "ack", "gid": 7, "msgid": 3})
+        );
+        assert_eq!(
+            parse(pull(2, 7, 10)),
+            serde_json::json!({"type": "pull", "id": 2, "gid": 7, "after": 10, "limit": 1000})
+        );
+        assert_eq!(parse(ping(4)), serde_json::json!({"type": "ping", "id": 4}));
+    }
+}

@@ -23,7 +23,7 @@ pub const LISTENING: &str = "listening; preparing storage";
 pub const READY: &str = "herald ready";
 
 /// How a Herald is started: kept, so it can be started again the same way.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Launch {
     pub bin: PathBuf,
     pub database_url: String,
@@ -35,7 +35,7 @@ pub struct Launch {
 }
 
 /// Where a started Herald's log goes.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Log {
     /// Every line of stdout and stderr kept in memory, for [`Process::logs`].
     Kept,
