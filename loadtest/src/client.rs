@@ -2,101 +2,24 @@
 //! receives, checks and times every message of its group, acks, and optionally sends.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use futures_util::{SinkExt, StreamExt};
+use anyhow::{bail, Result};
+use futures_util::SinkExt;
 use serde::Deserialize;
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
+use crate::kit::client::{next_text, End, Socket};
+use crate::kit::frames::{self, Cursor, Frame};
 use crate::record::{LocalSamples, Recorder};
-
-pub type Socket = WebSocketStream<TcpStream>;
-
-/// Loopback source addresses connections are spread over, so 20,000+ sessions do not run
-/// out of ephemeral ports on one (source, destination) pair.
-const SOURCE_ADDRESSES: u8 = 8;
-
-/// Client buffers sized on purpose: small frames, many sessions.
-fn socket_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-}
-
-/// Opens a session for the `n`-th simulated client and reads its `hello`.
-pub async fn connect(target: SocketAddr, n: usize, token: &str) -> Result<(Socket, Hello)> {
-    let source = IpAddr::V4(Ipv4Addr::new(
-        127,
-        0,
-        0,
-        1 + (n % SOURCE_ADDRESSES as usize) as u8,
-    ));
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
-    let stream = socket
-        .connect(target)
-        .await
-        .with_context(|| format!("connect to {target}"))?;
-    stream.set_nodelay(true)?;
-    let mut request = format!("ws://{target}/v1/ws").into_client_request()?;
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(socket_config()))
-            .await
-            .context("WebSocket handshake")?;
-    let hello = match ws.next().await {
-        Some(Ok(Message::Text(text))) => serde_json::from_str::<Hello>(&text).context("hello")?,
-        other => bail!("expected hello, got {other:?}"),
-    };
-    Ok((ws, hello))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Hello {
-    pub groups: Vec<Cursor>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub struct Cursor {
-    pub gid: u64,
-    pub last_ack: u64,
-    pub latest: u64,
-}
-
-/// The fields of any server frame this client looks at.
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-    id: Option<u64>,
-    gid: Option<u64>,
-    msgid: Option<u64>,
-    body: Option<Stamp>,
-    dup: Option<bool>,
-    more: Option<bool>,
-    msgs: Option<Vec<Pulled>>,
-}
 
 /// The send time a message body carries.
 #[derive(Deserialize)]
 struct Stamp {
     t: u64,
-}
-
-#[derive(Deserialize)]
-struct Pulled {
-    msgid: u64,
 }
 
 /// How a sending session sends.
@@ -210,11 +133,11 @@ pub async fn run(
             .in_flight
             .store(waiting.len() as u64, Ordering::Relaxed);
         tokio::select! {
-            frame = ws.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(close))) => {
-                        let code = close.map(|c| u16::from(c.code));
+            text = next_text(&mut ws) => {
+                let text = match text {
+                    Ok(Some(text)) => text,
+                    Ok(None) => continue,
+                    Err(End::Closed(code)) => {
                         if code == Some(4008) {
                             Recorder::count(&recorder.closed_too_slow, 1);
                         } else if *phase.borrow() != Phase::Stop {
@@ -223,8 +146,7 @@ pub async fn run(
                         progress.ended_early.store(*phase.borrow() != Phase::Stop, Ordering::Relaxed);
                         break;
                     }
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => {
+                    Err(End::Broken) => {
                         if *phase.borrow() != Phase::Stop {
                             Recorder::count(&recorder.dropped, 1);
                             progress.ended_early.store(true, Ordering::Relaxed);
@@ -232,7 +154,7 @@ pub async fn run(
                         break;
                     }
                 };
-                let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+                let Ok(frame) = serde_json::from_str::<Frame<Stamp>>(&text) else {
                     Recorder::count(&recorder.errors, 1);
                     continue;
                 };
@@ -255,7 +177,7 @@ pub async fn run(
                         }
                     }
                     "sent" => {
-                        if let Some(sent_at) = frame.id.and_then(|id| waiting.remove(&id)) {
+                        if let Some(sent_at) = frame.numeric_id().and_then(|id| waiting.remove(&id)) {
                             samples.sent(&recorder, sent_at.elapsed().as_micros() as u64);
                         }
                         if frame.dup != Some(true) {
@@ -266,7 +188,7 @@ pub async fn run(
                         }
                     }
                     "error" => {
-                        if let Some(id) = frame.id {
+                        if let Some(id) = frame.numeric_id() {
                             waiting.remove(&id);
                         }
                         Recorder::count(&recorder.errors, 1);
@@ -282,8 +204,7 @@ pub async fn run(
             _ = ack_timer.tick() => {
                 if next - 1 > acked {
                     acked = next - 1;
-                    let ack = format!(r#"{{"type":"ack","gid":{},"msgid":{acked}}}"#, role.gid);
-                    outgoing.push(ack);
+                    outgoing.push(frames::ack(role.gid, acked));
                 }
             }
             changed = phase.changed() => {
@@ -326,19 +247,17 @@ pub async fn pull_until(
     let mut request = 0u64;
     while after < latest {
         request += 1;
-        let pull =
-            format!(r#"{{"type":"pull","id":{request},"gid":{gid},"after":{after},"limit":1000}}"#);
-        ws.send(Message::text(pull)).await?;
+        ws.send(Message::text(frames::pull(request, gid, after)))
+            .await?;
         loop {
-            let text = match ws.next().await {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(close))) => bail!("closed while pulling: {close:?}"),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(e.into()),
-                None => bail!("connection ended while pulling"),
+            let text = match next_text(ws).await {
+                Ok(Some(text)) => text,
+                Ok(None) => continue,
+                Err(End::Closed(code)) => bail!("closed while pulling (code {code:?})"),
+                Err(End::Broken) => bail!("connection ended while pulling"),
             };
             let frame: Frame = serde_json::from_str(&text)?;
-            if frame.kind == "msgs" && frame.id == Some(request) {
+            if frame.kind == "msgs" && frame.numeric_id() == Some(request) {
                 let page = frame.msgs.unwrap_or_default();
                 msgids.extend(page.iter().map(|m| m.msgid));
                 match page.last() {
@@ -348,7 +267,7 @@ pub async fn pull_until(
                 }
                 break;
             }
-            if frame.kind == "error" && frame.id == Some(request) {
+            if frame.kind == "error" && frame.numeric_id() == Some(request) {
                 bail!("pull refused: {text}");
             }
         }
@@ -358,7 +277,6 @@ pub async fn pull_until(
 
 /// Sends a cumulative ack.
 pub async fn ack(ws: &mut Socket, gid: u64, msgid: u64) -> Result<()> {
-    let ack = format!(r#"{{"type":"ack","gid":{gid},"msgid":{msgid}}}"#);
-    ws.send(Message::text(ack)).await?;
+    ws.send(Message::text(frames::ack(gid, msgid))).await?;
     Ok(())
 }

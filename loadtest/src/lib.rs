@@ -3,10 +3,12 @@
 //!
 //! # Layout
 //! - [`target`]: the Herald under test, started here or reached by URL; provisioning; for
-//!   the fault scenario, kill, stop and restart, and a private PostgreSQL.
+//!   the fault scenario, kill, stop and restart.
 //! - [`baseline`]: a storage-free broadcast server, the ceiling of the machine.
 //! - [`backend`]: either of the two, as scenarios see them.
 //! - [`client`]: one simulated session: receives, checks, times, acks, sends.
+//! - [`kit`]: what the harness shares with the integration tests: the launcher, the
+//!   WebSocket client, the frame decoder, PostgreSQL.
 //! - [`record`]: latency histograms and counters shared by all sessions.
 //! - [`scenarios`]: fan-out (and big-group, slow-consumer, baseline), reconnect-storm, idle,
 //!   faults.
@@ -16,6 +18,7 @@
 pub mod backend;
 pub mod baseline;
 pub mod client;
+pub mod kit;
 pub mod progress;
 pub mod record;
 pub mod report;

@@ -2,17 +2,19 @@
 //! already running. Either way it is reached by URL and provisioned through the admin API.
 //!
 //! The fault scenario needs more control: it starts Herald on a private PostgreSQL cluster
-//! ([`PrivatePostgres`]) at a fixed loopback port, kills it (`kill -9`), stops it (SIGTERM)
-//! and starts it again where its clients left it ([`Target::launch`] and what follows it).
+//! at a fixed loopback port, kills it (`kill -9`), stops it (SIGTERM) and starts it again
+//! where its clients left it ([`Target::launch`] and what follows it).
 
-use std::io::{BufRead, BufReader, LineWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+
+use crate::kit::launcher::{self, Launch, Log, Process, ADMIN_KEY, JWT_SECRET, LISTENING, READY};
+use crate::kit::postgres::project_postgres;
 
 /// How to reach a Herald.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,141 +43,8 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
 }
 
-/// What a starting Herald logs once it listens (storage may still be down), and once it
-/// serves; both lines carry the address.
-const LISTENING: &str = "listening; preparing storage";
-const READY: &str = "herald ready";
-
-/// How a Herald this harness starts is run: kept so it can be started again the same way.
-struct Launch {
-    bin: PathBuf,
-    database_url: String,
-    /// `127.0.0.1:0`, or a fixed port that restarts keep.
-    listen: String,
-    env: Vec<(String, String)>,
-    /// Where its log goes; without it, only its warnings and errors are shown (on stderr).
-    log: Option<PathBuf>,
-}
-
-/// A running herald process, and the start-up lines it logged (message, address).
-struct Process {
-    child: Child,
-    milestones: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
-}
-
-impl Launch {
-    fn start(&self) -> Result<Process> {
-        let mut child = Command::new(&self.bin)
-            .arg("serve")
-            .env("DATABASE_URL", &self.database_url)
-            .env("HERALD_LISTEN", &self.listen)
-            .env("HERALD_JWT_SECRET", SPAWNED_JWT_SECRET)
-            .env("HERALD_ADMIN_KEY", SPAWNED_ADMIN_KEY)
-            // No send rate and no request budget: they would cap the throughput benchmarks
-            // measure. A scenario that needs them sets them in `env`, which comes after.
-            .env("HERALD_SEND_RATE", "0")
-            .env("HERALD_REQUEST_BUDGET", "0")
-            .env("HERALD_LOG_FORMAT", "json")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (build it with cargo build --release)",
-                    self.bin.display()
-                )
-            })?;
-        let mut log = match &self.log {
-            Some(path) => Some(LineWriter::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("opening {}", path.display()))?,
-            )),
-            None => None,
-        };
-        let stdout = child.stdout.take().expect("piped");
-        let (milestone_tx, milestones) = tokio::sync::mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(log) = &mut log {
-                    let _ = writeln!(log, "{line}");
-                }
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                let message = event["message"].as_str().unwrap_or_default();
-                if message == LISTENING || message == READY {
-                    let addr = event["addr"].as_str().unwrap_or_default().to_owned();
-                    let _ = milestone_tx.send((message.to_owned(), addr));
-                } else if log.is_none() && (event["level"] == "WARN" || event["level"] == "ERROR") {
-                    eprintln!("herald: {line}");
-                }
-            }
-        });
-        Ok(Process { child, milestones })
-    }
-}
-
-impl Process {
-    /// Waits until the process logs `milestone`; returns the address it names.
-    async fn wait_for(&mut self, milestone: &str, within: Duration) -> Result<SocketAddr> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.milestones.recv()).await {
-                Ok(Some((message, addr))) if message == milestone => {
-                    return addr
-                        .parse()
-                        .with_context(|| format!("herald logged `{milestone}` at `{addr}`"));
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => bail!("herald exited before it logged `{milestone}`"),
-                Err(_) => bail!("herald did not log `{milestone}` within {within:?}"),
-            }
-        }
-    }
-
-    /// SIGKILL, and reaps it.
-    fn kill(&mut self) -> Result<()> {
-        self.child.kill().context("kill -9 herald")?;
-        self.child.wait().context("waiting for the killed herald")?;
-        Ok(())
-    }
-
-    fn signal_term(&self) -> Result<()> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .context("running kill -TERM")?;
-        if !status.success() {
-            bail!("kill -TERM {} failed", self.child.id());
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Process {
-    /// A graceful stop first (it flushes acks), then SIGKILL if it takes too long.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.signal_term();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A Herald this harness started: stopped on drop, and the database it made for the run
-/// dropped.
+/// A Herald this harness started: stopped on drop (gracefully: it flushes its acks), and
+/// the database it made for the run dropped.
 struct Spawned {
     /// None between a kill or stop and the restart.
     process: Option<Process>,
@@ -186,7 +55,9 @@ struct Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        drop(self.process.take());
+        if let Some(process) = self.process.take() {
+            process.stop_blocking(STOP_WITHIN);
+        }
         if let Some((admin_url, database)) = &self.database {
             let _ = psql(
                 admin_url,
@@ -207,47 +78,12 @@ pub struct Target {
     spawned: Option<Box<Spawned>>,
 }
 
-const SPAWNED_ADMIN_KEY: &str = "loadtest-admin-key-0123456789";
-const SPAWNED_JWT_SECRET: &str = "loadtest-jwt-secret-0123456789";
 /// Longest wait for a started Herald to listen.
 const START_WITHIN: Duration = Duration::from_secs(30);
 /// Longest wait for one probe or page over HTTP in the fault scenario.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The repository root, for `scripts/pg.sh`.
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("loadtest/ sits in the repository")
-        .to_path_buf()
-}
-
-/// A folder for this harness's files under the project's `.herald/` (ignored by git).
-pub fn work_dir(name: &str) -> PathBuf {
-    repo_root().join(".herald").join(name)
-}
-
-/// A loopback port nothing listens on, for a server this harness stops and starts again
-/// there. It is taken below the kernel's ephemeral range: while the server is down, a client
-/// connecting to an ephemeral port can be given that very port as its own source and connect
-/// to itself (TCP self-connect), and would then keep the server from binding it again.
-fn free_port() -> Result<u16> {
-    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (20_000u16, ephemeral_from.max(20_001));
-    let span = u32::from(high - low);
-    // Runs in parallel (tests) start from different places.
-    let seed = std::process::id().wrapping_mul(7919)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-    (0..span)
-        .map(|i| low + ((seed % span + i) % span) as u16)
-        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
-        .with_context(|| format!("no free loopback port in {low}..{high}"))
-}
+/// Longest wait for a started Herald to stop gracefully when the harness is done with it.
+const STOP_WITHIN: Duration = Duration::from_secs(15);
 
 /// The herald binary to start: `--herald-bin`, else the one beside this harness.
 fn herald_bin(args: &TargetArgs) -> Result<PathBuf> {
@@ -309,18 +145,7 @@ impl Target {
     }
 
     async fn spawn(args: &TargetArgs, http: reqwest::Client) -> Result<Target> {
-        let root = repo_root();
-        let output = Command::new(root.join("scripts/pg.sh"))
-            .arg("start")
-            .output()
-            .context("starting the local PostgreSQL (scripts/pg.sh)")?;
-        if !output.status.success() {
-            bail!(
-                "scripts/pg.sh start failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let admin_url = String::from_utf8(output.stdout)?.trim().to_owned();
+        let admin_url = project_postgres()?;
         let database = format!("herald_load_{}", std::process::id());
         psql(
             &admin_url,
@@ -333,7 +158,7 @@ impl Target {
             database_url,
             listen: "127.0.0.1:0".into(),
             env: args.server_env.clone(),
-            log: None,
+            log: Log::Warnings,
         };
         // The guard exists before the process does: a failed start drops the database too.
         let mut spawned = Spawned {
@@ -354,8 +179,8 @@ impl Target {
         Target {
             addr,
             base_url: format!("http://{addr}"),
-            admin_key: SPAWNED_ADMIN_KEY.into(),
-            jwt_secret: Some(SPAWNED_JWT_SECRET.into()),
+            admin_key: ADMIN_KEY.into(),
+            jwt_secret: Some(JWT_SECRET.into()),
             http,
             spawned: Some(Box::new(spawned)),
         }
@@ -379,13 +204,13 @@ impl Target {
         let launch = Launch {
             bin: herald_bin(args)?,
             database_url: database_url.to_owned(),
-            listen: format!("127.0.0.1:{}", free_port()?),
+            listen: format!("127.0.0.1:{}", launcher::free_port()?),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .chain(args.server_env.iter().cloned())
                 .collect(),
-            log: Some(log.to_owned()),
+            log: Log::File(log.to_owned()),
         };
         let mut spawned = Spawned {
             process: None,
@@ -424,18 +249,7 @@ impl Target {
 
     /// Stops the started Herald with SIGTERM and waits for it to exit.
     pub async fn terminate(&mut self, within: Duration) -> Result<ExitStatus> {
-        let process = self.process()?;
-        process.signal_term()?;
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(status) = process.child.try_wait()? {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                bail!("herald still running {within:?} after SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let status = self.process()?.terminate(within).await?;
         if let Some(spawned) = &mut self.spawned {
             spawned.process = None;
         }
@@ -462,8 +276,7 @@ impl Target {
 
     /// Whether the started Herald's process is still the one running (it has not exited).
     pub fn running(&mut self) -> bool {
-        self.process()
-            .is_ok_and(|process| matches!(process.child.try_wait(), Ok(None)))
+        self.process().is_ok_and(Process::running)
     }
 
     /// The status of `GET path` (as `/healthz` or `/readyz`), within a short timeout.
@@ -493,19 +306,19 @@ impl Target {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
-    /// The pid of the server when this harness started it (for /proc).
+    /// The server's process, when this harness started it and it runs.
+    fn started(&self) -> Option<&Process> {
+        self.spawned.as_ref().and_then(|s| s.process.as_ref())
+    }
+
+    /// The pid of the server when this harness started it.
     pub fn pid(&self) -> Option<u32> {
-        self.spawned
-            .as_ref()
-            .and_then(|s| s.process.as_ref())
-            .map(|p| p.child.id())
+        self.started().map(Process::pid)
     }
 
     /// The resident memory of the server this harness started, from /proc.
     pub fn rss_bytes(&self) -> Option<u64> {
-        self.pid()
-            .and_then(proc_stats)
-            .map(|(rss_bytes, _)| rss_bytes)
+        self.started()?.resources().map(|used| used.rss_bytes)
     }
 
     /// An admin `POST`: the status and the JSON body (Null when empty).
@@ -587,10 +400,10 @@ impl Target {
     /// started it, else from its /metrics (whose CPU counter has whole seconds only).
     pub async fn process_stats(&self) -> Result<ProcessStats> {
         let from_metrics = self.metrics_stats().await?;
-        match self.pid().and_then(proc_stats) {
-            Some((rss_bytes, cpu_seconds)) => Ok(ProcessStats {
-                rss_bytes,
-                cpu_seconds,
+        match self.started().and_then(Process::resources) {
+            Some(used) => Ok(ProcessStats {
+                rss_bytes: used.rss_bytes,
+                cpu_seconds: used.cpu_seconds,
                 ..from_metrics
             }),
             None => Ok(from_metrics),
@@ -623,106 +436,6 @@ impl Target {
             at: Instant::now(),
         })
     }
-}
-
-/// A PostgreSQL cluster of this harness's own, made by `scripts/pg.sh` in a folder under
-/// `.herald/` on a free loopback port, so a scenario can stop and start it under load without
-/// touching the project's shared one. Stopped and removed on drop.
-pub struct PrivatePostgres {
-    dir: PathBuf,
-    port: u16,
-    /// The URL of its `herald` database.
-    pub url: String,
-}
-
-impl PrivatePostgres {
-    /// Creates and starts a cluster in `dir`.
-    pub async fn start(dir: PathBuf) -> Result<PrivatePostgres> {
-        let mut cluster = PrivatePostgres {
-            dir,
-            port: free_port()?,
-            url: String::new(),
-        };
-        // The guard exists before the cluster does: a failed start is cleaned up too.
-        cluster.url = cluster.pg_sh("start").await?;
-        Ok(cluster)
-    }
-
-    /// Stops it (fast shutdown: open connections are cut).
-    pub async fn stop(&self) -> Result<()> {
-        self.pg_sh("stop").await.map(drop)
-    }
-
-    /// Starts it again; returns once it accepts connections.
-    pub async fn start_again(&self) -> Result<()> {
-        self.pg_sh("start").await.map(drop)
-    }
-
-    /// Runs one query with psql; returns the rows, each as its `|`-separated fields.
-    pub async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
-        let (url, sql) = (self.url.clone(), sql.to_owned());
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new("psql")
-                .args([&url, "-v", "ON_ERROR_STOP=1", "-tAc", &sql])
-                .output()
-        })
-        .await?
-        .context("running psql")?;
-        if !output.status.success() {
-            bail!(
-                "psql failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8(output.stdout)?
-            .lines()
-            .filter(|line| !line.is_empty())
-            .map(|line| line.split('|').map(str::to_owned).collect())
-            .collect())
-    }
-
-    /// `scripts/pg.sh <command> DIR PORT`, off the async threads; returns what it printed.
-    async fn pg_sh(&self, command: &'static str) -> Result<String> {
-        let (dir, port) = (self.dir.clone(), self.port.to_string());
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new(repo_root().join("scripts/pg.sh"))
-                .arg(command)
-                .arg(&dir)
-                .arg(&port)
-                .output()
-        })
-        .await?
-        .context("running scripts/pg.sh")?;
-        if !output.status.success() {
-            bail!(
-                "scripts/pg.sh {command} {} failed: {}",
-                self.dir.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/pg.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Resident bytes and CPU seconds of a local process, from /proc.
-fn proc_stats(pid: u32) -> Option<(u64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let pages: u64 = fields.get(21)?.parse().ok()?;
-    // Linux reports CPU time in clock ticks (USER_HZ, 100) and RSS in 4 KiB pages here.
-    Some((pages * 4096, ticks as f64 / 100.0))
 }
 
 /// A sample of the server process.

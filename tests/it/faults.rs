@@ -2,22 +2,19 @@
 //! consumer that stops reading, many senders racing on one group.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use herald_loadtest::kit::client::{next_text, Socket};
+use herald_loadtest::kit::launcher::LISTENING;
+use herald_loadtest::kit::postgres::{work_dir, PrivatePostgres};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{self, ws_request, Client, Server, WAIT};
-
-type RawSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::helpers::{self, Client, Server, WAIT};
 
 /// A sender's message: (sender uid, cmid).
 type Key = (u64, String);
@@ -26,24 +23,10 @@ type Key = (u64, String);
 // Private helpers
 // ---------------------------------------------------------------------------------------
 
-/// Opens a WebSocket session for `uid` without the helper `Client`, so it can be split into
-/// a writing half and a reading half; reads the hello.
-async fn open_raw(server: &Server, uid: u64) -> RawSocket {
-    let request = ws_request(server.addr, &server.token(uid).await);
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("WebSocket upgrade");
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => {
-                let hello: Value = serde_json::from_str(&text).expect("JSON frame");
-                assert_eq!(hello["type"], "hello", "first frame: {hello}");
-                return ws;
-            }
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no hello: {other:?}"),
-        }
-    }
+/// Opens a WebSocket session for `uid` as a bare socket, so it can be split into a
+/// writing half and a reading half.
+async fn open_split(server: &Server, uid: u64) -> Socket {
+    server.connect(uid).await.into_socket()
 }
 
 /// What one pipelined sender should do.
@@ -75,7 +58,7 @@ struct SendLog {
 /// Sends messages with up to `window` in flight on one session while reading every frame
 /// (replies and pushes) so the session never backs up. Ends when `limit` messages were
 /// answered, or, without a limit, when the connection ends.
-async fn run_sender(ws: RawSocket, plan: SendPlan) -> SendLog {
+async fn run_sender(ws: Socket, plan: SendPlan) -> SendLog {
     let (mut sink, mut stream) = ws.split();
     let window = Semaphore::new(plan.window);
     let log = Mutex::new(SendLog::default());
@@ -112,17 +95,13 @@ async fn run_sender(ws: RawSocket, plan: SendPlan) -> SendLog {
                 // Replies that never came: left unconfirmed.
                 break;
             }
-            let next = match tokio::time::timeout(Duration::from_millis(100), stream.next()).await {
-                Err(_) => continue,
-                Ok(next) => next,
-            };
+            let next = tokio::time::timeout(Duration::from_millis(100), next_text(&mut stream));
+            let Ok(next) = next.await else { continue };
             last_heard = Instant::now();
             let frame: Value = match next {
-                Some(Ok(Message::Text(text))) => {
-                    serde_json::from_str(&text).expect("server frames are JSON")
-                }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => continue,
+                Ok(Some(text)) => serde_json::from_str(&text).expect("server frames are JSON"),
+                Ok(None) => continue,
+                Err(_ended) => break,
             };
             match frame["type"].as_str() {
                 Some("sent") => {
@@ -192,82 +171,17 @@ fn check_stored(
     by_key
 }
 
-/// The `pg.sh` of the project.
-fn pg_sh(args: &[&str]) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh");
-    let output = Command::new(script)
-        .args(args)
-        .output()
-        .expect("run scripts/pg.sh");
-    assert!(
-        output.status.success(),
-        "scripts/pg.sh {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 /// A private PostgreSQL cluster under `.herald/`, stopped and removed when dropped.
-struct PrivatePostgres {
-    dir: PathBuf,
-    port: u16,
-    url: String,
-}
-
-impl PrivatePostgres {
-    async fn start() -> PrivatePostgres {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
-            ".herald/faults-pg-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut cluster = PrivatePostgres {
-            dir,
-            port: free_port(),
-            url: String::new(),
-        };
-        // The guard exists before the cluster does: a failed start is cleaned up too.
-        cluster.url = cluster.run(&["start"]).await;
-        cluster
-    }
-
-    /// Runs `pg.sh <command> DIR PORT` off the async threads.
-    async fn run(&self, command: &[&str]) -> String {
-        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
-        args.push(self.dir.to_str().unwrap().to_owned());
-        args.push(self.port.to_string());
-        tokio::task::spawn_blocking(move || {
-            pg_sh(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        })
+async fn private_postgres() -> PrivatePostgres {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = work_dir(&format!(
+        "faults-pg-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    PrivatePostgres::start(dir)
         .await
-        .unwrap()
-    }
-
-    async fn stop(&self) {
-        self.run(&["stop"]).await;
-    }
-
-    async fn start_again(&self) {
-        self.run(&["start"]).await;
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh");
-        let _ = Command::new(script).arg("stop").arg(&self.dir).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A port nothing listens on, from 55000 up.
-fn free_port() -> u16 {
-    let start = 55000 + (std::process::id() % 500) as u16 * 8;
-    (0..2000u16)
-        .map(|i| 55000 + (start - 55000 + i) % 4000)
-        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
-        .expect("a free port")
+        .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// `GET /readyz`'s status (panics if it takes longer than `WAIT`).
@@ -305,7 +219,7 @@ async fn a_server_killed_mid_load_loses_nothing_it_confirmed_and_stores_resends_
         let mut senders = Vec::new();
         for s in 0..SENDERS {
             let uid = 1 + (s % 2) as u64;
-            let ws = open_raw(&server, uid).await;
+            let ws = open_split(&server, uid).await;
             let plan = SendPlan {
                 gid,
                 prefix: format!("c{cycle}-s{s}"),
@@ -416,14 +330,14 @@ async fn a_server_killed_mid_load_loses_nothing_it_confirmed_and_stores_resends_
 /// PostgreSQL is up, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_started_before_postgres_waits_for_it_and_then_serves() {
-    let postgres = PrivatePostgres::start().await;
-    postgres.stop().await;
+    let postgres = private_postgres().await;
+    postgres.stop().await.expect("stop PostgreSQL");
     let url = postgres.url.replacen(
         "postgres://postgres@",
         "postgres://postgres:db-password-not-logged@",
         1,
     );
-    let server = Server::spawn_until(url, Vec::new(), "listening; preparing storage").await;
+    let server = Server::spawn_until(url, Vec::new(), LISTENING).await;
     let health = server
         .http
         .get(server.url("/healthz"))
@@ -453,7 +367,10 @@ async fn a_server_started_before_postgres_waits_for_it_and_then_serves() {
         }
     })
     .await;
-    postgres.start_again().await;
+    postgres
+        .start_again()
+        .await
+        .expect("start PostgreSQL again");
     helpers::eventually(
         "ready once PostgreSQL is up",
         WAIT * 2,
@@ -476,7 +393,7 @@ async fn a_server_started_before_postgres_waits_for_it_and_then_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_is_survived_by_the_same_session_without_losing_confirmed_sends() {
-    let postgres = PrivatePostgres::start().await;
+    let postgres = private_postgres().await;
     let server = Server::spawn(
         postgres.url.clone(),
         vec![("HERALD_DB_POOL".into(), "2".into())],
@@ -494,7 +411,7 @@ async fn a_postgres_restart_is_survived_by_the_same_session_without_losing_confi
         confirmed.insert(cmid, (sent["msgid"].as_u64().unwrap(), body));
     }
 
-    postgres.stop().await;
+    postgres.stop().await.expect("stop PostgreSQL");
     for i in 0..3 {
         let cmid = format!("down-{i}");
         let (reply, took) = timed_send(&mut ann, gid, &cmid, json!({"text": cmid})).await;
@@ -513,7 +430,10 @@ async fn a_postgres_restart_is_survived_by_the_same_session_without_losing_confi
         .unwrap();
     assert_eq!(healthz.status().as_u16(), 200);
 
-    postgres.start_again().await;
+    postgres
+        .start_again()
+        .await
+        .expect("start PostgreSQL again");
     // The same session retries the same cmid until storage is back.
     let deadline = Instant::now() + Duration::from_secs(30);
     let body = json!({"text": "after-0"});
@@ -581,7 +501,7 @@ async fn a_consumer_that_stops_reading_is_cut_off_with_4008_while_the_group_keep
         (bob, msgs)
     });
 
-    let sender = open_raw(&server, 3).await;
+    let sender = open_split(&server, 3).await;
     let plan = SendPlan {
         gid,
         prefix: "big".into(),

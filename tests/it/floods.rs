@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use herald_loadtest::kit::client::{next_text, End};
+use herald_loadtest::kit::frames::Frame;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{Client, Server};
@@ -93,17 +95,17 @@ async fn flood(server: &Server, frame: impl Fn(u64) -> String) -> Flooded {
         let reader = tokio::spawn(async move {
             let mut errors = BTreeMap::<String, u64>::new();
             let close = loop {
-                match stream.next().await {
-                    Some(Ok(Message::Text(text))) => {
-                        let reply: Value = serde_json::from_str(&text).expect("JSON frames");
-                        if reply["type"] == "error" {
-                            let code = reply["code"].as_str().unwrap_or_default().to_owned();
+                match next_text(&mut stream).await {
+                    Ok(Some(text)) => {
+                        let reply: Frame = serde_json::from_str(&text).expect("server frames");
+                        if reply.kind == "error" {
+                            let code = reply.code.unwrap_or_default().to_owned();
                             *errors.entry(code).or_default() += 1;
                         }
                     }
-                    Some(Ok(Message::Close(close))) => break close.map_or(0, |c| c.code.into()),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => break 0,
+                    Ok(None) => {}
+                    Err(End::Closed(code)) => break code.unwrap_or(0),
+                    Err(End::Broken) => break 0,
                 }
             };
             (errors, close)

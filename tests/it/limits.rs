@@ -4,27 +4,23 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use herald_loadtest::kit::client::{ConnectError, Upgrade};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{metric, respond, sql, ws_request, Client, Server, WAIT};
+use crate::helpers::{metric, respond, sql, Client, Server, WAIT};
 
-/// Opens a WebSocket and returns the first thing the server does: a frame, or a close code.
+/// Opens a WebSocket and returns the first thing the server does: its hello, or a close
+/// code.
 async fn first_word(server: &Server, uid: u64) -> Result<Value, u16> {
-    let token = server.token(uid).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(server.addr, &token))
+    let opened = tokio::time::timeout(WAIT, server.upgrade(uid).await.open::<Value>())
         .await
-        .expect("WebSocket upgrade");
-    let message = tokio::time::timeout(WAIT, ws.next())
-        .await
-        .expect("the server speaks first")
-        .expect("a message")
-        .expect("no protocol error");
-    match message {
-        Message::Text(text) => Ok(serde_json::from_str(&text).unwrap()),
-        Message::Close(Some(frame)) => Err(u16::from(frame.code)),
-        other => panic!("unexpected first message {other:?}"),
+        .expect("the server speaks first");
+    match opened {
+        Ok((_, hello)) => Ok(hello),
+        Err(ConnectError::Closed(Some(code))) => Err(code),
+        Err(other) => panic!("no hello and no close code: {other}"),
     }
 }
 
@@ -79,13 +75,7 @@ async fn only_allowed_origins_may_open_websockets_and_apps_without_one_still_can
     .await;
     server.users(&[1]).await;
     let token = server.token(1).await;
-    let with_origin = |origin: &str| {
-        let mut request = ws_request(server.addr, &token);
-        request
-            .headers_mut()
-            .insert("origin", origin.parse().unwrap());
-        request
-    };
+    let with_origin = |origin: &str| Upgrade::bearer(server.addr, &token).header("origin", origin);
     assert_eq!(
         Client::open(with_origin("https://evil.example.com"))
             .await
@@ -127,10 +117,7 @@ async fn a_frame_nested_too_deep_is_refused_and_the_session_lives_on() {
 async fn a_client_that_keeps_sending_past_rate_limited_is_closed_with_1008() {
     let server = Server::start_with(&[("HERALD_SEND_RATE", "1")]).await;
     let gid = server.group(&[1]).await;
-    let token = server.token(1).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(server.addr, &token))
-        .await
-        .unwrap();
+    let mut ws = server.connect(1).await.into_socket();
     for n in 0..100 {
         let frame =
             json!({"type": "send", "id": n, "gid": gid, "cmid": format!("c-{n}"), "body": n});

@@ -7,6 +7,7 @@ mod floods;
 mod helpers;
 mod limits;
 mod loadtest_smoke;
+mod logs;
 mod membership;
 mod messaging;
 mod migrations;

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use herald_loadtest::kit::client::Upgrade;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{sql, Client, Server, ADMIN_KEY, JWT_SECRET, WAIT};
 
@@ -55,26 +55,16 @@ fn base64url(bytes: &[u8]) -> String {
 
 /// A WebSocket upgrade request to `/v1/ws` (plus `query`), with an optional raw
 /// `Authorization` header value.
-fn ws_request(
-    server: &Server,
-    query: &str,
-    authorization: Option<&str>,
-) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let mut request = format!("ws://{}/v1/ws{query}", server.addr)
-        .into_client_request()
-        .unwrap();
-    if let Some(value) = authorization {
-        request
-            .headers_mut()
-            .insert("authorization", value.parse().unwrap());
+fn ws_request(server: &Server, query: &str, authorization: Option<&str>) -> Upgrade {
+    let upgrade = Upgrade::to(server.addr, query);
+    match authorization {
+        Some(value) => upgrade.header("authorization", value),
+        None => upgrade,
     }
-    request
 }
 
 /// The HTTP status of a refused upgrade; panics if the upgrade succeeded.
-async fn refused_upgrade(
-    request: tokio_tungstenite::tungstenite::handshake::client::Request,
-) -> u16 {
+async fn refused_upgrade(request: Upgrade) -> u16 {
     match Client::open(request).await {
         Ok(client) => panic!("upgrade accepted, hello {}", client.hello),
         Err(status) => status,

@@ -1,20 +1,16 @@
 //! Bad frames and bad HTTP input, limits, byte-exact bodies, fragmented messages and
 //! idempotent resends.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{ws_request, Client, Server, ADMIN_KEY, WAIT};
+use crate::helpers::{Client, Server, ADMIN_KEY, WAIT};
 
 /// 2^53, the first uid or gid out of range.
 const TWO_POW_53: u64 = 1 << 53;
@@ -56,92 +52,6 @@ fn fragment(data: &[u8], opcode: Data, last: bool) -> Message {
 /// A `send` frame with the body spliced in as raw text, surrounded by whitespace.
 fn send_frame(id: &str, gid: u64, cmid: &str, raw_body: &str) -> String {
     format!(r#"{{"type":"send","id":"{id}","gid":{gid},"cmid":"{cmid}","body": {raw_body} }}"#)
-}
-
-/// A WebSocket client that hands out the server's frames as text, so raw bodies can be
-/// compared byte for byte (a `serde_json::Value` would normalise numbers and escapes, and
-/// refuses `1e400`).
-struct RawClient {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// Frames read while looking for another, handed out by later reads in order.
-    skipped: VecDeque<String>,
-}
-
-/// The fields that say what a server frame is, read without touching the rest.
-#[derive(Deserialize)]
-struct Head {
-    #[serde(rename = "type")]
-    kind: String,
-    id: Option<Value>,
-}
-
-fn head(text: &str) -> Head {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("server frame {text}: {e}"))
-}
-
-impl RawClient {
-    async fn connect(server: &Server, uid: u64) -> RawClient {
-        let request = ws_request(server.addr, &server.token(uid).await);
-        let (ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("WebSocket upgrade");
-        let mut client = RawClient {
-            ws,
-            skipped: VecDeque::new(),
-        };
-        let hello = client.read_socket().await;
-        assert_eq!(head(&hello).kind, "hello", "{hello}");
-        client
-    }
-
-    async fn send(&mut self, text: String) {
-        self.ws
-            .send(Message::text(text))
-            .await
-            .expect("WebSocket send");
-    }
-
-    /// The next text frame from the socket; panics on close or after `WAIT`.
-    async fn read_socket(&mut self) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("no frame within {WAIT:?}"));
-            match next {
-                Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
-                Some(Ok(Message::Close(close))) => panic!("session closed: {close:?}"),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => panic!("WebSocket error: {e}"),
-                None => panic!("WebSocket ended"),
-            }
-        }
-    }
-
-    /// The first frame, queued or new, that `wanted` picks; the others stay queued.
-    async fn take(&mut self, wanted: impl Fn(&Head) -> bool) -> String {
-        if let Some(at) = self.skipped.iter().position(|text| wanted(&head(text))) {
-            return self.skipped.remove(at).expect("a queued frame");
-        }
-        loop {
-            let text = self.read_socket().await;
-            if wanted(&head(&text)) {
-                return text;
-            }
-            self.skipped.push_back(text);
-        }
-    }
-
-    /// The next frame of this `type`, as text.
-    async fn recv_type(&mut self, kind: &str) -> String {
-        self.take(|head| head.kind == kind).await
-    }
-
-    /// The frame answering request `id`, as text.
-    async fn reply(&mut self, id: &str) -> String {
-        self.take(|head| head.id.as_ref().and_then(Value::as_str) == Some(id))
-            .await
-    }
 }
 
 /// A pushed `msg` frame, with its body as the raw text the server wrote.
@@ -638,19 +548,19 @@ const EXACT_BODIES: &[&str] = &[
 async fn bodies_come_back_byte_for_byte_pushed_and_pulled() {
     let server = Server::start().await;
     let gid = server.group(&[1, 2]).await;
-    let mut sender = RawClient::connect(&server, 1).await;
-    let mut reader = RawClient::connect(&server, 2).await;
+    let mut sender = server.connect(1).await;
+    let mut reader = server.connect(2).await;
 
     for (i, body) in EXACT_BODIES.iter().enumerate() {
         let id = format!("r{i}");
         sender
-            .send(send_frame(&id, gid, &format!("c-{i}"), body))
+            .send_text(send_frame(&id, gid, &format!("c-{i}"), body))
             .await;
-        let sent: Value = serde_json::from_str(&sender.reply(&id).await).unwrap();
+        let sent: Value = serde_json::from_str(&sender.reply_text(&json!(id)).await).unwrap();
         assert_eq!(sent["type"], "sent", "body {body}: {sent}");
         assert_eq!(sent["msgid"], i + 1, "{sent}");
         for client in [&mut sender, &mut reader] {
-            let text = client.recv_type("msg").await;
+            let text = client.take("a msg", |frame| frame.kind == "msg").await;
             let msg: RawMsg = serde_json::from_str(&text).expect("a msg frame");
             assert_eq!(msg.msgid, i as u64 + 1, "{text}");
             assert_eq!(msg.body.get(), *body, "pushed frame: {text}");
@@ -668,11 +578,11 @@ async fn bodies_come_back_byte_for_byte_pushed_and_pulled() {
     };
 
     reader
-        .send(format!(
+        .send_text(format!(
             r#"{{"type":"pull","id":"pl","gid":{gid},"after":0,"limit":1000}}"#
         ))
         .await;
-    let text = reader.reply("pl").await;
+    let text = reader.reply_text(&json!("pl")).await;
     let page: RawPage = serde_json::from_str(&text).expect("a msgs frame");
     check(&page, "WebSocket pull");
 
@@ -693,11 +603,14 @@ async fn bodies_come_back_byte_for_byte_pushed_and_pulled() {
 async fn a_null_body_is_a_body_and_comes_back_as_null() {
     let server = Server::start().await;
     let gid = server.group(&[1]).await;
-    let mut client = RawClient::connect(&server, 1).await;
-    client.send(send_frame("n1", gid, "c-null", "null")).await;
-    let sent = client.reply("n1").await;
+    let mut client = server.connect(1).await;
+    client
+        .send_text(send_frame("n1", gid, "c-null", "null"))
+        .await;
+    let sent = client.reply_text(&json!("n1")).await;
     assert!(sent.starts_with(r#"{"type":"sent""#), "{sent}");
-    let msg: RawMsg = serde_json::from_str(&client.recv_type("msg").await).unwrap();
+    let msg: RawMsg =
+        serde_json::from_str(&client.take("a msg", |frame| frame.kind == "msg").await).unwrap();
     assert_eq!((msg.msgid, msg.body.get()), (1, "null"));
     let stored = stored(&server, 1, gid).await;
     assert_eq!(stored.len(), 1);
@@ -710,17 +623,20 @@ async fn a_body_s_text_survives_a_server_restart_exactly() {
     let mut server = Server::start().await;
     let gid = server.group(&[1]).await;
     let body = r#"{"big":12345678901234567890, "e":1e400 ,"s":"\ud83d\ude00"}"#;
-    let mut sender = RawClient::connect(&server, 1).await;
-    sender.send(send_frame("r1", gid, "c-1", body)).await;
-    assert!(sender.reply("r1").await.contains(r#""type":"sent""#));
+    let mut sender = server.connect(1).await;
+    sender.send_text(send_frame("r1", gid, "c-1", body)).await;
+    assert!(sender
+        .reply_text(&json!("r1"))
+        .await
+        .contains(r#""type":"sent""#));
     drop(sender);
 
     server.restart().await;
-    let mut reader = RawClient::connect(&server, 1).await;
+    let mut reader = server.connect(1).await;
     reader
-        .send(format!(r#"{{"type":"pull","id":"pl","gid":{gid}}}"#))
+        .send_text(format!(r#"{{"type":"pull","id":"pl","gid":{gid}}}"#))
         .await;
-    let page: RawPage = serde_json::from_str(&reader.reply("pl").await).unwrap();
+    let page: RawPage = serde_json::from_str(&reader.reply_text(&json!("pl")).await).unwrap();
     assert_eq!(page.msgs.len(), 1);
     assert_eq!(page.msgs[0].body.get(), body);
 }

@@ -393,7 +393,7 @@ async fn after_a_reconnect_hello_shows_the_last_ack_and_the_newest_msgid() {
 
 #[tokio::test]
 async fn a_graceful_stop_writes_the_acks_still_held_in_memory() {
-    let server = Server::start_with(&[("HERALD_ACK_FLUSH_MS", "600000")]).await;
+    let mut server = Server::start_with(&[("HERALD_ACK_FLUSH_MS", "600000")]).await;
     let gid = server.group(&[1, 2]).await;
     let mut ann = server.connect(1).await;
     send_numbered(&mut ann, gid, 1, 5).await;
@@ -411,13 +411,7 @@ async fn a_graceful_stop_writes_the_acks_still_held_in_memory() {
     assert_eq!(stored_ack(&server, gid, 2).await, 0);
 
     // SIGTERM while both clients keep reading, so they can answer the close handshake.
-    let stopping = tokio::task::spawn_blocking(move || {
-        let mut server = server;
-        let status = server.terminate();
-        (server, status)
-    });
-    let (bob_code, ann_code) = tokio::join!(bob.closed(), ann.closed());
-    let (mut server, status) = stopping.await.unwrap();
+    let (status, bob_code, ann_code) = tokio::join!(server.terminate(), bob.closed(), ann.closed());
     assert!(
         status.success(),
         "exit status {status}; logs:\n{}",

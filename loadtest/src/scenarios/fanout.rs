@@ -12,7 +12,9 @@ use hdrhistogram::Histogram;
 use tokio::sync::watch;
 
 use crate::backend::Backend;
-use crate::client::{self, Cursor, Pace, Phase, Progress, Role};
+use crate::client::{self, Pace, Phase, Progress, Role};
+use crate::kit::client::{connect, Socket};
+use crate::kit::frames::Cursor;
 use crate::progress;
 use crate::record::Recorder;
 use crate::report::{Percentiles, Report};
@@ -208,16 +210,16 @@ pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result
 pub async fn connect_all(
     backend: &Backend,
     tokens: &[String],
-) -> Result<(Vec<(client::Socket, Cursor)>, f64)> {
+) -> Result<(Vec<(Socket, Cursor)>, f64)> {
     let bar = progress::counter(tokens.len() as u64, "connecting");
     let addr = backend.addr();
     let started = Instant::now();
-    let mut connected: Vec<(usize, client::Socket, Cursor)> =
+    let mut connected: Vec<(usize, Socket, Cursor)> =
         futures_util::stream::iter(tokens.iter().enumerate())
             .map(|(n, token)| {
                 let bar = bar.clone();
                 async move {
-                    let (ws, hello) = client::connect(addr, n, token).await?;
+                    let (ws, hello) = connect(addr, n, token).await?;
                     bar.inc(1);
                     let cursor = hello.groups.first().copied().unwrap_or(Cursor {
                         gid: 0,

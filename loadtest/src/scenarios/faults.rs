@@ -46,12 +46,12 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_tungstenite::tungstenite;
 
-use crate::client;
+use crate::kit::client::{self, ConnectError};
+use crate::kit::postgres::{work_dir, PrivatePostgres};
 use crate::progress;
 use crate::report::Percentiles;
-use crate::target::{id_base, work_dir, PrivatePostgres, Target, TargetArgs};
+use crate::target::{id_base, Target, TargetArgs};
 use audit::{Audit, GroupAudit};
 use flood::{FloodReport, Flooder};
 use session::{Control, End, Member, Shared, REPLY_TIMEOUT};
@@ -625,10 +625,8 @@ impl<'a> Run<'a> {
         let token = self.target.token(1).await?;
         let upgrade = match client::connect(self.target.addr, 0, &token).await {
             Ok(_) => "opened".to_owned(),
-            Err(error) => match error.downcast_ref::<tungstenite::Error>() {
-                Some(tungstenite::Error::Http(response)) => response.status().to_string(),
-                _ => format!("{error:#}"),
-            },
+            Err(ConnectError::Refused(status)) => status.to_string(),
+            Err(other) => other.to_string(),
         };
         self.check(
             format!("{FAULT}: requests and WebSocket upgrades answered 503 unavailable"),

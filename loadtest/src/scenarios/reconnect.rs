@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::backend::Backend;
 use crate::client::{self, Pace, Phase, Progress, Role};
+use crate::kit::client::connect;
 use crate::progress;
 use crate::record::Recorder;
 use crate::report::{Percentiles, Report};
@@ -111,7 +112,7 @@ pub async fn run(backend: &Backend, args: &ReconnectArgs) -> Result<Report> {
             .map(|(n, token)| {
                 let bar = bar.clone();
                 async move {
-                    let (mut ws, hello) = client::connect(addr, n, token).await?;
+                    let (mut ws, hello) = connect(addr, n, token).await?;
                     let cursor = *hello
                         .groups
                         .first()

@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::session::{self, End, Member};
-use crate::client::{self, Socket};
+use super::session::{self, Member};
+use crate::kit::client::{self, next_text, End, Socket};
+use crate::kit::frames::{self, Frame};
 use crate::report::Percentiles;
 
 /// Pause before a flooder the server closed (or refused) connects again.
@@ -85,12 +85,12 @@ impl Flooder {
     fn frame(&self, kind: Kind, id: u64) -> String {
         let gid = self.member.gid;
         match kind {
-            Kind::Ping => format!(r#"{{"type":"ping","id":{id}}}"#),
+            Kind::Ping => frames::ping(id),
             // The reader's own watermark: acking more would let the reader skip, after a
             // reconnect, messages it never got, and so hide a gap from the catch-up check.
-            Kind::Ack => session::ack_frame(gid, self.member.acked.load(Ordering::Relaxed).max(1)),
-            Kind::AckAboveNewest => session::ack_frame(gid, ACK_ABOVE_NEWEST),
-            Kind::Pull => session::pull_frame(gid, id, 0),
+            Kind::Ack => frames::ack(gid, self.member.acked.load(Ordering::Relaxed).max(1)),
+            Kind::AckAboveNewest => frames::ack(gid, ACK_ABOVE_NEWEST),
+            Kind::Pull => frames::pull(id, gid, 0),
             Kind::FullSync => format!(r#"{{"type":"sync","id":{id}}}"#),
             Kind::Send => format!(
                 r#"{{"type":"send","id":{id},"gid":{},"cmid":"flood-{id}","body":{{}}}}"#,
@@ -129,9 +129,13 @@ impl Flooder {
                 true
             }
             () = tokio::time::sleep_until(until) => {
-                // The kind's share is over: close, and count the replies still coming.
+                // The kind's share is over: close, and count the replies still coming. A
+                // close the server sent just before ours still counts (the echo of ours
+                // carries no code).
                 let _ = tokio::time::timeout(DRAIN_WITHIN, sink.close()).await;
-                drain(&mut replies).await;
+                if let Some(end @ End::Closed(Some(_))) = drain(&mut replies).await {
+                    tally.ended(end);
+                }
                 false
             }
         }
@@ -222,15 +226,6 @@ pub fn tallies() -> Vec<Arc<Tally>> {
         .collect()
 }
 
-/// The fields of a reply a flooder looks at.
-#[derive(Deserialize)]
-struct Reply<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-    id: Option<IgnoredAny>,
-    code: Option<&'a str>,
-}
-
 impl Tally {
     fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -243,7 +238,7 @@ impl Tally {
     /// Counts the replies on one connection until it ends; returns how it ended.
     async fn read_replies(self: Arc<Self>, mut stream: SplitStream<Socket>) -> End {
         loop {
-            match session::next_text(&mut stream).await {
+            match next_text(&mut stream).await {
                 Ok(Some(text)) => self.reply(&text),
                 Ok(None) => {}
                 Err(end) => return end,
@@ -252,7 +247,7 @@ impl Tally {
     }
 
     fn reply(&self, text: &str) {
-        let Ok(reply) = serde_json::from_str::<Reply>(text) else {
+        let Ok(reply) = serde_json::from_str::<Frame>(text) else {
             return;
         };
         match (reply.kind, reply.code, reply.id) {

@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::SinkExt;
 use hdrhistogram::Histogram;
-use serde::Deserialize;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{self, Cursor, Socket};
+pub use crate::kit::client::End;
+use crate::kit::client::{self, next_text, Socket};
+use crate::kit::frames::{self, Cursor, Frame};
 use crate::record;
 
 /// First and longest pause between attempts to reconnect: short, so that recovery times
@@ -35,8 +36,6 @@ const RETRY_DELAY: Duration = Duration::from_millis(250);
 /// Messages one sender keeps unconfirmed at most: while storage is down it resends these
 /// instead of piling up new ones.
 const WINDOW: usize = 8;
-/// Messages a reader asks for per pull.
-const PULL_LIMIT: u64 = 1000;
 
 /// What the scenario tells every session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,15 +49,6 @@ pub struct Control {
     /// pong (the server handles a session's frames in order).
     pub barrier: u64,
     pub stop: bool,
-}
-
-/// How a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// The server closed it, with this code if it gave one.
-    Closed(Option<u16>),
-    /// It broke without a close frame.
-    Broken,
 }
 
 /// One simulated member, as the scenario watches it.
@@ -286,37 +276,6 @@ async fn open(
     }
 }
 
-/// The fields of a server frame the sessions look at.
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-    id: Option<u64>,
-    gid: Option<u64>,
-    msgid: Option<u64>,
-    dup: Option<bool>,
-    code: Option<&'a str>,
-    msgs: Option<Vec<Pulled>>,
-    more: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct Pulled {
-    msgid: u64,
-}
-
-/// Reads the next frame; `Err` with how the connection ended.
-pub(super) async fn next_text(
-    ws: &mut (impl Stream<Item = Result<Message, tungstenite::Error>> + Unpin),
-) -> Result<Option<String>, End> {
-    match ws.next().await {
-        Some(Ok(Message::Text(text))) => Ok(Some(text.to_string())),
-        Some(Ok(Message::Close(close))) => Err(End::Closed(close.map(|c| u16::from(c.code)))),
-        Some(Ok(_)) => Ok(None),
-        Some(Err(_)) | None => Err(End::Broken),
-    }
-}
-
 /// A sender's unconfirmed messages, kept across connections.
 struct Outbox {
     padding: String,
@@ -466,7 +425,7 @@ impl Outbox {
                 text = next_text(&mut ws) => match text {
                     Ok(Some(text)) => {
                         let Ok(frame) = serde_json::from_str::<Frame>(&text) else { continue };
-                        if let (Some(seq), "sent" | "error") = (frame.id, frame.kind) {
+                        if let (Some(seq), "sent" | "error") = (frame.numeric_id(), frame.kind) {
                             let sent = frame.kind == "sent";
                             self.reply(shared, member, &frame, seq);
                             if sent {
@@ -550,7 +509,7 @@ impl Tracker {
         let mut outgoing = Vec::new();
         if cursor.latest > self.contiguous() {
             pull_id += 1;
-            outgoing.push(pull_frame(member.gid, pull_id, self.contiguous()));
+            outgoing.push(frames::pull(pull_id, member.gid, self.contiguous()));
         }
         // A pull refused as `unavailable` is asked again at the next tick.
         let mut pull_again = false;
@@ -569,10 +528,10 @@ impl Tracker {
             {
                 if self.contiguous() > acked {
                     acked = self.contiguous();
-                    outgoing.push(ack_frame(member.gid, acked));
+                    outgoing.push(frames::ack(member.gid, acked));
                 }
                 barrier_sent = now.barrier;
-                outgoing.push(format!(r#"{{"type":"ping","id":{barrier_sent}}}"#));
+                outgoing.push(frames::ping(barrier_sent));
             }
             if !outgoing.is_empty() {
                 let frames = outgoing.drain(..).map(|f| Ok(Message::text(f)));
@@ -593,20 +552,20 @@ impl Tracker {
                             "msg" if frame.gid == Some(member.gid) => {
                                 self.receive(frame.msgid.unwrap_or(0));
                             }
-                            "msgs" if frame.id == Some(pull_id) => {
+                            "msgs" if frame.numeric_id() == Some(pull_id) => {
                                 let page = frame.msgs.unwrap_or_default();
                                 for pulled in &page {
                                     self.receive(pulled.msgid);
                                 }
                                 if let (Some(true), Some(last)) = (frame.more, page.last()) {
                                     pull_id += 1;
-                                    outgoing.push(pull_frame(member.gid, pull_id, last.msgid));
+                                    outgoing.push(frames::pull(pull_id, member.gid, last.msgid));
                                 }
                             }
-                            "pong" if frame.id == Some(barrier_sent) => {
+                            "pong" if frame.numeric_id() == Some(barrier_sent) => {
                                 member.barrier_passed.store(barrier_sent, Ordering::SeqCst);
                             }
-                            "error" if frame.id == Some(pull_id)
+                            "error" if frame.numeric_id() == Some(pull_id)
                                 && frame.code == Some("unavailable") =>
                             {
                                 pull_again = true;
@@ -625,11 +584,11 @@ impl Tracker {
                     if pull_again {
                         pull_again = false;
                         pull_id += 1;
-                        outgoing.push(pull_frame(member.gid, pull_id, self.contiguous()));
+                        outgoing.push(frames::pull(pull_id, member.gid, self.contiguous()));
                     }
                     if control.borrow().acking && self.contiguous() > acked {
                         acked = self.contiguous();
-                        outgoing.push(ack_frame(member.gid, acked));
+                        outgoing.push(frames::ack(member.gid, acked));
                     }
                 }
                 changed = control.changed() => {
@@ -642,12 +601,4 @@ impl Tracker {
         self.above.clear();
         end
     }
-}
-
-pub(super) fn pull_frame(gid: u64, id: u64, after: u64) -> String {
-    format!(r#"{{"type":"pull","id":{id},"gid":{gid},"after":{after},"limit":{PULL_LIMIT}}}"#)
-}
-
-pub(super) fn ack_frame(gid: u64, msgid: u64) -> String {
-    format!(r#"{{"type":"ack","gid":{gid},"msgid":{msgid}}}"#)
 }

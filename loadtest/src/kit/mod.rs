@@ -1,0 +1,12 @@
+//! What the harness and the integration tests (`tests/it`) share to drive a real Herald:
+//!
+//! - [`launcher`]: `herald serve` and `herald migrate` started as processes; start-up
+//!   milestones, logs, signals, resources; free loopback ports.
+//! - [`client`]: a WebSocket session opened (upgrade, hello) and read (text, how it ended).
+//! - [`frames`]: the one decoder of server frames, and the request frames clients write.
+//! - [`postgres`]: the project's local PostgreSQL, or a private cluster to stop and start.
+
+pub mod client;
+pub mod frames;
+pub mod launcher;
+pub mod postgres;
