@@ -128,7 +128,7 @@ async fn an_edited_applied_migration_stops_serve_and_migrate_with_a_message_nami
 
 #[tokio::test]
 async fn a_function_changed_by_hand_is_restored_when_its_file_differs_from_the_record() {
-    let mut server = Server::start().await;
+    let mut server = Server::spawn(fresh_database().await, vec![]).await;
     let database_url = server.database_url.clone();
     let recorded = sql(
         &database_url,
@@ -197,7 +197,7 @@ async fn a_function_changed_by_hand_is_restored_when_its_file_differs_from_the_r
 
 #[tokio::test]
 async fn an_unchanged_restart_applies_nothing() {
-    let mut server = Server::start().await;
+    let mut server = Server::spawn(fresh_database().await, vec![]).await;
     let database_url = server.database_url.clone();
     let migrations: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
     let applied = logged(&server, "migrations applied");
@@ -232,7 +232,7 @@ async fn an_unchanged_restart_applies_nothing() {
 
 #[tokio::test]
 async fn a_database_migrated_before_checksums_gets_them_on_its_first_start() {
-    let mut server = Server::start().await;
+    let mut server = Server::spawn(fresh_database().await, vec![]).await;
     let database_url = server.database_url.clone();
     let recorded = records(&database_url).await;
     server.kill();

@@ -26,12 +26,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server on a fresh database with the default settings (and no send rate limit).
+    /// A server on a database of its own, cloned from the migrated template, with the
+    /// default settings (and no send rate limit).
     pub async fn start() -> Server {
         Server::start_with(&[]).await
     }
 
-    /// A server on a fresh database; `env` overrides settings.
+    /// A server on a database of its own, cloned from the migrated template; `env`
+    /// overrides settings.
     pub async fn start_with(env: &[(&str, &str)]) -> Server {
         let env = env
             .iter()
