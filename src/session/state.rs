@@ -131,14 +131,14 @@ pub struct SessionState {
     reads: Option<Arc<Semaphore>>,
     /// A `sync_notify` gathering notices until it is written.
     notice: Option<Box<SyncNotice>>,
-    /// Carries `session` and `uid` to every log line of the session's work.
-    span: tracing::Span,
+    /// Carries `session` and `uid` to every log line of the session's work; made when the
+    /// client first speaks, so an idle session holds none (a span costs ~1.7 KiB).
+    span: Option<tracing::Span>,
 }
 
 impl SessionState {
     pub fn new(identity: Identity, shared: Arc<SessionContext>) -> Self {
         let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("session", session = %session_name(id), uid = identity.uid);
         SessionState {
             id,
             identity,
@@ -153,18 +153,27 @@ impl SessionState {
             acks: HashMap::new(),
             reads: None,
             notice: None,
-            span,
+            span: None,
         }
     }
 
-    /// The span the glue enters while the session handles something that may log.
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
+    /// The span the glue enters while the session handles what its client sent; made on
+    /// first use.
+    pub fn span(&mut self) -> tracing::Span {
+        let (id, uid) = (self.id, self.uid());
+        self.span
+            .get_or_insert_with(|| tracing::info_span!("session", session = %session_name(id), uid))
+            .clone()
     }
 
-    /// Work of this session, run in its span.
-    fn work(&self, work: impl Future<Output = Outcome> + 'static) -> Work {
-        Box::pin(work.instrument(self.span.clone()))
+    /// The span, if the client has spoken: entered for what the gateway hands the session.
+    pub fn made_span(&self) -> Option<tracing::Span> {
+        self.span.clone()
+    }
+
+    /// Work a request of the client started, run in the session's span.
+    fn work(&mut self, work: impl Future<Output = Outcome> + 'static) -> Work {
+        Box::pin(work.instrument(self.span()))
     }
 
     /// The session's id as clients see it.
@@ -182,7 +191,7 @@ impl SessionState {
             session: self.session_handle(conn),
             token_exp: self.identity.exp,
         });
-        conn.wait(self.work(async move {
+        conn.wait(Box::pin(async move {
             Outcome::Admitted(admitting.await.unwrap_or(Err(Close::STOPPING)))
         }));
     }
@@ -424,7 +433,7 @@ impl SessionState {
     fn greet(&mut self, conn: &mut impl Connection) {
         let (store, directory) = (self.shared.store.clone(), self.shared.directory.clone());
         let joining = join_groups(store, directory, self.session_handle(conn));
-        conn.wait(self.work(async move { Outcome::Joined(joining.await) }));
+        conn.wait(Box::pin(async move { Outcome::Joined(joining.await) }));
     }
 
     /// Greets the client with its cursors, or closes when its groups could not be joined.
@@ -446,7 +455,8 @@ impl SessionState {
                 self.write(hello, conn);
             }
             Err(error) => {
-                tracing::warn!(%error, "session could not join its groups");
+                tracing::warn!(session = %self.name(), uid = self.uid(), %error,
+                    "session could not join its groups");
                 conn.close(Close::STORAGE_UNAVAILABLE);
             }
         }
