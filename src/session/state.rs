@@ -131,9 +131,6 @@ pub struct SessionState {
     reads: Option<Arc<Semaphore>>,
     /// A `sync_notify` gathering notices until it is written.
     notice: Option<Box<SyncNotice>>,
-    /// Carries `session` and `uid` to every log line of the session's work; made when the
-    /// client first speaks, so an idle session holds none (a span costs ~1.7 KiB).
-    span: Option<tracing::Span>,
 }
 
 impl SessionState {
@@ -153,27 +150,19 @@ impl SessionState {
             acks: HashMap::new(),
             reads: None,
             notice: None,
-            span: None,
         }
     }
 
-    /// The span the glue enters while the session handles what its client sent; made on
-    /// first use.
-    pub fn span(&mut self) -> tracing::Span {
-        let (id, uid) = (self.id, self.uid());
-        self.span
-            .get_or_insert_with(|| tracing::info_span!("session", session = %session_name(id), uid))
-            .clone()
+    /// A span carrying `session` and `uid`, for the glue to enter while the session handles
+    /// what its client sent. Made afresh each time rather than kept: a span the session held
+    /// would cost it ~1.7 KiB for its whole life.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("session", session = %self.name(), uid = self.uid())
     }
 
-    /// The span, if the client has spoken: entered for what the gateway hands the session.
-    pub fn made_span(&self) -> Option<tracing::Span> {
-        self.span.clone()
-    }
-
-    /// Work a request of the client started, run in the session's span.
-    fn work(&mut self, work: impl Future<Output = Outcome> + 'static) -> Work {
-        Box::pin(work.instrument(self.span()))
+    /// Work a request of the client started, run in the span of that request.
+    fn work(&self, work: impl Future<Output = Outcome> + 'static) -> Work {
+        Box::pin(work.in_current_span())
     }
 
     /// The session's id as clients see it.
@@ -236,7 +225,8 @@ impl SessionState {
             ToSession::Close(close) => conn.close(close),
             ToSession::Heartbeat => {
                 if self.last_heard.elapsed() > self.shared.limits.heartbeat * 2 {
-                    tracing::debug!("peer silent for two heartbeats; dropping");
+                    tracing::debug!(session = %self.name(), uid = self.uid(),
+                        "peer silent for two heartbeats; dropping");
                     conn.drop_peer();
                 } else {
                     conn.ping();
@@ -455,8 +445,7 @@ impl SessionState {
                 self.write(hello, conn);
             }
             Err(error) => {
-                tracing::warn!(session = %self.name(), uid = self.uid(), %error,
-                    "session could not join its groups");
+                tracing::warn!(%error, "session could not join its groups");
                 conn.close(Close::STORAGE_UNAVAILABLE);
             }
         }

@@ -14,7 +14,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::{self, CloseReason, ProtocolError, WebsocketContext, WsResponseBuilder};
 use bytestring::ByteString;
 use futures_util::StreamExt;
-use tracing::Span;
 
 use super::state::{Connection, Outcome, SessionState, Work};
 use super::SessionContext;
@@ -58,7 +57,6 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        let _span = self.state.made_span().map(Span::entered);
         self.state.stopped();
     }
 }
@@ -67,9 +65,6 @@ impl Handler<ToSession> for Session {
     type Result = ();
 
     fn handle(&mut self, message: ToSession, ctx: &mut Self::Context) {
-        // Frames, one message per delivery, log nothing: they skip the span's cost.
-        let _span = (!matches!(message, ToSession::Frames(_)))
-            .then(|| self.state.made_span().map(Span::entered));
         self.state.on_message(message, &mut WsConnection(ctx));
     }
 }
@@ -160,7 +155,6 @@ impl Connection for WsConnection<'_> {
 
     fn after(&mut self, delay: Duration, outcome: Outcome) {
         self.0.run_later(delay, |session, ctx| {
-            let _span = session.state.made_span().map(Span::entered);
             session.state.on_outcome(outcome, &mut WsConnection(ctx));
         });
     }
@@ -169,7 +163,7 @@ impl Connection for WsConnection<'_> {
 /// `work` run in the actor's context, its outcome handed back to the state machine.
 fn handing_back(work: Work) -> impl ActorFuture<Session, Output = ()> {
     wrap_future::<_, Session>(work).map(|outcome, session, ctx| {
-        let _span = session.state.made_span().map(Span::entered);
+        let _span = session.state.span().entered();
         session.state.on_outcome(outcome, &mut WsConnection(ctx))
     })
 }
