@@ -48,9 +48,14 @@ const NOTIFY_WINDOW: Duration = Duration::from_millis(50);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-/// A session's id as clients see it (in `hello`) and as the logs show it.
-fn session_name(id: SessionId) -> String {
-    format!("s-{id:x}")
+/// A session's id as clients see it (in `hello`) and as the logs show it; written without
+/// an allocation, as every client frame's span names it.
+struct SessionName(SessionId);
+
+impl std::fmt::Display for SessionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s-{:x}", self.0)
+    }
 }
 
 /// What the state machine asks of the session's actor and socket. Each call is carried out
@@ -158,7 +163,7 @@ impl SessionState {
     /// what its client sent. Made afresh each time rather than kept: a span the session held
     /// would cost it ~1.7 KiB for its whole life.
     pub fn span(&self) -> tracing::Span {
-        tracing::info_span!("session", session = %self.name(), uid = self.uid())
+        tracing::info_span!("session", session = %SessionName(self.id), uid = self.uid())
     }
 
     /// Work a request of the client started, run in the span of that request.
@@ -168,7 +173,7 @@ impl SessionState {
 
     /// The session's id as clients see it.
     pub fn name(&self) -> String {
-        session_name(self.id)
+        SessionName(self.id).to_string()
     }
 
     /// The session opened: it asks the directory to admit it within the caps. Heartbeats and
@@ -228,7 +233,7 @@ impl SessionState {
             ToSession::Close(close) => conn.close(close),
             ToSession::Heartbeat => {
                 if self.last_heard.elapsed() > self.shared.limits.heartbeat * 2 {
-                    tracing::debug!(session = %self.name(), uid = self.uid(),
+                    tracing::debug!(session = %SessionName(self.id), uid = self.uid(),
                         "peer silent for two heartbeats; dropping");
                     conn.drop_peer();
                 } else {

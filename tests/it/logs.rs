@@ -6,18 +6,13 @@ use serde_json::{json, Value};
 
 use crate::helpers::{eventually, Server, WAIT};
 
-/// The first JSON log line whose message is `message`.
-fn logged(server: &Server, message: &str) -> Option<Value> {
-    server
-        .logs()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|line| line["message"] == message)
-}
-
 async fn wait_logged(server: &Server, message: &str) -> Value {
     eventually(&format!("a log line `{message}`"), WAIT, async || {
-        logged(server, message).ok_or_else(|| "not yet".to_owned())
+        server
+            .logged(message)
+            .into_iter()
+            .next()
+            .ok_or_else(|| "not yet".to_owned())
     })
     .await
 }

@@ -38,16 +38,6 @@ async fn records(database_url: &str) -> Vec<[String; 4]> {
 /// What a node logs when preparing storage failed and will be retried.
 const RETRY: &str = "cannot apply the migrations; is PostgreSQL running at DATABASE_URL?";
 
-/// The events a server logged with this message.
-fn logged(server: &Server, message: &str) -> Vec<Value> {
-    server
-        .logs()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["message"] == message)
-        .collect()
-}
-
 /// A list of file names as the log shows it.
 fn log_list(names: &[&str]) -> Value {
     Value::from(format!("{names:?}"))
@@ -150,7 +140,7 @@ async fn a_function_changed_by_hand_is_restored_when_its_file_differs_from_the_r
     }
     server.restart().await;
 
-    let replaced = logged(&server, "functions replaced");
+    let replaced = server.logged("functions replaced");
     assert_eq!(replaced.len(), 1, "logs:\n{}", server.logs());
     assert_eq!(
         replaced[0]["changed"],
@@ -200,7 +190,7 @@ async fn an_unchanged_restart_applies_nothing() {
     let mut server = Server::spawn(fresh_database().await, vec![]).await;
     let database_url = server.database_url.clone();
     let migrations: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
-    let applied = logged(&server, "migrations applied");
+    let applied = server.logged("migrations applied");
     assert_eq!(applied.len(), 1, "logs:\n{}", server.logs());
     assert_eq!(
         applied[0]["applied"],
@@ -208,7 +198,7 @@ async fn an_unchanged_restart_applies_nothing() {
         "{}",
         applied[0]
     );
-    let replaced = logged(&server, "functions replaced");
+    let replaced = server.logged("functions replaced");
     assert_eq!(replaced.len(), 1, "logs:\n{}", server.logs());
     assert_eq!(replaced[0]["changed"], log_list(&function_files()));
     let functions = functions_in_database(&database_url).await;
@@ -223,7 +213,7 @@ async fn an_unchanged_restart_applies_nothing() {
     server.restart().await;
 
     for message in ["migrations applied", "functions replaced"] {
-        let again = logged(&server, message);
+        let again = server.logged(message);
         assert!(again.is_empty(), "{message} again: {again:?}");
     }
     assert_eq!(functions_in_database(&database_url).await, functions);
@@ -246,9 +236,9 @@ async fn a_database_migrated_before_checksums_gets_them_on_its_first_start() {
 
     server.restart().await;
 
-    let applied = logged(&server, "migrations applied");
+    let applied = server.logged("migrations applied");
     assert!(applied.is_empty(), "migrations applied again: {applied:?}");
-    let replaced = logged(&server, "functions replaced");
+    let replaced = server.logged("functions replaced");
     assert_eq!(replaced.len(), 1, "logs:\n{}", server.logs());
     assert_eq!(replaced[0]["changed"], log_list(&function_files()));
     let migrations = |records: &[[String; 4]]| -> Vec<[String; 4]> {
@@ -274,12 +264,12 @@ async fn nodes_starting_together_on_a_fresh_database_replace_the_functions_once(
     let nodes = [&first, &second];
     // A node that met the other's half-done work would have failed and retried.
     for node in nodes {
-        let retries = logged(node, RETRY);
+        let retries = node.logged(RETRY);
         assert!(retries.is_empty(), "{retries:?}");
     }
     let replaced: Vec<Value> = nodes
         .iter()
-        .flat_map(|node| logged(node, "functions replaced"))
+        .flat_map(|node| node.logged("functions replaced"))
         .collect();
     assert_eq!(replaced.len(), 1, "{replaced:?}");
     let recorded: Vec<String> = records(&database_url)

@@ -100,6 +100,15 @@ impl Server {
         self.process.logs()
     }
 
+    /// The JSON log events the server wrote with this message, oldest first.
+    pub fn logged(&self, message: &str) -> Vec<Value> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["message"] == message)
+            .collect()
+    }
+
     /// The exit status, once the process has ended on its own.
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
         self.process.exit_status()
