@@ -24,6 +24,7 @@
 //! - [`store`]: every SQL statement, and the migrations and functions of `sql/`; returns
 //!   model types, never wire frames. [`protocol`]: the wire frames, decoded and encoded.
 //!   [`auth`]: user tokens and the admin key. [`budget`]: what each request costs.
+//!   [`cluster`]: the bus to the other nodes (NATS), what travels on it and its checks.
 //! - [`metrics`]: Prometheus metrics. [`telemetry`]: structured logs.
 //! - Leaves: [`model`] (ids and checks, messages and cursors, roles, the sync model, events,
 //!   effects, refusals), [`error`] (every error a client sees), [`close`] (every close code),
@@ -34,6 +35,7 @@ pub mod api;
 pub mod auth;
 pub mod budget;
 pub mod close;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod group;

@@ -10,6 +10,7 @@ use bytestring::ByteString;
 use serde_json::value::RawValue;
 
 use crate::close::Close;
+use crate::cluster::wire::NodeId;
 use crate::error::ApiError;
 use crate::model::sync::{GroupVersions, SyncNotice};
 use crate::model::GroupCursor;
@@ -92,6 +93,9 @@ pub struct GroupInbox {
     pub cursor: Recipient<CursorOf>,
     pub change: Recipient<GroupChange>,
     pub flush: Recipient<FlushAcks>,
+    pub position: Recipient<Position>,
+    pub node_gone: Recipient<NodeGone>,
+    pub online: Recipient<OnlineIn>,
 }
 
 /// A message a group answers, and which of its recipients takes it.
@@ -139,6 +143,9 @@ group_requests! {
     CursorOf => cursor,
     GroupChange => change,
     FlushAcks => flush,
+    Position => position,
+    NodeGone => node_gone,
+    OnlineIn => online,
 }
 
 /// A session of a member comes online in the group. Replies with the member's cursor.
@@ -192,6 +199,27 @@ pub enum GroupStep {
     Disband,
     /// The group's new versions, for its online sessions' `sync_notify`.
     Notify(GroupVersions),
+}
+
+/// The group's newest msgid as PostgreSQL held it (a position check): messages up to it
+/// that this node has not pushed were lost on the way, and are read before what follows.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Position(pub u64);
+
+/// A node of the cluster stopped or went silent: its members' presence goes with it.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct NodeGone(pub NodeId);
+
+/// Who of the group is online, asked by member `uid`: their uids, ascending. Asked from
+/// a session online in the group, it also has that session told of every change after, in
+/// `presence` frames, until it leaves.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<u64>, ApiError>")]
+pub struct OnlineIn {
+    pub uid: u64,
+    pub session: Option<SessionId>,
 }
 
 /// Hand every ack not yet written to the ack writer and wait until it is stored.

@@ -4,8 +4,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::error::ErrorCode;
@@ -26,6 +26,100 @@ pub struct Metrics {
     storage_seconds: HistogramVec,
     errors: IntCounterVec,
     requests_limited: IntCounterVec,
+    /// The cluster bus (NATS); all stay 0 on a node that runs alone.
+    pub cluster: ClusterMetrics,
+}
+
+/// What crosses the cluster bus, and what the node repaired from PostgreSQL.
+pub struct ClusterMetrics {
+    node: IntGaugeVec,
+    pub nats_connected: IntGauge,
+    published: IntCounterVec,
+    pub publish_dropped: IntCounter,
+    received: IntCounterVec,
+    pub rejected: IntCounter,
+    pub gaps_filled: IntCounter,
+    pub gap_messages_filled: IntCounter,
+    pub position_checks: IntCounter,
+    pub nodes_seen: IntGauge,
+}
+
+impl ClusterMetrics {
+    fn new() -> Self {
+        let counters =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["kind"]).unwrap();
+        ClusterMetrics {
+            node: IntGaugeVec::new(
+                Opts::new("node_info", "This node's id (value 1)"),
+                &["node"],
+            )
+            .unwrap(),
+            nats_connected: IntGauge::new(
+                "nats_connected",
+                "1 while the node is connected to NATS, 0 otherwise (or alone)",
+            )
+            .unwrap(),
+            published: counters("bus_published_total", "Messages published to NATS, by kind"),
+            publish_dropped: IntCounter::new(
+                "bus_publish_dropped_total",
+                "Copies not published (queue full or NATS refused); other nodes repair them",
+            )
+            .unwrap(),
+            received: counters(
+                "bus_received_total",
+                "Messages received from other nodes over NATS, by kind",
+            ),
+            rejected: IntCounter::new(
+                "bus_rejected_total",
+                "Messages from NATS dropped as malformed or unknown",
+            )
+            .unwrap(),
+            gaps_filled: IntCounter::new(
+                "gaps_filled_total",
+                "Gaps in a group's msgids filled from PostgreSQL before pushing",
+            )
+            .unwrap(),
+            gap_messages_filled: IntCounter::new(
+                "gap_messages_filled_total",
+                "Messages read from PostgreSQL to fill gaps",
+            )
+            .unwrap(),
+            position_checks: IntCounter::new(
+                "position_checks_total",
+                "Batched checks of the live groups' newest msgids in PostgreSQL",
+            )
+            .unwrap(),
+            nodes_seen: IntGauge::new("cluster_nodes", "Other nodes heard from lately").unwrap(),
+        }
+    }
+
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 10] {
+        [
+            Box::new(self.node.clone()),
+            Box::new(self.nats_connected.clone()),
+            Box::new(self.published.clone()),
+            Box::new(self.publish_dropped.clone()),
+            Box::new(self.received.clone()),
+            Box::new(self.rejected.clone()),
+            Box::new(self.gaps_filled.clone()),
+            Box::new(self.gap_messages_filled.clone()),
+            Box::new(self.position_checks.clone()),
+            Box::new(self.nodes_seen.clone()),
+        ]
+    }
+
+    /// Names this node, as the label of `herald_node_info`.
+    pub fn name_node(&self, node: &str) {
+        self.node.with_label_values(&[node]).set(1);
+    }
+
+    pub fn published(&self, kind: &str) {
+        self.published.with_label_values(&[kind]).inc();
+    }
+
+    pub fn received(&self, kind: &str) {
+        self.received.with_label_values(&[kind]).inc();
+    }
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -95,6 +189,7 @@ impl Metrics {
                 &["kind", "limit"],
             )
             .unwrap(),
+            cluster: ClusterMetrics::new(),
             registry,
         };
         // Every name above is unique and valid, so registration cannot fail.
@@ -113,7 +208,7 @@ impl Metrics {
             Box::new(metrics.errors.clone()),
             Box::new(metrics.requests_limited.clone()),
         ];
-        for collector in collectors {
+        for collector in collectors.into_iter().chain(metrics.cluster.collectors()) {
             metrics
                 .registry
                 .register(collector)

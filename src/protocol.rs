@@ -83,6 +83,10 @@ pub enum ClientRequest {
     },
     Ping,
     Sync(SyncRequest),
+    /// Who of the group is online now.
+    Online {
+        gid: u64,
+    },
 }
 
 /// A client frame that could not be decoded, with the `id` it carried if any.
@@ -193,6 +197,7 @@ fn request(envelope: Envelope, max_body: usize) -> Result<ClientRequest, ApiErro
             limit: pull_limit(envelope.limit)?,
         }),
         "ping" => Ok(ClientRequest::Ping),
+        "online" => Ok(ClientRequest::Online { gid: gid()? }),
         "sync" => SyncRequest {
             me: envelope.me.unwrap_or_default(),
             group_list: envelope.group_list.unwrap_or_default(),
@@ -310,6 +315,19 @@ pub enum ServerFrame<'a> {
     FriendRequest {
         from: u64,
         ts: i64,
+    },
+    /// The members of a group online now, anywhere in the cluster.
+    Online {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        gid: u64,
+        uids: &'a [u64],
+    },
+    /// A member's first session came online, or their last went (after the debounce).
+    Presence {
+        gid: u64,
+        uid: u64,
+        online: bool,
     },
 }
 

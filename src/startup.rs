@@ -18,6 +18,8 @@ use crate::api::{self, AppState};
 use crate::auth::{AdminKey, TokenKeys};
 use crate::budget::{Rate, UserBudgets};
 use crate::close::Close;
+use crate::cluster::wire::NodeId;
+use crate::cluster::Bus;
 use crate::config::Config;
 use crate::group::GroupSettings;
 use crate::registry::directory::{CloseAll, FlushAll};
@@ -33,6 +35,7 @@ pub struct Application {
     /// Set once the migrations are applied: until then requests get 503.
     ready: Arc<AtomicBool>,
     directory: Addr<Directory>,
+    bus: Option<Bus>,
     arbiters: Vec<Arbiter>,
     addr: SocketAddr,
     config: Config,
@@ -45,6 +48,14 @@ impl Application {
         let store = Store::new(config.database.url.expose(), config.database.pool)
             .context("DATABASE_URL: cannot build the connection pool")?;
         let ready = Arc::new(AtomicBool::new(false));
+        let node = NodeId::new(&config.cluster.node_id);
+        crate::metrics::global()
+            .cluster
+            .name_node(&node.to_string());
+        let bus = match &config.cluster.nats_url {
+            Some(urls) => Some(Bus::connect(&config.cluster, urls.expose(), node).await?),
+            None => None,
+        };
         let arbiters: Vec<Arbiter> = (0..config.groups.threads).map(|_| Arbiter::new()).collect();
         let ack_writers = (0..config.acks.writers)
             .map(|_| AckWriter::new(store.clone()).start())
@@ -57,9 +68,13 @@ impl Application {
                     max_queue: config.groups.max_queue,
                     ack_flush: config.acks.flush,
                     idle: config.groups.idle,
+                    presence_max_group: config.presence.max_group,
+                    presence_debounce: config.presence.debounce,
+                    bus: bus.clone(),
                 },
                 ack_writers,
                 arbiters: arbiters.iter().map(Arbiter::handle).collect(),
+                position_check: config.cluster.position_check,
             },
             config.sessions.heartbeat,
             SessionCaps {
@@ -68,7 +83,7 @@ impl Application {
             },
         )
         .start();
-        let publisher = Publisher::new(directory.clone().recipient()).start();
+        let publisher = Publisher::new(directory.clone().recipient(), bus.clone()).start();
         let state = web::Data::new(AppState {
             ready: ready.clone(),
             store: store.clone(),
@@ -124,6 +139,7 @@ impl Application {
             store,
             ready,
             directory,
+            bus,
             arbiters,
             addr,
             config,
@@ -145,6 +161,7 @@ impl Application {
             store,
             ready,
             directory,
+            bus,
             arbiters,
             addr,
             config,
@@ -179,6 +196,9 @@ impl Application {
         match flushed {
             Ok(Ok(())) => tracing::info!("acks flushed"),
             _ => tracing::error!("acks could not be flushed in time; members may see redelivery"),
+        }
+        if let Some(bus) = bus {
+            bus.leave(config.server.shutdown_timeout).await;
         }
         for arbiter in arbiters {
             arbiter.stop();

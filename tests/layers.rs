@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["error", "close", "config", "model"],
     &["telemetry", "metrics"],
-    &["store", "protocol", "auth", "budget"],
+    &["store", "protocol", "auth", "budget", "cluster"],
     &["messages", "session::outbox"],
     &["acks"],
     &["group"],

@@ -142,6 +142,7 @@ pub fn routes(max_http_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
             web::get().to(user::messages_route),
         )
         .route("/v1/groups/{gid}/ack", web::post().to(user::ack_route))
+        .route("/v1/groups/{gid}/online", web::get().to(user::online_route))
         .route("/v1/groups", web::post().to(groups::create_route))
         .route(
             "/v1/groups/{gid}",

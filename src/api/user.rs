@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{AppState, User};
 use crate::budget::RequestKind;
 use crate::error::ApiError;
-use crate::messages::AckUpTo;
+use crate::messages::{AckUpTo, OnlineIn};
 use crate::model::{valid_id, GroupCursor, MessageView};
 use crate::protocol::pull_limit;
 use crate::registry::directory::{ask_group, LiveCursors};
@@ -63,6 +63,27 @@ pub async fn ack_route(
     };
     ask_group(&state.directory, gid, ack).await??;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Serialize)]
+struct OnlineBody {
+    gid: u64,
+    uids: Vec<u64>,
+}
+
+/// `GET /v1/groups/{gid}/online`: the members online now, anywhere in the cluster.
+pub async fn online_route(
+    user: User,
+    gid: web::Path<u64>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let gid = valid_id(*gid)?;
+    state.charge(user.uid, RequestKind::Read)?;
+    let uids = ask_group(&state.directory, gid, OnlineIn {
+        uid: user.uid,
+        session: None,
+    }).await??;
+    Ok(HttpResponse::Ok().json(OnlineBody { gid, uids }))
 }
 
 #[derive(Serialize)]

@@ -17,8 +17,8 @@ use std::ffi::OsString;
 use clap::{Args, Parser, Subcommand};
 
 pub use sections::{
-    AcksConfig, AuthConfig, DatabaseConfig, GroupsConfig, LimitsConfig, LogConfig, ServerConfig,
-    SessionsConfig,
+    AcksConfig, AuthConfig, ClusterConfig, DatabaseConfig, GroupsConfig, LimitsConfig, LogConfig,
+    PresenceConfig, ServerConfig, SessionsConfig,
 };
 pub use values::{AllowedOrigins, LogFormat, Secret};
 
@@ -86,6 +86,10 @@ pub struct Config {
     #[command(flatten)]
     pub acks: AcksConfig,
     #[command(flatten)]
+    pub cluster: ClusterConfig,
+    #[command(flatten)]
+    pub presence: PresenceConfig,
+    #[command(flatten)]
     pub log: LogConfig,
 }
 
@@ -113,6 +117,12 @@ impl Config {
             return Err(ConfigError {
                 variables: &["HERALD_JWT_SECRET", "HERALD_ADMIN_KEY"],
                 problem: "must differ: whoever signs user tokens would also hold the admin API",
+            });
+        }
+        if self.cluster.nats_tls_cert.is_some() != self.cluster.nats_tls_key.is_some() {
+            return Err(ConfigError {
+                variables: &["HERALD_NATS_TLS_CERT", "HERALD_NATS_TLS_KEY"],
+                problem: "go together: a client certificate needs its key",
             });
         }
         Ok(())
@@ -255,5 +265,25 @@ mod tests {
         let error = config(&args).validate().unwrap_err();
         assert_eq!(error.variables, ["HERALD_JWT_SECRET", "HERALD_ADMIN_KEY"]);
         assert!(config(&GOOD).validate().is_ok());
+    }
+
+    #[test]
+    fn cluster_settings_are_checked_as_read() {
+        let cluster = config(&good_and(&[
+            "--nats-url",
+            "nats://127.0.0.1:4222, tls://b:4443",
+        ]));
+        assert!(cluster.cluster.nats_url.is_some());
+        assert!(config(&GOOD).cluster.nats_url.is_none(), "alone by default");
+        let error = parse(&good_and(&["--nats-url", "nats://[::1"])).unwrap_err();
+        assert!(error.to_string().contains("HERALD_NATS_URL"), "{error}");
+        let error = parse(&good_and(&["--node-id", "a.b"])).unwrap_err();
+        assert!(error.to_string().contains("at most 64 letters"), "{error}");
+        let half = config(&good_and(&["--nats-tls-cert", "c.pem"]));
+        let error = half.validate().unwrap_err();
+        assert_eq!(
+            error.variables,
+            ["HERALD_NATS_TLS_CERT", "HERALD_NATS_TLS_KEY"]
+        );
     }
 }

@@ -3,13 +3,14 @@
 //! each group titles it in `--help` and in the README.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
 use super::values::{
-    at_least_16_bytes, positive, positive_milliseconds, positive_seconds, postgres_url, seconds,
-    AllowedOrigins, LogFormat, Secret, SecretParser,
+    at_least_16_bytes, nats_url, node_id, positive, positive_milliseconds, positive_seconds,
+    postgres_url, seconds, AllowedOrigins, LogFormat, Secret, SecretParser,
 };
 
 /// Where and how the gateway serves HTTP and WebSockets.
@@ -282,6 +283,82 @@ pub struct AcksConfig {
         value_parser = positive::<usize>
     )]
     pub writers: usize,
+}
+
+/// The cluster: nodes on one PostgreSQL, hearing of each other's commits over NATS.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Cluster")]
+pub struct ClusterConfig {
+    /// NATS server(s) to join a cluster through, comma-separated (`nats://host:4222`, or
+    /// `tls://…`); empty runs the node alone, needing nothing but PostgreSQL.
+    #[arg(
+        long,
+        env = "HERALD_NATS_URL",
+        hide_env_values = true,
+        value_parser = SecretParser::new(nats_url)
+    )]
+    pub nats_url: Option<Secret>,
+
+    /// This node's name in the cluster, in logs and metrics; empty picks a random one.
+    #[arg(long, env = "HERALD_NODE_ID", default_value = "", value_parser = node_id)]
+    pub node_id: String,
+
+    /// A NATS credentials file (`.creds`: user JWT and NKey seed), as NATS accounts issue.
+    #[arg(long, env = "HERALD_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// PEM file of the CA that signs the NATS server's certificate; setting it requires TLS.
+    #[arg(long, env = "HERALD_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// PEM certificate this node presents to NATS servers that verify clients (with
+    /// HERALD_NATS_TLS_KEY).
+    #[arg(long, env = "HERALD_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of HERALD_NATS_TLS_CERT.
+    #[arg(long, env = "HERALD_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// Copies for NATS that may wait to be published; past it they are dropped (and repaired
+    /// from PostgreSQL by the other nodes), so a send never waits for NATS.
+    #[arg(
+        long = "nats-publish-queue",
+        env = "HERALD_NATS_PUBLISH_QUEUE",
+        default_value_t = 8192,
+        value_parser = positive::<usize>
+    )]
+    pub publish_queue: usize,
+
+    /// Milliseconds between checks of the live groups' newest msgids in PostgreSQL, one query
+    /// for all of them: how soon a message whose copy NATS lost is found.
+    #[arg(
+        long = "position-check-ms",
+        env = "HERALD_POSITION_CHECK_MS",
+        default_value = "1000",
+        value_parser = positive_milliseconds
+    )]
+    pub position_check: Duration,
+}
+
+/// Who is online, and how their coming and going is told.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Presence")]
+pub struct PresenceConfig {
+    /// Largest group with presence: above it, members get no `presence` events and the
+    /// group's online list is refused (big-group presence costs every member's traffic).
+    #[arg(long, env = "HERALD_PRESENCE_MAX_GROUP", default_value_t = 1000)]
+    pub max_group: usize,
+
+    /// Milliseconds a member stays shown online after their last session went: a reconnect
+    /// within it announces nothing.
+    #[arg(
+        long = "presence-debounce-ms",
+        env = "HERALD_PRESENCE_DEBOUNCE_MS",
+        default_value = "2000",
+        value_parser = positive_milliseconds
+    )]
+    pub debounce: Duration,
 }
 
 /// How the gateway logs (`RUST_LOG` filters what it logs).

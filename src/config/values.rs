@@ -78,6 +78,29 @@ pub fn postgres_url(url: &str) -> Result<(), String> {
         .map_err(|e| format!("is not a PostgreSQL URL: {e}"))
 }
 
+/// The check of `HERALD_NATS_URL`: a comma-separated list of `nats://`, `tls://` or bare
+/// `host:port` addresses.
+pub fn nats_url(urls: &str) -> Result<(), String> {
+    for url in urls.split(',') {
+        url.trim()
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| format!("{url:?} is not a NATS server address: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The check of `HERALD_NODE_ID`: a name that fits in a NATS subject and a metric label.
+pub fn node_id(id: &str) -> Result<String, String> {
+    let fits = id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !fits {
+        return Err("must be at most 64 letters, digits, '-' or '_'".into());
+    }
+    Ok(id.to_owned())
+}
+
 /// A count or size that must be at least 1.
 pub fn positive<T>(text: &str) -> Result<T, String>
 where

@@ -3,12 +3,15 @@
 //! message out once to every online session, and coalesces the members' acks.
 //!
 //! The group never waits on a session: pushes are pre-serialised frames queued with
-//! `do_send`, bounded by each session's outbox. Its decisions live in `policy`; this
-//! module carries them out.
+//! `do_send`, bounded by each session's outbox. In a cluster the group follows its subject
+//! on the bus while it runs: it publishes what it commits, pushes what other nodes commit,
+//! and reads from PostgreSQL whatever msgid it sees missing, so pushes stay dense on every
+//! node. It also keeps who of its members is online, and tells of their coming and going.
+//! Its decisions live in `policy`; this module carries them out.
 
 mod policy;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,12 +20,15 @@ use bytestring::ByteString;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use self::policy::{gap_before, judge_ack, AckVerdict, CommitQueue, MemberAcks};
+use self::policy::{judge_ack, AckVerdict, CommitQueue, InOrder, MemberAcks, Presence};
 use crate::budget::{Limit, RequestKind};
+use crate::cluster::wire::{GroupNews, Heard};
+use crate::cluster::Bus;
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
     AckUpTo, CursorOf, FlushAcks, GroupChange, GroupHandle, GroupInbox, GroupStep, GroupStopped,
-    Join, Leave, SessionHandle, SessionId, Submit, ToSession, WriteAcks,
+    Join, Leave, NodeGone, OnlineIn, Position, SessionHandle, SessionId, Submit, ToSession,
+    WriteAcks,
 };
 use crate::metrics;
 use crate::model::refusal::Refusal;
@@ -30,6 +36,21 @@ use crate::model::sync::SyncNotice;
 use crate::model::{now_ms, GroupCursor, MessageView};
 use crate::protocol::ServerFrame;
 use crate::store::{AckUpdate, AppendOutcome, Appended, NewMessage, Store, StoreError};
+
+/// How long a gap in msgids may stand before it is read from PostgreSQL: copies from
+/// different nodes, and this node's own commit replies, often arrive a little out of order.
+const GAP_GRACE: Duration = Duration::from_millis(10);
+
+/// Messages held above a gap while it is read; past it, the newest are read again later.
+const HELD_ABOVE_GAP: usize = 10_000;
+
+/// How long a newly started group waits for the other nodes to say who is online there
+/// before it answers who is online.
+const PRESENCE_SETTLE: Duration = Duration::from_millis(300);
+
+/// How often a group tells the other nodes everyone online here, which repairs a lost
+/// presence change.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
 
 /// How long a group that failed to load answers with its error before it stops (a later
 /// request starts a fresh actor, which tries again).
@@ -48,6 +69,11 @@ pub struct GroupSettings {
     pub max_queue: usize,
     pub ack_flush: Duration,
     pub idle: Duration,
+    /// Groups with more members than this have no presence.
+    pub presence_max_group: usize,
+    pub presence_debounce: Duration,
+    /// The cluster bus; `None` on a node that runs alone.
+    pub bus: Option<Bus>,
 }
 
 /// A send waiting for its group-commit transaction.
@@ -75,11 +101,17 @@ pub struct GroupActor {
     settings: GroupSettings,
     /// Set when the group could not be loaded; every request gets it until the actor stops.
     failed: Option<ApiError>,
-    /// Newest msgid this actor knows committed.
-    latest: u64,
+    /// Pushes in msgid order with no gap; the newest msgid known committed.
+    in_order: InOrder,
+    /// Set while a gap is waited out or read from PostgreSQL.
+    filling: bool,
     /// Every member and the highest msgid they acked (written or not).
     acks: MemberAcks,
     online: HashMap<SessionId, SessionHandle>,
+    presence: Presence,
+    /// Online sessions that asked who is online, and are told of every change since.
+    watching: HashSet<SessionId>,
+    started: Instant,
     queue: CommitQueue<PendingSend>,
     /// Set while sends are refused for a full queue, so the refusal is logged once a burst.
     busy: bool,
@@ -112,9 +144,13 @@ impl GroupActor {
             ack_writer,
             settings,
             failed: None,
-            latest: 0,
+            in_order: InOrder::new(0, HELD_ABOVE_GAP),
+            filling: false,
             acks: MemberAcks::default(),
             online: HashMap::new(),
+            presence: Presence::default(),
+            watching: HashSet::new(),
+            started: Instant::now(),
             queue,
             busy: false,
             stored_latest: None,
@@ -134,6 +170,9 @@ impl GroupActor {
             cursor: group.clone().recipient(),
             change: group.clone().recipient(),
             flush: group.clone().recipient(),
+            position: group.clone().recipient(),
+            node_gone: group.clone().recipient(),
+            online: group.clone().recipient(),
         })
     }
 
@@ -163,33 +202,29 @@ impl GroupActor {
         };
         let (messages, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.message, p.reply)).unzip();
-        let (store, gid, known) = (self.store.clone(), self.gid, self.latest);
-        let max_gap = self.settings.max_batch as u64;
+        let (store, gid) = (self.store.clone(), self.gid);
         let commit = async move {
             let outcome = store.append(gid, &messages).await;
-            let missed = match &outcome {
-                Ok(outcome) => missed_messages(&store, gid, known, outcome, max_gap).await,
-                Err(_) => Vec::new(),
-            };
-            (messages, outcome, missed)
+            (messages, outcome)
         };
         ctx.spawn(commit.instrument(self.span.clone()).into_actor(self).map(
-            |(messages, outcome, missed), act, ctx| {
+            |(messages, outcome), act, ctx| {
                 let _span = act.in_span();
                 act.queue.committed();
-                act.committed(messages, replies, outcome, missed);
+                act.committed(messages, replies, outcome);
+                act.fill_gaps(ctx);
                 act.write_next(ctx);
             },
         ));
     }
 
-    /// Replies to the senders and pushes what was stored, in msgid order.
+    /// Replies to the senders, tells the other nodes, and pushes what was stored, in msgid
+    /// order.
     fn committed(
         &mut self,
         messages: Vec<NewMessage>,
         replies: Vec<oneshot::Sender<Result<Appended, ApiError>>>,
         outcome: Result<AppendOutcome, StoreError>,
-        missed: Vec<MessageView>,
     ) {
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -204,7 +239,7 @@ impl GroupActor {
         };
         let metrics = metrics::global();
         metrics.send_batch_size.observe(messages.len() as f64);
-        let mut views = missed;
+        let mut views = Vec::with_capacity(messages.len());
         for ((message, reply), result) in messages.into_iter().zip(replies).zip(outcome.results) {
             let _ = reply.send(Ok(result));
             if result.dup {
@@ -221,42 +256,218 @@ impl GroupActor {
                 });
             }
         }
-        self.latest = self.latest.max(outcome.latest);
-        if !views.is_empty() {
-            let frames = views
-                .iter()
-                .map(|v| ServerFrame::Msg(v).encode().into())
-                .collect();
-            self.push(frames);
+        if let Some(bus) = &self.settings.bus {
+            bus.tell_committed(self.gid, &views);
         }
+        self.in_order.committed_up_to(outcome.latest);
+        let ready = self.in_order.admit(views);
+        self.push_messages(&ready);
+    }
+
+    /// Pushes messages (in msgid order, with no gap) to every online session.
+    fn push_messages(&mut self, msgs: &[MessageView]) {
+        if msgs.is_empty() {
+            return;
+        }
+        let frames = msgs
+            .iter()
+            .map(|m| ServerFrame::Msg(m).encode().into())
+            .collect();
+        self.push(frames);
     }
 
     /// Queues frames to every online session; sessions over their backlog bound are
     /// dropped from the group (they were told to close with 4008).
     fn push(&mut self, frames: Arc<[ByteString]>) {
-        let before = self.online.len();
-        self.online.retain(|_, session| session.push(&frames));
+        self.push_to(frames, |_| true);
+    }
+
+    /// Queues frames to the online sessions `chosen` picks, dropping the slow ones.
+    fn push_to(&mut self, frames: Arc<[ByteString]>, chosen: impl Fn(&SessionId) -> bool) {
+        let mut slow = Vec::new();
+        let watching = &mut self.watching;
+        self.online.retain(|id, session| {
+            let keeps_up = !chosen(id) || session.push(&frames);
+            if !keeps_up {
+                slow.push(session.uid);
+                watching.remove(id);
+            }
+            keeps_up
+        });
         let metrics = metrics::global();
         metrics
             .deliveries
             .inc_by((frames.len() * self.online.len()) as u64);
-        let dropped = before - self.online.len();
-        if dropped > 0 {
-            metrics.slow_consumers_closed.inc_by(dropped as u64);
-            tracing::info!(dropped, "closed slow sessions (4008)");
+        if !slow.is_empty() {
+            metrics.slow_consumers_closed.inc_by(slow.len() as u64);
+            tracing::info!(dropped = slow.len(), "closed slow sessions (4008)");
+            self.sessions_went(slow);
         }
     }
 
     /// Stops the sessions of `uid` receiving the group, telling each.
     fn drop_sessions_of(&mut self, uid: u64) {
         let gid = self.gid;
-        self.online.retain(|_, session| {
+        let mut went = Vec::new();
+        let watching = &mut self.watching;
+        self.online.retain(|id, session| {
             let stays = session.uid != uid;
             if !stays {
                 session.inbox.do_send(ToSession::Left { gid });
+                went.push(uid);
+                watching.remove(id);
             }
             stays
         });
+        self.sessions_went(went);
+    }
+
+    /// Reads from PostgreSQL, once the grace has passed, the msgids known committed but not
+    /// pushed; one read at a time, at most a batch of them per read.
+    fn fill_gaps(&mut self, ctx: &mut Context<Self>) {
+        if self.filling || self.in_order.gap(self.max_gap()).is_none() {
+            return;
+        }
+        self.filling = true;
+        ctx.run_later(GAP_GRACE, |act, ctx| act.read_gap(ctx));
+    }
+
+    fn max_gap(&self) -> u64 {
+        self.settings.max_batch as u64
+    }
+
+    fn read_gap(&mut self, ctx: &mut Context<Self>) {
+        let Some((after, before)) = self.in_order.gap(self.max_gap()) else {
+            self.filling = false;
+            return;
+        };
+        let (store, gid) = (self.store.clone(), self.gid);
+        let reading = async move { store.messages_between(gid, after, before).await };
+        ctx.spawn(reading.instrument(self.span.clone()).into_actor(self).map(
+            move |read, act, ctx| {
+                let _span = act.in_span();
+                act.filling = false;
+                match read {
+                    Ok(msgs) if msgs.is_empty() => act.in_order.nothing_stored_above_pushed(),
+                    Ok(msgs) => {
+                        let metrics = &metrics::global().cluster;
+                        metrics.gaps_filled.inc();
+                        metrics.gap_messages_filled.inc_by(msgs.len() as u64);
+                        tracing::debug!(after, before, read = msgs.len(), "gap filled");
+                        let ready = act.in_order.admit(msgs);
+                        act.push_messages(&ready);
+                        act.fill_gaps(ctx);
+                    }
+                    // Tried again at the next position check or news of the group.
+                    Err(error) => tracing::warn!(%error, after, before, "cannot fill a gap"),
+                }
+            },
+        ));
+    }
+
+    /// Whether the group is small enough for presence.
+    fn has_presence(&self) -> bool {
+        self.acks.len() <= self.settings.presence_max_group
+    }
+
+    /// A session of `uid` came online here.
+    fn session_came(&mut self, uid: u64) {
+        if self.presence.session_joined(uid) {
+            self.tell_presence(uid, true);
+        }
+        self.announce_presence();
+    }
+
+    /// Sessions of these members went (each uid once per session).
+    fn sessions_went(&mut self, uids: Vec<u64>) {
+        for uid in uids {
+            if self.presence.session_left(uid) {
+                self.tell_presence(uid, false);
+            }
+        }
+    }
+
+    /// Tells the other nodes that `uid` came online here, or went.
+    fn tell_presence(&self, uid: u64, online: bool) {
+        if let Some(bus) = self.settings.bus.as_ref().filter(|_| self.has_presence()) {
+            bus.tell_group(self.gid, &GroupNews::Presence { uid, online });
+        }
+    }
+
+    /// Tells the online sessions who came and who went (departures after the debounce).
+    fn announce_presence(&mut self) {
+        if !self.has_presence() {
+            return;
+        }
+        let told = self
+            .presence
+            .announcements(Instant::now(), self.settings.presence_debounce);
+        if told.is_empty() {
+            return;
+        }
+        let frames = told
+            .into_iter()
+            .map(|(uid, online)| {
+                let frame = ServerFrame::Presence {
+                    gid: self.gid,
+                    uid,
+                    online,
+                };
+                frame.encode().into()
+            })
+            .collect();
+        let watching = std::mem::take(&mut self.watching);
+        self.push_to(frames, |id| watching.contains(id));
+        self.watching = watching
+            .into_iter()
+            .filter(|id| self.online.contains_key(id))
+            .collect();
+    }
+
+    /// Tells the other nodes everyone online here.
+    fn tell_online_here(&self) {
+        if let Some(bus) = self.settings.bus.as_ref().filter(|_| self.has_presence()) {
+            let uids = self.presence.here();
+            bus.tell_group(self.gid, &GroupNews::Online { uids });
+        }
+    }
+
+    /// Follows the group's subject on the bus, then asks who is online elsewhere and where
+    /// storage stands (commits between the load and the subscription have no copy here).
+    fn follow(&mut self, bus: Bus, ctx: &mut Context<Self>) {
+        let gid = self.gid;
+        let following = async move { bus.follow_group(gid).await };
+        ctx.spawn(following.into_actor(self).map(|followed, act, ctx| {
+            let _span = act.in_span();
+            match followed {
+                Ok(news) => {
+                    ctx.add_stream(news);
+                    if let Some(bus) = act.settings.bus.as_ref().filter(|_| act.has_presence()) {
+                        bus.tell_group(act.gid, &GroupNews::WhoIsOnline);
+                    }
+                    act.check_position(ctx);
+                }
+                Err(error) => tracing::warn!(%error, "cannot follow the group on NATS"),
+            }
+        }));
+    }
+
+    /// Reads the group's newest stored msgid, and fills what is missing below it.
+    fn check_position(&mut self, ctx: &mut Context<Self>) {
+        let (store, gid) = (self.store.clone(), self.gid);
+        let reading = async move { store.group_latest(gid).await };
+        ctx.spawn(
+            reading.instrument(self.span.clone()).into_actor(self).map(
+                |read, act, ctx| match read {
+                    Ok(Some(latest)) => {
+                        act.in_order.committed_up_to(latest);
+                        act.fill_gaps(ctx);
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "cannot read the group's position"),
+                },
+            ),
+        );
     }
 
     /// The acks not yet handed to the ack writer, as one batch.
@@ -274,7 +485,17 @@ impl GroupActor {
     /// Stops the actor once nobody has been online and nothing has been pending for the
     /// idle period; sessions that died without leaving are forgotten here too.
     fn check_idle(&mut self, ctx: &mut Context<Self>) {
-        self.online.retain(|_, session| session.alive());
+        let mut died = Vec::new();
+        let watching = &mut self.watching;
+        self.online.retain(|id, session| {
+            let alive = session.alive();
+            if !alive {
+                died.push(session.uid);
+                watching.remove(id);
+            }
+            alive
+        });
+        self.sessions_went(died);
         let idle = self.online.is_empty()
             && self.queue.is_idle()
             && !self.acks.has_unflushed()
@@ -286,34 +507,6 @@ impl GroupActor {
             (true, Some(_)) => {}
         }
     }
-}
-
-/// Messages committed by someone else between what this actor knew and its own commit
-/// (another node, or a commit whose reply was lost), so pushes stay dense. A gap larger
-/// than `max_gap` is left to the clients' pull.
-async fn missed_messages(
-    store: &Store,
-    gid: u64,
-    known: u64,
-    outcome: &AppendOutcome,
-    max_gap: u64,
-) -> Vec<MessageView> {
-    let first = outcome
-        .results
-        .iter()
-        .filter(|r| !r.dup)
-        .map(|r| r.msgid)
-        .min();
-    let Some((after, before)) = first.and_then(|first| gap_before(known, first, max_gap)) else {
-        return Vec::new();
-    };
-    store
-        .messages_between(gid, after, before)
-        .await
-        .unwrap_or_else(|error| {
-            tracing::warn!(%error, "could not load messages committed elsewhere");
-            Vec::new()
-        })
 }
 
 impl Actor for GroupActor {
@@ -332,8 +525,11 @@ impl Actor for GroupActor {
                     let _span = act.in_span();
                     match loaded {
                         Ok(Some(snapshot)) => {
-                            act.latest = snapshot.latest;
+                            act.in_order = InOrder::new(snapshot.latest, HELD_ABOVE_GAP);
                             act.acks = MemberAcks::new(snapshot.members);
+                            if let Some(bus) = act.settings.bus.clone() {
+                                act.follow(bus, ctx);
+                            }
                         }
                         Ok(None) => act.fail(Refusal::GroupMissing { gid }.into(), ctx),
                         Err(error) => {
@@ -351,10 +547,17 @@ impl Actor for GroupActor {
         });
         let check_every = (self.settings.idle / 2).max(Duration::from_millis(100));
         ctx.run_interval(check_every, |act, ctx| act.check_idle(ctx));
+        let announce_every = (self.settings.presence_debounce / 4).max(Duration::from_millis(50));
+        ctx.run_interval(announce_every, |act, _| act.announce_presence());
+        if self.settings.bus.is_some() {
+            ctx.run_interval(PRESENCE_REFRESH, |act, _| act.tell_online_here());
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         metrics::global().groups_active.dec();
+        let here: Vec<u64> = self.online.drain().map(|(_, s)| s.uid).collect();
+        self.sessions_went(here);
         if self.acks.has_unflushed() {
             let acks = self.take_unflushed();
             self.ack_writer.do_send(acks);
@@ -380,11 +583,14 @@ impl Handler<Join> for GroupActor {
             .acks
             .acked(session.uid)
             .expect("refusal checked membership");
-        self.online.insert(session.id, session);
+        let uid = session.uid;
+        if self.online.insert(session.id, session).is_none() {
+            self.session_came(uid);
+        }
         Ok(GroupCursor {
             gid: self.gid,
             last_ack,
-            latest: self.latest,
+            latest: self.in_order.pushed(),
         })
     }
 }
@@ -393,7 +599,10 @@ impl Handler<Leave> for GroupActor {
     type Result = ();
 
     fn handle(&mut self, Leave(session): Leave, _: &mut Self::Context) {
-        self.online.remove(&session);
+        self.watching.remove(&session);
+        if let Some(gone) = self.online.remove(&session) {
+            self.sessions_went(vec![gone.uid]);
+        }
     }
 }
 
@@ -449,7 +658,7 @@ impl GroupActor {
         let stored = self
             .stored_latest
             .map(|(stored, read_at)| (stored, read_at.elapsed()));
-        match judge_ack(msgid, self.latest, stored, STORED_LATEST_FRESH) {
+        match judge_ack(msgid, self.in_order.known(), stored, STORED_LATEST_FRESH) {
             AckVerdict::Record => {
                 self.acks.record(uid, msgid);
                 Some(Ok(()))
@@ -527,7 +736,7 @@ impl Handler<CursorOf> for GroupActor {
         Some(GroupCursor {
             gid: self.gid,
             last_ack,
-            latest: self.latest,
+            latest: self.in_order.pushed(),
         })
     }
 }
@@ -543,13 +752,15 @@ impl Handler<GroupChange> for GroupActor {
         for step in steps {
             match step {
                 GroupStep::Join { uid, sessions } => {
-                    self.acks.join(uid, self.latest);
+                    self.acks.join(uid, self.in_order.pushed());
                     for session in sessions {
                         session.inbox.do_send(ToSession::Joined {
                             gid: self.gid,
                             group: GroupActor::handle(&ctx.address()),
                         });
-                        self.online.insert(session.id, session);
+                        if self.online.insert(session.id, session).is_none() {
+                            self.session_came(uid);
+                        }
                     }
                 }
                 GroupStep::Push(frame) => self.push(Arc::from([frame])),
@@ -588,4 +799,91 @@ impl Handler<FlushAcks> for GroupActor {
             let _ = written.await;
         })
     }
+}
+
+impl Handler<Position> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, Position(latest): Position, ctx: &mut Self::Context) {
+        self.in_order.committed_up_to(latest);
+        self.fill_gaps(ctx);
+    }
+}
+
+impl Handler<NodeGone> for GroupActor {
+    type Result = ();
+
+    fn handle(&mut self, NodeGone(node): NodeGone, _: &mut Self::Context) {
+        self.presence.node_gone(&node);
+    }
+}
+
+impl Handler<OnlineIn> for GroupActor {
+    type Result = ResponseActFuture<Self, Result<Vec<u64>, ApiError>>;
+
+    fn handle(&mut self, asked: OnlineIn, _: &mut Self::Context) -> Self::Result {
+        let OnlineIn { uid, session } = asked;
+        // A group just started has not heard the other nodes yet.
+        let settle = match &self.settings.bus {
+            Some(_) => PRESENCE_SETTLE.saturating_sub(self.started.elapsed()),
+            None => Duration::ZERO,
+        };
+        let answer = actix::clock::sleep(settle)
+            .into_actor(self)
+            .map(move |(), act, _| {
+                if let Some(refusal) = act.refusal(uid) {
+                    return Err(refusal);
+                }
+                if !act.has_presence() {
+                    return Err(ApiError::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "group {} has more than {} members: presence is off for it",
+                            act.gid, act.settings.presence_max_group
+                        ),
+                    ));
+                }
+                if let Some(session) = session.filter(|id| act.online.contains_key(id)) {
+                    act.watching.insert(session);
+                }
+                Ok(act.presence.online())
+            });
+        Box::pin(answer)
+    }
+}
+
+/// News of the group from the other nodes.
+impl StreamHandler<Heard<GroupNews>> for GroupActor {
+    fn handle(&mut self, heard: Heard<GroupNews>, ctx: &mut Self::Context) {
+        let _span = self.in_span();
+        metrics::global().cluster.received(heard.news.kind());
+        if self.failed.is_some() {
+            return;
+        }
+        match heard.news {
+            GroupNews::Messages(msgs) => {
+                let ready = self.in_order.admit(msgs);
+                self.push_messages(&ready);
+                self.fill_gaps(ctx);
+            }
+            GroupNews::Committed { latest } => {
+                self.in_order.committed_up_to(latest);
+                self.fill_gaps(ctx);
+            }
+            GroupNews::Presence { uid, online } if self.acks.is_member(uid) => {
+                self.presence.heard(heard.from, uid, online);
+                self.announce_presence();
+            }
+            GroupNews::Online { mut uids } => {
+                uids.retain(|uid| self.acks.is_member(*uid));
+                self.presence.heard_all(heard.from, uids);
+                self.announce_presence();
+            }
+            GroupNews::WhoIsOnline => self.tell_online_here(),
+            GroupNews::Presence { .. } => {}
+        }
+    }
+
+    /// The bus closes the subscription only when the node stops; the group carries on.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }

@@ -2,8 +2,11 @@
 //! messages to load before a push — as plain state and functions apart from the actor that
 //! carries them out, so that each is tested on its own.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::cluster::wire::NodeId;
+use crate::model::MessageView;
 
 /// Sends waiting for their group commit: bounded, and committed one batch at a time so
 /// msgids reach sessions in order.
@@ -102,6 +105,11 @@ impl MemberAcks {
         self.unflushed.remove(&uid);
     }
 
+    /// How many members the group has.
+    pub fn len(&self) -> usize {
+        self.acked.len()
+    }
+
     pub fn members(&self) -> impl Iterator<Item = u64> + '_ {
         self.acked.keys().copied()
     }
@@ -165,13 +173,182 @@ pub fn judge_ack(
     }
 }
 
-/// The msgids, as the range `after < msgid < before`, committed by someone else (another
-/// node, or a commit whose reply was lost) between what this actor knew and the first msgid
-/// of its own commit: loaded before the push so pushes stay dense. `None` when there is no
-/// gap, or when it is larger than `max_gap` (left to the clients' pull).
-pub fn gap_before(known: u64, first_new: u64, max_gap: u64) -> Option<(u64, u64)> {
-    let missing = first_new.checked_sub(known + 1)?;
-    (missing > 0 && missing <= max_gap).then_some((known, first_new))
+/// Messages on their way to the group's online sessions, pushed strictly in msgid order with
+/// no gap: msgids are dense, so a gap shows, and what arrives above one waits until the gap
+/// is read from PostgreSQL. Messages come from this node's commits, from other nodes (over
+/// NATS, at most once, in any order between nodes) and from those reads.
+#[derive(Debug)]
+pub struct InOrder {
+    /// Every msgid up to this one was pushed, in order.
+    pushed: u64,
+    /// The newest msgid known committed, by anyone.
+    known: u64,
+    /// Messages above a gap. Bounded: past the bound the newest are dropped, to be read
+    /// from PostgreSQL with the gap (they are committed: `known` covers them).
+    waiting: BTreeMap<u64, MessageView>,
+    bound: usize,
+}
+
+impl InOrder {
+    /// Everything up to `latest` (the group's newest msgid when loaded) counts as pushed.
+    pub fn new(latest: u64, bound: usize) -> Self {
+        InOrder {
+            pushed: latest,
+            known: latest,
+            waiting: BTreeMap::new(),
+            bound,
+        }
+    }
+
+    /// Every msgid up to this one went to the online sessions: where a joining session
+    /// starts.
+    pub fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// The newest msgid known committed.
+    pub fn known(&self) -> u64 {
+        self.known
+    }
+
+    /// Takes committed messages in, and gives back those that may be pushed now, in order.
+    /// Messages at or below `pushed` were pushed before and are dropped.
+    pub fn admit(&mut self, msgs: impl IntoIterator<Item = MessageView>) -> Vec<MessageView> {
+        for msg in msgs {
+            if msg.msgid <= self.pushed {
+                continue;
+            }
+            self.known = self.known.max(msg.msgid);
+            self.waiting.insert(msg.msgid, msg);
+        }
+        let mut ready = Vec::new();
+        while let Some(next) = self.waiting.remove(&(self.pushed + 1)) {
+            self.pushed = next.msgid;
+            ready.push(next);
+        }
+        while self.waiting.len() > self.bound {
+            self.waiting.pop_last();
+        }
+        ready
+    }
+
+    /// Someone (a node, a read of storage) says messages up to `latest` are committed.
+    pub fn committed_up_to(&mut self, latest: u64) {
+        self.known = self.known.max(latest);
+    }
+
+    /// The msgids to read from PostgreSQL next, as the range `after < msgid < before`: from
+    /// the first one missing to the next one held or known, at most `max` of them. `None`
+    /// when nothing committed is missing.
+    pub fn gap(&self, max: u64) -> Option<(u64, u64)> {
+        if self.known <= self.pushed {
+            return None;
+        }
+        let held = self.waiting.keys().next().copied();
+        let before = held.unwrap_or(self.known + 1).min(self.pushed + 1 + max);
+        Some((self.pushed, before))
+    }
+
+    /// A read of the gap found nothing: storage holds nothing above `pushed`, whatever was
+    /// claimed (commit order is msgid order, so nothing above can be committed either).
+    /// What waits above it cannot be checked, so it goes.
+    pub fn nothing_stored_above_pushed(&mut self) {
+        self.known = self.pushed;
+        self.waiting.clear();
+    }
+}
+
+/// Who of the group is online — here, and on the other nodes as they told — and what the
+/// members were last told of it. A member comes online in the telling at once, and goes
+/// offline only after staying away for the debounce, so a reconnect announces nothing.
+#[derive(Debug, Default)]
+pub struct Presence {
+    /// Members with sessions on this node, and how many.
+    local: HashMap<u64, usize>,
+    /// Members online on each other node.
+    remote: HashMap<NodeId, HashSet<u64>>,
+    /// Members last announced online.
+    announced: HashSet<u64>,
+    /// Members announced online who are not any more, and since when.
+    away_since: HashMap<u64, Instant>,
+}
+
+impl Presence {
+    /// A session of `uid` came online here; true if it is their first here (tell the others).
+    pub fn session_joined(&mut self, uid: u64) -> bool {
+        let sessions = self.local.entry(uid).or_default();
+        *sessions += 1;
+        *sessions == 1
+    }
+
+    /// A session of `uid` went; true if it was their last here (tell the others).
+    pub fn session_left(&mut self, uid: u64) -> bool {
+        let Some(sessions) = self.local.get_mut(&uid) else {
+            return false;
+        };
+        *sessions -= 1;
+        if *sessions > 0 {
+            return false;
+        }
+        self.local.remove(&uid);
+        true
+    }
+
+    /// Another node told that `uid` came online there, or went.
+    pub fn heard(&mut self, node: NodeId, uid: u64, online: bool) {
+        let there = self.remote.entry(node).or_default();
+        if online {
+            there.insert(uid);
+        } else {
+            there.remove(&uid);
+        }
+    }
+
+    /// Another node told everyone online there.
+    pub fn heard_all(&mut self, node: NodeId, uids: Vec<u64>) {
+        self.remote.insert(node, uids.into_iter().collect());
+    }
+
+    /// A node stopped or went silent: its members are online there no more.
+    pub fn node_gone(&mut self, node: &NodeId) {
+        self.remote.remove(node);
+    }
+
+    /// Members with a session on this node.
+    pub fn here(&self) -> Vec<u64> {
+        self.local.keys().copied().collect()
+    }
+
+    /// Every member online anywhere, ascending.
+    pub fn online(&self) -> Vec<u64> {
+        let mut online: BTreeSet<u64> = self.local.keys().copied().collect();
+        online.extend(self.remote.values().flatten());
+        online.into_iter().collect()
+    }
+
+    /// What to announce now, as (uid, online): arrivals at once, departures once the member
+    /// has been away for `debounce`.
+    pub fn announcements(&mut self, now: Instant, debounce: Duration) -> Vec<(u64, bool)> {
+        let online: HashSet<u64> = self.online().into_iter().collect();
+        let mut told = Vec::new();
+        for &uid in &online {
+            self.away_since.remove(&uid);
+            if self.announced.insert(uid) {
+                told.push((uid, true));
+            }
+        }
+        let away: Vec<u64> = self.announced.difference(&online).copied().collect();
+        for uid in away {
+            let since = *self.away_since.entry(uid).or_insert(now);
+            if now.duration_since(since) >= debounce {
+                self.announced.remove(&uid);
+                self.away_since.remove(&uid);
+                told.push((uid, false));
+            }
+        }
+        told.sort_unstable();
+        told
+    }
 }
 
 #[cfg(test)]
@@ -253,12 +430,120 @@ mod tests {
         assert_eq!(judge_ack(25, 30, young, fresh), AckVerdict::Record);
     }
 
+    fn message(msgid: u64) -> MessageView {
+        MessageView {
+            gid: 1,
+            msgid,
+            from: 2,
+            ts: 0,
+            cmid: format!("c{msgid}"),
+            body: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+        }
+    }
+
+    fn msgids(msgs: &[MessageView]) -> Vec<u64> {
+        msgs.iter().map(|m| m.msgid).collect()
+    }
+
     #[test]
-    fn a_gap_before_a_commit_is_loaded_only_when_small() {
-        assert_eq!(gap_before(10, 11, 5), None, "no gap");
-        assert_eq!(gap_before(10, 9, 5), None, "a dup-only view behind");
-        assert_eq!(gap_before(10, 13, 5), Some((10, 13)));
-        assert_eq!(gap_before(10, 16, 5), Some((10, 16)));
-        assert_eq!(gap_before(10, 17, 5), None, "left to the pull");
+    fn messages_go_out_in_msgid_order_and_those_above_a_gap_wait_for_it() {
+        let mut in_order = InOrder::new(10, 100);
+        assert_eq!(
+            msgids(&in_order.admit([message(11), message(12)])),
+            [11, 12]
+        );
+        assert_eq!(in_order.gap(5), None);
+        // 13 and 14 were committed on another node, and their copy is late or lost.
+        assert!(in_order.admit([message(15), message(16)]).is_empty());
+        assert_eq!((in_order.pushed(), in_order.known()), (12, 16));
+        assert_eq!(in_order.gap(5), Some((12, 15)));
+        assert_eq!(
+            msgids(&in_order.admit([message(13), message(14)])),
+            [13, 14, 15, 16]
+        );
+        assert_eq!(in_order.gap(5), None);
+        assert!(in_order.admit([message(14)]).is_empty(), "pushed before");
+    }
+
+    #[test]
+    fn a_lost_last_message_shows_by_position_and_is_read_in_bounded_steps() {
+        let mut in_order = InOrder::new(10, 100);
+        in_order.committed_up_to(30);
+        assert_eq!(in_order.gap(5), Some((10, 16)), "at most 5 at a time");
+        in_order.admit((11..=15).map(message));
+        assert_eq!(in_order.gap(5), Some((15, 21)));
+        in_order.committed_up_to(20);
+        assert_eq!(in_order.known(), 30, "only forward");
+    }
+
+    #[test]
+    fn the_wait_above_a_gap_is_bounded_and_what_it_drops_is_read_later() {
+        let mut in_order = InOrder::new(0, 2);
+        assert!(in_order
+            .admit([message(3), message(4), message(5)])
+            .is_empty());
+        assert_eq!(in_order.gap(100), Some((0, 3)));
+        assert_eq!(
+            msgids(&in_order.admit([message(1), message(2)])),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(in_order.gap(100), Some((4, 6)), "5 was dropped: read it");
+    }
+
+    #[test]
+    fn a_claim_storage_does_not_back_is_forgotten() {
+        let mut in_order = InOrder::new(10, 100);
+        in_order.admit([message(1_000_000)]);
+        in_order.committed_up_to(2_000_000);
+        in_order.nothing_stored_above_pushed();
+        assert_eq!(in_order.gap(5), None);
+        assert_eq!(msgids(&in_order.admit([message(11)])), [11]);
+    }
+
+    #[test]
+    fn presence_counts_sessions_here_and_hears_other_nodes() {
+        let (b, c) = (NodeId::new("b"), NodeId::new("c"));
+        let mut presence = Presence::default();
+        assert!(
+            presence.session_joined(1),
+            "first session here: tell the others"
+        );
+        assert!(!presence.session_joined(1));
+        assert!(!presence.session_left(1));
+        assert!(presence.session_left(1), "last session here");
+        assert!(!presence.session_left(1), "no sessions left to go");
+        presence.session_joined(2);
+        presence.heard(b.clone(), 3, true);
+        presence.heard(c.clone(), 3, true);
+        presence.heard_all(c.clone(), vec![4, 5]);
+        assert_eq!(presence.online(), [2, 3, 4, 5]);
+        presence.heard(b.clone(), 3, false);
+        assert_eq!(presence.online(), [2, 4, 5]);
+        presence.node_gone(&c);
+        assert_eq!(presence.online(), [2]);
+        assert_eq!(presence.here(), [2]);
+    }
+
+    #[test]
+    fn arrivals_are_told_at_once_and_departures_only_after_the_debounce() {
+        let debounce = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        let mut presence = Presence::default();
+        presence.session_joined(1);
+        presence.session_joined(2);
+        assert_eq!(presence.announcements(t0, debounce), [(1, true), (2, true)]);
+        assert!(presence.announcements(t0, debounce).is_empty(), "told once");
+        presence.session_left(1);
+        assert!(presence.announcements(later(1), debounce).is_empty());
+        presence.session_joined(1);
+        assert!(
+            presence.announcements(later(2), debounce).is_empty(),
+            "back in time"
+        );
+        presence.session_left(1);
+        assert!(presence.announcements(later(3), debounce).is_empty());
+        assert_eq!(presence.announcements(later(5), debounce), [(1, false)]);
+        assert!(presence.announcements(later(9), debounce).is_empty());
     }
 }

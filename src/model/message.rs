@@ -1,10 +1,10 @@
 //! Group messages as clients see them, and a member's position in a group.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// A stored group message as clients see it, pushed or pulled.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MessageView {
     pub gid: u64,
     pub msgid: u64,

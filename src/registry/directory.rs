@@ -1,21 +1,26 @@
 //! The directory: gid → group actor (starting one when needed), uid → open sessions, and
-//! the node's caps on sessions. It carries out the deliveries the publisher makes.
+//! the node's caps on sessions. It carries out the deliveries the publisher makes. In a
+//! cluster it also keeps the node's heartbeat and hears the others' (a node gone silent
+//! takes its members' presence along), and checks where the live groups stand in
+//! PostgreSQL, in one query for all of them, so a message whose copy NATS lost is found.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use smallvec::SmallVec;
 
 use super::ticker::{Ticker, EXPIRY_SWEEP};
 use crate::acks::AckWriter;
 use crate::close::Close;
+use crate::cluster::wire::{Heard, NodeId, NodeNews};
 use crate::error::ApiError;
 use crate::group::{GroupActor, GroupSettings};
 use crate::messages::{
     CursorOf, Deliver, Deliveries, FlushAcks, GroupChange, GroupHandle, GroupRequest, GroupStep,
-    GroupStopped, SessionHandle, SessionId, ToSession,
+    GroupStopped, NodeGone, Position, SessionHandle, SessionId, ToSession,
 };
 use crate::metrics;
 use crate::model::GroupCursor;
@@ -29,7 +34,21 @@ pub struct GroupFactory {
     pub ack_writers: Vec<Addr<AckWriter>>,
     /// Threads group actors run on; a group runs on the one its gid selects.
     pub arbiters: Vec<ArbiterHandle>,
+    /// How often the live groups' positions are checked (in a cluster).
+    pub position_check: Duration,
 }
+
+/// How often a node tells the cluster it is alive.
+const NODE_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A node not heard from for this long is gone, and its members' presence with it.
+const NODE_SILENCE: Duration = Duration::from_secs(3);
+
+/// Most groups whose positions one query reads.
+const POSITIONS_PER_QUERY: usize = 5000;
+
+/// The bus connection came back: what was published meanwhile may be lost.
+struct Reconnected;
 
 /// An open session as the directory keeps it.
 struct Online {
@@ -58,6 +77,8 @@ pub struct Directory {
     ticker: Ticker,
     /// Tells group actors of one gid apart across restarts of the actor.
     next_generation: u64,
+    /// The other nodes of the cluster, and when each was last heard from.
+    nodes: HashMap<NodeId, Instant>,
 }
 
 impl Directory {
@@ -70,7 +91,82 @@ impl Directory {
             sessions: HashMap::new(),
             ticker: Ticker::new(heartbeat),
             next_generation: 0,
+            nodes: HashMap::new(),
         }
+    }
+
+    /// Checks the live groups' newest msgids in PostgreSQL, and tells each group where it
+    /// stands: one query per few thousand groups.
+    fn check_positions(&mut self, ctx: &mut Context<Self>) {
+        let gids: Vec<u64> = self.groups.keys().copied().collect();
+        for chunk in gids.chunks(POSITIONS_PER_QUERY) {
+            let (store, chunk) = (self.factory.store.clone(), chunk.to_vec());
+            let reading = async move { store.groups_latest(&chunk).await };
+            ctx.spawn(reading.into_actor(self).map(|read, act, _| match read {
+                Ok(positions) => {
+                    metrics::global().cluster.position_checks.inc();
+                    for (gid, latest) in positions {
+                        if let Some(group) = act.live_group(gid) {
+                            group.tell(Position(latest));
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot check the groups' positions"),
+            }));
+        }
+    }
+
+    /// Tells every live group that `node` is gone.
+    fn node_gone(&mut self, node: NodeId) {
+        self.nodes.remove(&node);
+        metrics::global()
+            .cluster
+            .nodes_seen
+            .set(self.nodes.len() as i64);
+        tracing::info!(%node, "node gone: its members' presence goes with it");
+        for (_, group) in self.groups.values() {
+            group.tell(NodeGone(node.clone()));
+        }
+    }
+
+    /// Tells the cluster this node is alive, and forgets the nodes gone silent.
+    fn beat(&mut self) {
+        if let Some(bus) = &self.factory.settings.bus {
+            bus.tell_nodes(NodeNews::Alive);
+        }
+        let silent: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, heard)| heard.elapsed() >= NODE_SILENCE)
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in silent {
+            self.node_gone(node);
+        }
+    }
+
+    /// Follows the cluster: the other nodes' heartbeats, the bus's reconnects, and the
+    /// periodic position checks.
+    fn join_cluster(&mut self, ctx: &mut Context<Self>) {
+        let Some(bus) = self.factory.settings.bus.clone() else {
+            return;
+        };
+        ctx.add_stream(bus.reconnects().map(|()| Reconnected));
+        let following = async move { bus.follow_nodes().await };
+        ctx.spawn(
+            following
+                .into_actor(self)
+                .map(|followed, _, ctx| match followed {
+                    Ok(nodes) => {
+                        ctx.add_stream(nodes);
+                    }
+                    Err(error) => tracing::error!(%error, "cannot follow the cluster's nodes"),
+                }),
+        );
+        ctx.run_interval(NODE_HEARTBEAT, |act, _| act.beat());
+        ctx.run_interval(self.factory.position_check, |act, ctx| {
+            act.check_positions(ctx)
+        });
     }
 
     fn live_group(&self, gid: u64) -> Option<GroupHandle> {
@@ -130,7 +226,40 @@ impl Actor for Directory {
             }
         });
         ctx.run_interval(EXPIRY_SWEEP, |act, _| act.close_expired());
+        self.join_cluster(ctx);
     }
+}
+
+impl StreamHandler<Heard<NodeNews>> for Directory {
+    fn handle(&mut self, heard: Heard<NodeNews>, _: &mut Self::Context) {
+        match heard.news {
+            NodeNews::Alive => {
+                if self
+                    .nodes
+                    .insert(heard.from.clone(), Instant::now())
+                    .is_none()
+                {
+                    metrics::global()
+                        .cluster
+                        .nodes_seen
+                        .set(self.nodes.len() as i64);
+                    tracing::info!(node = %heard.from, "node joined the cluster");
+                }
+            }
+            NodeNews::Leaving => self.node_gone(heard.from),
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl StreamHandler<Reconnected> for Directory {
+    fn handle(&mut self, _: Reconnected, ctx: &mut Self::Context) {
+        tracing::info!("back on NATS: checking every live group's position now");
+        self.check_positions(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 /// A session opened, with a token valid until `token_exp` (seconds since the epoch). It is

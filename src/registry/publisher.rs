@@ -1,13 +1,18 @@
 //! The publisher: the one place where the effects of a committed change become deliveries
 //! to live groups and sessions. Every change (HTTP handlers, the admin API) publishes here,
-//! after its transaction committed; this is where other nodes will hear of it too.
+//! after its transaction committed. In a cluster it also tells the other nodes, and carries
+//! out what they tell, the same way: a change made on any node reaches the sessions it
+//! concerns on every node.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytestring::ByteString;
 
+use crate::cluster::wire::{EffectsNews, Heard};
+use crate::cluster::Bus;
 use crate::messages::{Deliver, Deliveries, GroupStep};
+use crate::metrics;
 use crate::model::effect::Effect;
 use crate::model::sync::SyncNotice;
 use crate::protocol::ServerFrame;
@@ -20,11 +25,13 @@ pub struct Publish(pub Vec<Effect>);
 
 pub struct Publisher {
     directory: Recipient<Deliver>,
+    /// The cluster bus; `None` on a node that runs alone.
+    bus: Option<Bus>,
 }
 
 impl Publisher {
-    pub fn new(directory: Recipient<Deliver>) -> Self {
-        Publisher { directory }
+    pub fn new(directory: Recipient<Deliver>, bus: Option<Bus>) -> Self {
+        Publisher { directory, bus }
     }
 }
 
@@ -33,6 +40,20 @@ impl Actor for Publisher {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::messages::BUSY_ACTOR_MAILBOX);
+        let Some(bus) = self.bus.clone() else {
+            return;
+        };
+        // Nothing is published before the node follows the others' effects.
+        ctx.wait(
+            async move { bus.follow_effects().await }
+                .into_actor(self)
+                .map(|followed, _, ctx| match followed {
+                    Ok(effects) => {
+                        ctx.add_stream(effects);
+                    }
+                    Err(error) => tracing::error!(%error, "cannot follow the cluster's changes"),
+                }),
+        );
     }
 }
 
@@ -40,12 +61,34 @@ impl Handler<Publish> for Publisher {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, Publish(effects): Publish, _: &mut Self::Context) -> Self::Result {
+        if let Some(bus) = &self.bus {
+            bus.tell_effects(&effects);
+        }
         let delivered = self.directory.send(Deliver(deliveries(effects)));
         Box::pin(async move {
             // The directory stops only with the system, when nobody waits for this.
             let _ = delivered.await;
         })
     }
+}
+
+/// Another node's committed change: carried out here as if it were made here, one change
+/// at a time, in the order that node published them.
+impl StreamHandler<Heard<EffectsNews>> for Publisher {
+    fn handle(&mut self, heard: Heard<EffectsNews>, ctx: &mut Self::Context) {
+        metrics::global().cluster.received("effects");
+        let delivered = self.directory.send(Deliver(deliveries(heard.news)));
+        ctx.wait(
+            async move {
+                // The directory stops only with the system.
+                let _ = delivered.await;
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// The bus closes the subscription only when the node stops.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 /// What each effect asks of the live gateway: group steps per group in order, notices and

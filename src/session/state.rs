@@ -25,7 +25,8 @@ use crate::budget::{Limit, RequestKind, SessionBudget, MAX_LIMITED_IN_A_ROW};
 use crate::close::Close;
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
-    AckUpTo, GroupHandle, GroupRequest, Join, Leave, SessionHandle, SessionId, Submit, ToSession,
+    AckUpTo, GroupHandle, GroupRequest, Join, Leave, OnlineIn, SessionHandle, SessionId, Submit,
+    ToSession,
 };
 use crate::metrics;
 use crate::model::refusal::Refusal;
@@ -110,6 +111,12 @@ pub enum Outcome {
     Synced {
         id: Option<RequestId>,
         reply: Result<Box<SyncReply>, ApiError>,
+    },
+    /// Who of a group is online.
+    Online {
+        id: Option<RequestId>,
+        gid: u64,
+        uids: Result<Vec<u64>, ApiError>,
     },
     /// The notice window is over: the gathered `sync_notify` is written.
     NoticeDue,
@@ -253,6 +260,15 @@ impl SessionState {
             Outcome::Acked { gid, outcome } => self.acked(gid, outcome, conn),
             Outcome::Pulled { id, gid, page } => self.pulled(id, gid, page, conn),
             Outcome::Synced { id, reply } => self.synced(id, reply, conn),
+            Outcome::Online { id, gid, uids } => {
+                self.in_flight -= 1;
+                let reply = uids.as_deref().map(|uids| ServerFrame::Online {
+                    id: id.clone(),
+                    gid,
+                    uids,
+                });
+                self.answer(id, reply.map_err(Clone::clone), conn);
+            }
             Outcome::NoticeDue => {
                 if let Some(notice) = self.notice.take() {
                     self.write(ServerFrame::SyncNotify(&notice), conn);
@@ -480,7 +496,23 @@ impl SessionState {
             ClientRequest::Ack { gid, msgid } => self.ack(id, gid, msgid, conn),
             ClientRequest::Pull { gid, after, limit } => self.pull(id, gid, after, limit, conn),
             ClientRequest::Sync(request) => self.sync(id, kind, request, conn),
+            ClientRequest::Online { gid } => self.online(id, gid, conn),
         }
+    }
+
+    fn online(&mut self, id: Option<RequestId>, gid: u64, conn: &mut impl Connection) {
+        if !self.begin_in_flight(id.clone(), RequestKind::Read, conn) {
+            return;
+        }
+        let online = OnlineIn {
+            uid: self.uid(),
+            session: Some(self.id),
+        };
+        let asking = self.ask_group(gid, online);
+        conn.spawn(self.work(async move {
+            let uids = asking.await.and_then(|online| online);
+            Outcome::Online { id, gid, uids }
+        }));
     }
 
     fn send(
@@ -711,6 +743,7 @@ fn kind_of(request: &ClientRequest) -> RequestKind {
         ClientRequest::Send { .. } => RequestKind::Send,
         ClientRequest::Pull { limit, .. } => RequestKind::Pull { limit: *limit },
         ClientRequest::Sync(sync) => RequestKind::sync(sync),
+        ClientRequest::Online { .. } => RequestKind::Read,
     }
 }
 

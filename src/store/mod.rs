@@ -234,6 +234,8 @@ const GROUP_SNAPSHOT: &str = "
 
 const GROUP_LATEST: &str = "SELECT last_msgid FROM groups WHERE gid = $1";
 
+const GROUPS_LATEST: &str = "SELECT gid, last_msgid FROM groups WHERE gid = ANY($1)";
+
 const USER_GROUPS: &str = "
     SELECT m.gid, m.last_ack_msgid, g.last_msgid FROM group_members m
     JOIN groups g ON g.gid = m.gid
@@ -414,6 +416,20 @@ impl Store {
             .query_opt(&stmt, &[&db(gid)])
             .await?
             .map(|r| id(r.get(0))))
+    }
+
+    /// The newest committed msgid of each of these groups (those that exist), in one query.
+    pub async fn groups_latest(&self, gids: &[u64]) -> Result<Vec<(u64, u64)>, StoreError> {
+        let _t = timed("groups_latest");
+        let gids: Vec<i64> = gids.iter().map(|&gid| db(gid)).collect();
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(GROUPS_LATEST).await?;
+        Ok(client
+            .query(&stmt, &[&gids])
+            .await?
+            .iter()
+            .map(|r| (id(r.get(0)), id(r.get(1))))
+            .collect())
     }
 
     /// Every group of a user with its stored watermark and newest msgid.

@@ -5,8 +5,10 @@
 //! - [`client`]: a WebSocket session opened (upgrade, hello) and read (text, how it ended).
 //! - [`frames`]: the one decoder of server frames, and the request frames clients write.
 //! - [`postgres`]: the project's local PostgreSQL, or a private cluster to stop and start.
+//! - [`nats`]: a real nats-server to kill and start again, and a relay that cuts one node off.
 
 pub mod client;
 pub mod frames;
 pub mod launcher;
+pub mod nats;
 pub mod postgres;
