@@ -79,10 +79,15 @@ pub async fn online_route(
 ) -> Result<HttpResponse, ApiError> {
     let gid = valid_id(*gid)?;
     state.charge(user.uid, RequestKind::Read)?;
-    let uids = ask_group(&state.directory, gid, OnlineIn {
-        uid: user.uid,
-        session: None,
-    }).await??;
+    let uids = ask_group(
+        &state.directory,
+        gid,
+        OnlineIn {
+            uid: user.uid,
+            session: None,
+        },
+    )
+    .await??;
     Ok(HttpResponse::Ok().json(OnlineBody { gid, uids }))
 }
 

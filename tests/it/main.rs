@@ -1,6 +1,7 @@
 //! Integration tests: the real `herald` binary against a real PostgreSQL, driven by real
 //! WebSocket and HTTP clients on 127.0.0.1. Run with `scripts/test`.
 
+mod cluster;
 mod convergence;
 mod faults;
 mod floods;

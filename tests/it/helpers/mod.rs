@@ -5,14 +5,17 @@
 //! - [`database`]: URLs, SQL, each test's database cloned from a migrated template.
 //! - [`server`]: the server under test and its HTTP API.
 //! - [`client`]: a WebSocket session with waits and request matching.
+//! - [`cluster`]: a real nats-server and several nodes on one database.
 
 mod client;
+mod cluster;
 mod database;
 mod server;
 
 use std::time::Duration;
 
 pub use client::Client;
+pub use cluster::Cluster;
 pub use database::{fresh_database, sql};
 pub use herald_loadtest::kit::launcher::{ADMIN_KEY, JWT_SECRET};
 pub use server::{respond, Server};
