@@ -394,3 +394,48 @@ async fn junk_on_the_bus_is_dropped_counted_and_logged_once_per_burst() {
         (&json!(2), &json!("real-0"))
     );
 }
+
+#[tokio::test]
+async fn a_rolling_restart_moves_clients_between_nodes_and_loses_nothing() {
+    let mut cluster = Cluster::start(2).await;
+    let gid = cluster.nodes[0].group(&[1, 2]).await;
+    let mut ann = cluster.nodes[0].connect(1).await;
+    let mut bob = cluster.nodes[1].connect(2).await;
+    send_many(&mut ann, gid, "one", 10).await;
+    receives_dense(&mut bob, gid, 10, "bob on node 1").await;
+
+    // Node 1 stops: bob is told 1012 and moves to node 0 while ann keeps sending.
+    let stopping = cluster.nodes[1].terminate();
+    let (stopped, closed) = tokio::join!(stopping, bob.closed());
+    assert!(stopped.success());
+    assert_eq!(closed, Some(1012));
+    send_many(&mut ann, gid, "two", 10).await;
+    cluster.nodes[1].restart().await;
+    let mut bob = cluster.nodes[0].connect(2).await;
+    let pulled = bob
+        .request(json!({"type": "pull", "id": "p", "gid": gid, "after": 10}))
+        .await;
+    assert_eq!(
+        msgids(pulled["msgs"].as_array().unwrap()),
+        (11..=20).collect::<Vec<_>>()
+    );
+
+    // Then node 0 stops: both move to node 1, where live delivery carries on.
+    let stopping = cluster.nodes[0].terminate();
+    let (stopped, ann_closed, bob_closed) = tokio::join!(stopping, ann.closed(), bob.closed());
+    assert!(stopped.success());
+    assert_eq!((ann_closed, bob_closed), (Some(1012), Some(1012)));
+    let mut ann = cluster.nodes[1].connect(1).await;
+    let mut bob = cluster.nodes[1].connect(2).await;
+    send_many(&mut ann, gid, "three", 10).await;
+    let got = bob.msgs(gid, 10).await;
+    assert_eq!(msgids(&got), (21..=30).collect::<Vec<_>>());
+    cluster.nodes[0].restart().await;
+
+    let stored = cluster.nodes[0].stored_messages(1, gid).await;
+    assert_eq!(
+        msgids(&stored),
+        (1..=30).collect::<Vec<_>>(),
+        "nothing confirmed lost"
+    );
+}
