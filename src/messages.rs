@@ -191,8 +191,8 @@ pub enum GroupStep {
         uid: u64,
         sessions: Vec<SessionHandle>,
     },
-    /// A frame (an event) for every online session.
-    Push(ByteString),
+    /// An event, with its version in the group's log, as a frame for every online session.
+    Event { version: u64, frame: ByteString },
     /// A member left: their sessions stop receiving.
     Leave(u64),
     /// The group was disbanded: nobody receives it any more.
@@ -201,11 +201,14 @@ pub enum GroupStep {
     Notify(GroupVersions),
 }
 
-/// The group's newest msgid as PostgreSQL held it (a position check): messages up to it
-/// that this node has not pushed were lost on the way, and are read before what follows.
+/// Where the group stood in PostgreSQL (a position check): messages and events up to it
+/// that this node has not seen were lost on the way, and are read before what follows.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Position(pub u64);
+pub struct Position {
+    pub latest: u64,
+    pub version: u64,
+}
 
 /// A node of the cluster stopped or went silent: its members' presence goes with it.
 #[derive(Message, Clone)]
@@ -236,6 +239,12 @@ pub struct GroupStopped {
     pub gid: u64,
     pub generation: u64,
 }
+
+/// The open sessions of these users on this node (a group that read members' arrivals
+/// from the log attaches them).
+#[derive(Message)]
+#[rtype(result = "Vec<SessionHandle>")]
+pub struct SessionsOf(pub Vec<u64>);
 
 /// What committed changes ask of the live gateway, made from their effects by the publisher.
 #[derive(Default)]

@@ -20,17 +20,20 @@ use bytestring::ByteString;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use self::policy::{judge_ack, AckVerdict, CommitQueue, InOrder, MemberAcks, Presence};
+use self::policy::{
+    judge_ack, AckVerdict, CommitQueue, InOrder, InTurn, MemberAcks, Presence, VersionOrder,
+};
 use crate::budget::{Limit, RequestKind};
 use crate::cluster::wire::{GroupNews, Heard};
 use crate::cluster::Bus;
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
     AckUpTo, CursorOf, FlushAcks, GroupChange, GroupHandle, GroupInbox, GroupStep, GroupStopped,
-    Join, Leave, NodeGone, OnlineIn, Position, SessionHandle, SessionId, Submit, ToSession,
-    WriteAcks,
+    Join, Leave, NodeGone, OnlineIn, Position, SessionHandle, SessionId, SessionsOf, Submit,
+    ToSession, WriteAcks,
 };
 use crate::metrics;
+use crate::model::event::{GroupEvent, LoggedEvent};
 use crate::model::refusal::Refusal;
 use crate::model::sync::SyncNotice;
 use crate::model::{now_ms, GroupCursor, MessageView};
@@ -40,6 +43,11 @@ use crate::store::{AckUpdate, AppendOutcome, Appended, NewMessage, Store, StoreE
 /// How long a gap in msgids may stand before it is read from PostgreSQL: copies from
 /// different nodes, and this node's own commit replies, often arrive a little out of order.
 const GAP_GRACE: Duration = Duration::from_millis(10);
+
+/// How long a change may wait for one of an earlier version before the versions missing are
+/// read from the event log: changes made at once (on one node or several) often arrive a
+/// little out of order.
+const EVENT_GRACE: Duration = Duration::from_millis(100);
 
 /// Messages held above a gap while it is read; past it, the newest are read again later.
 const HELD_ABOVE_GAP: usize = 10_000;
@@ -76,6 +84,15 @@ pub struct GroupSettings {
     pub bus: Option<Bus>,
 }
 
+/// Who a group actor reports to and hands work to.
+pub struct GroupLinks {
+    /// The directory, told when the actor stops.
+    pub stopped: Recipient<GroupStopped>,
+    /// The directory, asked for the sessions of members whose arrival was read from the log.
+    pub sessions: Recipient<SessionsOf>,
+    pub ack_writer: Recipient<WriteAcks>,
+}
+
 /// A send waiting for its group-commit transaction.
 struct PendingSend {
     message: NewMessage,
@@ -96,8 +113,7 @@ pub struct GroupActor {
     /// Tells the directory which actor stopped, so a newer one is not forgotten.
     generation: u64,
     store: Store,
-    stopped: Recipient<GroupStopped>,
-    ack_writer: Recipient<WriteAcks>,
+    links: GroupLinks,
     settings: GroupSettings,
     /// Set when the group could not be loaded; every request gets it until the actor stops.
     failed: Option<ApiError>,
@@ -105,6 +121,12 @@ pub struct GroupActor {
     in_order: InOrder,
     /// Set while a gap is waited out or read from PostgreSQL.
     filling: bool,
+    /// The group's changes, in version order.
+    changes: VersionOrder<Vec<GroupStep>>,
+    /// Where the version order starts once loaded, if the actor was started for a change.
+    replay_from: Option<u64>,
+    /// Set while missing versions are waited out or read from the event log.
+    repairing: bool,
     /// Every member and the highest msgid they acked (written or not).
     acks: MemberAcks,
     online: HashMap<SessionId, SessionHandle>,
@@ -130,9 +152,9 @@ impl GroupActor {
         gid: u64,
         generation: u64,
         store: Store,
-        stopped: Recipient<GroupStopped>,
-        ack_writer: Recipient<WriteAcks>,
+        links: GroupLinks,
         settings: GroupSettings,
+        replay_from: Option<u64>,
     ) -> Self {
         let queue = CommitQueue::new(settings.max_queue, settings.max_batch);
         GroupActor {
@@ -140,12 +162,14 @@ impl GroupActor {
             span: tracing::info_span!("group", gid),
             generation,
             store,
-            stopped,
-            ack_writer,
+            links,
             settings,
             failed: None,
             in_order: InOrder::new(0, HELD_ABOVE_GAP),
             filling: false,
+            changes: VersionOrder::new(0),
+            replay_from,
+            repairing: false,
             acks: MemberAcks::default(),
             online: HashMap::new(),
             presence: Presence::default(),
@@ -526,6 +550,12 @@ impl Actor for GroupActor {
                     match loaded {
                         Ok(Some(snapshot)) => {
                             act.in_order = InOrder::new(snapshot.latest, HELD_ABOVE_GAP);
+                            // Started for a change: that change is yet to be carried out.
+                            let applied = match act.replay_from {
+                                Some(first) => snapshot.version.min(first.saturating_sub(1)),
+                                None => snapshot.version,
+                            };
+                            act.changes = VersionOrder::new(applied);
                             act.acks = MemberAcks::new(snapshot.members);
                             if let Some(bus) = act.settings.bus.clone() {
                                 act.follow(bus, ctx);
@@ -542,7 +572,7 @@ impl Actor for GroupActor {
         ctx.run_interval(self.settings.ack_flush, |act, _| {
             if act.acks.has_unflushed() {
                 let acks = act.take_unflushed();
-                act.ack_writer.do_send(acks);
+                act.links.ack_writer.do_send(acks);
             }
         });
         let check_every = (self.settings.idle / 2).max(Duration::from_millis(100));
@@ -560,12 +590,12 @@ impl Actor for GroupActor {
         self.sessions_went(here);
         if self.acks.has_unflushed() {
             let acks = self.take_unflushed();
-            self.ack_writer.do_send(acks);
+            self.links.ack_writer.do_send(acks);
         }
         for pending in self.queue.drain() {
             let _ = pending.reply.send(Err(ApiError::unavailable()));
         }
-        self.stopped.do_send(GroupStopped {
+        self.links.stopped.do_send(GroupStopped {
             gid: self.gid,
             generation: self.generation,
         });
@@ -749,9 +779,41 @@ impl Handler<GroupChange> for GroupActor {
         if self.failed.is_some() {
             return;
         }
+        let versions = steps.iter().filter_map(|step| match step {
+            GroupStep::Event { version, .. } => Some(*version),
+            _ => None,
+        });
+        let (first, last) = (versions.clone().min(), versions.max());
+        let (Some(first), Some(last)) = (first, last) else {
+            // Notices of versions that are not events (profiles): no order to keep.
+            self.carry_out(InTurn::Next(steps), ctx);
+            return;
+        };
+        for change in self.changes.offer(first, last, steps) {
+            self.carry_out(change, ctx);
+        }
+        self.repair_events(ctx);
+    }
+}
+
+impl GroupActor {
+    /// Carries out a change in its turn; of a stale one (its versions were covered by the
+    /// state loaded, or read from the log), only what cannot be out of date: the sessions of
+    /// members who are members now start receiving, and notices go out.
+    fn carry_out(&mut self, change: InTurn<Vec<GroupStep>>, ctx: &mut Context<Self>) {
+        if self.failed.is_some() {
+            return;
+        }
+        let (steps, stale) = match change {
+            InTurn::Next(steps) => (steps, false),
+            InTurn::Stale(steps) => (steps, true),
+        };
         for step in steps {
             match step {
                 GroupStep::Join { uid, sessions } => {
+                    if stale && !self.acks.is_member(uid) {
+                        continue;
+                    }
                     self.acks.join(uid, self.in_order.pushed());
                     for session in sessions {
                         session.inbox.do_send(ToSession::Joined {
@@ -763,16 +825,17 @@ impl Handler<GroupChange> for GroupActor {
                         }
                     }
                 }
-                GroupStep::Push(frame) => self.push(Arc::from([frame])),
-                GroupStep::Leave(uid) => {
-                    self.acks.leave(uid);
-                    self.drop_sessions_of(uid);
-                }
                 GroupStep::Notify(versions) => {
                     let notice = Arc::new(SyncNotice::group(versions));
                     for session in self.online.values() {
                         session.inbox.do_send(ToSession::Notify(notice.clone()));
                     }
+                }
+                _ if stale => {}
+                GroupStep::Event { frame, .. } => self.push(Arc::from([frame])),
+                GroupStep::Leave(uid) => {
+                    self.acks.leave(uid);
+                    self.drop_sessions_of(uid);
                 }
                 GroupStep::Disband => {
                     let uids: Vec<u64> = self.acks.members().collect();
@@ -787,6 +850,95 @@ impl Handler<GroupChange> for GroupActor {
             }
         }
     }
+
+    /// Reads from the event log, once the grace has passed, the versions missing before a
+    /// change held or below a version a position check found; carries them out as their
+    /// effects would have been, then what was held.
+    fn repair_events(&mut self, ctx: &mut Context<Self>) {
+        if self.repairing || self.changes.gap().is_none() {
+            return;
+        }
+        self.repairing = true;
+        ctx.run_later(EVENT_GRACE, |act, ctx| act.read_events(ctx));
+    }
+
+    fn read_events(&mut self, ctx: &mut Context<Self>) {
+        let Some((after, before)) = self.changes.gap() else {
+            self.repairing = false;
+            return;
+        };
+        let (store, gid, sessions) = (self.store.clone(), self.gid, self.links.sessions.clone());
+        let reading = async move {
+            let events = store.events_between(gid, after, before).await?;
+            let arrivals: Vec<u64> = events.iter().filter_map(arrival).collect();
+            // The directory stops only with the system; then nobody is online to attach.
+            let online = match arrivals.is_empty() {
+                true => Vec::new(),
+                false => sessions
+                    .send(SessionsOf(arrivals))
+                    .await
+                    .unwrap_or_default(),
+            };
+            Ok::<_, StoreError>((events, online))
+        };
+        ctx.spawn(reading.instrument(self.span.clone()).into_actor(self).map(
+            move |read, act, ctx| {
+                let _span = act.in_span();
+                act.repairing = false;
+                let (events, online) = match read {
+                    Ok(read) => read,
+                    Err(error) => {
+                        // Tried again at the next change or position check.
+                        tracing::warn!(%error, after, before, "cannot read missing events");
+                        return;
+                    }
+                };
+                let full_page = events.len() >= 1000;
+                let done = match events.last() {
+                    Some(last) if full_page => last.version,
+                    // Whatever the log no longer holds is gone for good: clients sync.
+                    _ => before - 1,
+                };
+                tracing::debug!(after, before, read = events.len(), "events repaired");
+                act.carry_out(InTurn::Next(repaired_steps(events, online)), ctx);
+                for change in act.changes.done_up_to(done) {
+                    act.carry_out(change, ctx);
+                }
+                act.repair_events(ctx);
+            },
+        ));
+    }
+}
+
+/// The member an event brings, if it brings one.
+fn arrival(event: &LoggedEvent) -> Option<u64> {
+    match event.event {
+        GroupEvent::MemberAdded { uid, .. } => Some(uid),
+        _ => None,
+    }
+}
+
+/// Events read from the log as the steps their change's effects would have made; `online`
+/// are the sessions here of the members they bring.
+fn repaired_steps(events: Vec<LoggedEvent>, online: Vec<SessionHandle>) -> Vec<GroupStep> {
+    let mut steps = Vec::with_capacity(events.len() * 2);
+    for event in events {
+        let frame = ServerFrame::Event(&event).encode().into();
+        steps.push(GroupStep::Event {
+            version: event.version,
+            frame,
+        });
+        match event.event {
+            GroupEvent::MemberAdded { uid, .. } => steps.push(GroupStep::Join {
+                uid,
+                sessions: online.iter().filter(|s| s.uid == uid).cloned().collect(),
+            }),
+            GroupEvent::MemberRemoved { uid, .. } => steps.push(GroupStep::Leave(uid)),
+            GroupEvent::GroupDisbanded { .. } => steps.push(GroupStep::Disband),
+            _ => {}
+        }
+    }
+    steps
 }
 
 impl Handler<FlushAcks> for GroupActor {
@@ -794,7 +946,7 @@ impl Handler<FlushAcks> for GroupActor {
 
     fn handle(&mut self, _: FlushAcks, _: &mut Self::Context) -> Self::Result {
         let acks = self.take_unflushed();
-        let written = self.ack_writer.send(acks);
+        let written = self.links.ack_writer.send(acks);
         Box::pin(async move {
             let _ = written.await;
         })
@@ -804,9 +956,11 @@ impl Handler<FlushAcks> for GroupActor {
 impl Handler<Position> for GroupActor {
     type Result = ();
 
-    fn handle(&mut self, Position(latest): Position, ctx: &mut Self::Context) {
-        self.in_order.committed_up_to(latest);
+    fn handle(&mut self, position: Position, ctx: &mut Self::Context) {
+        self.in_order.committed_up_to(position.latest);
         self.fill_gaps(ctx);
+        self.changes.exists_up_to(position.version);
+        self.repair_events(ctx);
     }
 }
 

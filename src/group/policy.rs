@@ -258,6 +258,96 @@ impl InOrder {
     }
 }
 
+/// The group's changes, carried out in the order of the group's versions (each event is
+/// one version; versions are dense). A change that comes ahead of a missing one is held until
+/// the missing one arrives or is read from the event log; a change already covered (by the
+/// state the group was loaded with, or by such a read) is stale. `T` is the change.
+#[derive(Debug)]
+pub struct VersionOrder<T> {
+    /// Every version up to this one was carried out.
+    applied: u64,
+    /// The newest version known to exist (a position check may know of more than arrived).
+    known: u64,
+    /// Changes ahead of a gap, by their first version, with their last.
+    held: BTreeMap<u64, (u64, T)>,
+}
+
+/// A change the order hands back to be carried out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InTurn<T> {
+    /// Its turn: carry out all of it.
+    Next(T),
+    /// Covered already: only what is idempotent in it still applies.
+    Stale(T),
+}
+
+impl<T> VersionOrder<T> {
+    pub fn new(applied: u64) -> Self {
+        VersionOrder {
+            applied,
+            known: applied,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Takes a change of versions `first..=last` in, and gives back what may be carried out
+    /// now, in order.
+    pub fn offer(&mut self, first: u64, last: u64, change: T) -> Vec<InTurn<T>> {
+        self.known = self.known.max(last);
+        if first > self.applied + 1 {
+            self.held.insert(first, (last, change));
+            return Vec::new();
+        }
+        let mut out = vec![self.place(last, change)];
+        self.drain_into(&mut out);
+        out
+    }
+
+    /// Versions up to `version` are done (read from the log, or no longer in it): what is held
+    /// comes out in order.
+    pub fn done_up_to(&mut self, version: u64) -> Vec<InTurn<T>> {
+        self.applied = self.applied.max(version);
+        self.known = self.known.max(version);
+        let mut out = Vec::new();
+        self.drain_into(&mut out);
+        out
+    }
+
+    /// A position check says versions up to `version` exist.
+    pub fn exists_up_to(&mut self, version: u64) {
+        self.known = self.known.max(version);
+    }
+
+    /// The versions to read from the event log, as `after < version < before`: those missing
+    /// before the first change held, or up to the newest known.
+    pub fn gap(&self) -> Option<(u64, u64)> {
+        let before = match self.held.keys().next() {
+            Some(&first) => first,
+            None if self.known > self.applied => self.known + 1,
+            None => return None,
+        };
+        Some((self.applied, before))
+    }
+
+    fn place(&mut self, last: u64, change: T) -> InTurn<T> {
+        if last <= self.applied {
+            return InTurn::Stale(change);
+        }
+        self.applied = last;
+        InTurn::Next(change)
+    }
+
+    fn drain_into(&mut self, out: &mut Vec<InTurn<T>>) {
+        while let Some(entry) = self.held.first_entry() {
+            if *entry.key() > self.applied + 1 {
+                break;
+            }
+            let (last, change) = entry.remove();
+            out.push(self.place(last, change));
+        }
+    }
+}
+
 /// Who of the group is online — here, and on the other nodes as they told — and what the
 /// members were last told of it. A member comes online in the telling at once, and goes
 /// offline only after staying away for the debounce, so a reconnect announces nothing.
@@ -545,5 +635,31 @@ mod tests {
         assert!(presence.announcements(later(3), debounce).is_empty());
         assert_eq!(presence.announcements(later(5), debounce), [(1, false)]);
         assert!(presence.announcements(later(9), debounce).is_empty());
+    }
+
+    #[test]
+    fn changes_are_carried_out_in_version_order_and_one_ahead_of_a_gap_waits() {
+        let mut order = VersionOrder::new(4);
+        assert_eq!(order.offer(5, 5, "a"), [InTurn::Next("a")]);
+        assert!(order.offer(8, 9, "c").is_empty(), "6 and 7 are missing");
+        assert_eq!(order.gap(), Some((5, 8)));
+        assert_eq!(
+            order.offer(6, 7, "b"),
+            [InTurn::Next("b"), InTurn::Next("c")]
+        );
+        assert_eq!(order.gap(), None);
+        assert_eq!(order.offer(3, 3, "old"), [InTurn::Stale("old")]);
+    }
+
+    #[test]
+    fn a_gap_read_from_the_log_lets_what_waits_out_and_covers_what_comes_late() {
+        let mut order = VersionOrder::new(0);
+        assert!(order.offer(3, 3, "c").is_empty());
+        assert_eq!(order.done_up_to(2), [InTurn::Next("c")]);
+        assert_eq!(order.offer(1, 2, "late"), [InTurn::Stale("late")]);
+        order.exists_up_to(6);
+        assert_eq!(order.gap(), Some((3, 7)), "a position check knows of more");
+        assert!(order.done_up_to(6).is_empty());
+        assert_eq!(order.gap(), None);
     }
 }

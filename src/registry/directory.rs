@@ -17,10 +17,10 @@ use crate::acks::AckWriter;
 use crate::close::Close;
 use crate::cluster::wire::{Heard, NodeId, NodeNews};
 use crate::error::ApiError;
-use crate::group::{GroupActor, GroupSettings};
+use crate::group::{GroupActor, GroupLinks, GroupSettings};
 use crate::messages::{
     CursorOf, Deliver, Deliveries, FlushAcks, GroupChange, GroupHandle, GroupRequest, GroupStep,
-    GroupStopped, NodeGone, Position, SessionHandle, SessionId, ToSession,
+    GroupStopped, NodeGone, Position, SessionHandle, SessionId, SessionsOf, ToSession,
 };
 use crate::metrics;
 use crate::model::GroupCursor;
@@ -101,13 +101,16 @@ impl Directory {
         let gids: Vec<u64> = self.groups.keys().copied().collect();
         for chunk in gids.chunks(POSITIONS_PER_QUERY) {
             let (store, chunk) = (self.factory.store.clone(), chunk.to_vec());
-            let reading = async move { store.groups_latest(&chunk).await };
+            let reading = async move { store.group_positions(&chunk).await };
             ctx.spawn(reading.into_actor(self).map(|read, act, _| match read {
                 Ok(positions) => {
                     metrics::global().cluster.position_checks.inc();
-                    for (gid, latest) in positions {
-                        if let Some(group) = act.live_group(gid) {
-                            group.tell(Position(latest));
+                    for position in positions {
+                        if let Some(group) = act.live_group(position.gid) {
+                            group.tell(Position {
+                                latest: position.latest,
+                                version: position.version,
+                            });
                         }
                     }
                 }
@@ -178,6 +181,17 @@ impl Directory {
     }
 
     fn group(&mut self, gid: u64, ctx: &mut Context<Self>) -> GroupHandle {
+        self.group_replaying(gid, None, ctx)
+    }
+
+    /// The group's actor, started if it is not running; one started for a change to carry
+    /// out starts its version order just before the change's first event (`replay_from`).
+    fn group_replaying(
+        &mut self,
+        gid: u64,
+        replay_from: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) -> GroupHandle {
         if let Some(addr) = self.live_group(gid) {
             return addr;
         }
@@ -187,9 +201,13 @@ impl Directory {
         let writer = (gid % self.factory.ack_writers.len() as u64) as usize;
         let (store, settings) = (self.factory.store.clone(), self.factory.settings.clone());
         let ack_writer = self.factory.ack_writers[writer].clone().recipient();
-        let stopped = ctx.address().recipient();
+        let links = GroupLinks {
+            stopped: ctx.address().recipient(),
+            sessions: ctx.address().recipient(),
+            ack_writer,
+        };
         let addr = GroupActor::start_in_arbiter(&self.factory.arbiters[slot], move |_| {
-            GroupActor::new(gid, generation, store, stopped, ack_writer, settings)
+            GroupActor::new(gid, generation, store, links, settings, replay_from)
         });
         let group = GroupActor::handle(&addr);
         self.groups.insert(gid, (generation, group.clone()));
@@ -338,6 +356,14 @@ impl Handler<GroupFor> for Directory {
     }
 }
 
+impl Handler<SessionsOf> for Directory {
+    type Result = MessageResult<SessionsOf>;
+
+    fn handle(&mut self, SessionsOf(uids): SessionsOf, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.sessions_of(&uids))
+    }
+}
+
 impl Handler<GroupStopped> for Directory {
     type Result = ();
 
@@ -372,16 +398,23 @@ impl Handler<Deliver> for Directory {
             .into_iter()
             .filter_map(|(gid, mut steps)| {
                 let mut joining_online = false;
+                let mut first_event = None;
                 for step in &mut steps {
-                    if let GroupStep::Join { uid, sessions } = step {
-                        *sessions = self.sessions_of(&[*uid]);
-                        joining_online |= !sessions.is_empty();
+                    match step {
+                        GroupStep::Join { uid, sessions } => {
+                            *sessions = self.sessions_of(&[*uid]);
+                            joining_online |= !sessions.is_empty();
+                        }
+                        GroupStep::Event { version, .. } => {
+                            first_event = first_event.or(Some(*version));
+                        }
+                        _ => {}
                     }
                 }
                 // A group with no actor has nobody online: start one only for someone
                 // joining it with a session open.
                 let group = if joining_online {
-                    Some(self.group(gid, ctx))
+                    Some(self.group_replaying(gid, first_event, ctx))
                 } else {
                     self.live_group(gid)
                 };

@@ -107,7 +107,10 @@ pub fn deliveries(effects: Vec<Effect>) -> Deliveries {
             ),
             Effect::Event(event) => (
                 event.gid,
-                GroupStep::Push(ServerFrame::Event(&event).encode().into()),
+                GroupStep::Event {
+                    version: event.version,
+                    frame: ServerFrame::Event(&event).encode().into(),
+                },
             ),
             Effect::Left { gid, uid } => (gid, GroupStep::Leave(uid)),
             Effect::Disbanded { gid } => (gid, GroupStep::Disband),
@@ -152,7 +155,7 @@ mod tests {
                     assert!(sessions.is_empty(), "the directory fills sessions in");
                     format!("join {uid}")
                 }
-                GroupStep::Push(frame) => format!("push {}", parsed(frame)),
+                GroupStep::Event { version, frame } => format!("event {version} {}", parsed(frame)),
                 GroupStep::Leave(uid) => format!("leave {uid}"),
                 GroupStep::Disband => "disband".into(),
                 GroupStep::Notify(v) => format!("notify {}", v.user_list_version),
@@ -188,7 +191,11 @@ mod tests {
                            "uid": 20, "by": 1, "reason": "removed", "ts": 1_732_000_000_000_i64});
         assert_eq!(
             steps(&deliveries, 2),
-            [format!("push {event}"), "leave 20".into(), "disband".into()]
+            [
+                format!("event 3 {event}"),
+                "leave 20".into(),
+                "disband".into()
+            ]
         );
     }
 

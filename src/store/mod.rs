@@ -190,11 +190,21 @@ pub struct AppendOutcome {
     pub latest: u64,
 }
 
-/// A group as its actor needs it: the newest msgid and every member's watermark.
+/// A group as its actor needs it: the newest msgid, the version of its member list (its
+/// newest event) and every member's watermark.
 #[derive(Debug)]
 pub struct GroupSnapshot {
     pub latest: u64,
+    pub version: u64,
     pub members: Vec<(u64, u64)>,
+}
+
+/// Where a group stands: its newest msgid and its newest event's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupPosition {
+    pub gid: u64,
+    pub latest: u64,
+    pub version: u64,
 }
 
 /// One member's new ack watermark.
@@ -228,13 +238,18 @@ const MEMBERSHIP: &str = "
     WHERE g.gid = $1 AND NOT g.disbanded";
 
 const GROUP_SNAPSHOT: &str = "
-    SELECT g.last_msgid, m.uid, m.last_ack_msgid FROM groups g
+    SELECT g.last_msgid, coalesce(v.user_list_version, 0), m.uid, m.last_ack_msgid
+    FROM groups g
+    LEFT JOIN group_versions v ON v.gid = g.gid
     LEFT JOIN group_members m ON m.gid = g.gid
     WHERE g.gid = $1 AND NOT g.disbanded";
 
 const GROUP_LATEST: &str = "SELECT last_msgid FROM groups WHERE gid = $1";
 
-const GROUPS_LATEST: &str = "SELECT gid, last_msgid FROM groups WHERE gid = ANY($1)";
+const GROUP_POSITIONS: &str = "
+    SELECT g.gid, g.last_msgid, coalesce(v.user_list_version, 0)
+    FROM groups g LEFT JOIN group_versions v ON v.gid = g.gid
+    WHERE g.gid = ANY($1)";
 
 const USER_GROUPS: &str = "
     SELECT m.gid, m.last_ack_msgid, g.last_msgid FROM group_members m
@@ -396,15 +411,19 @@ impl Store {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let latest = id(first.get(0));
+        let (latest, version) = (id(first.get(0)), id(first.get(1)));
         let members = rows
             .iter()
             .filter_map(|r| {
-                let uid: Option<i64> = r.get(1);
-                uid.map(|uid| (id(uid), id(r.get(2))))
+                let uid: Option<i64> = r.get(2);
+                uid.map(|uid| (id(uid), id(r.get(3))))
             })
             .collect();
-        Ok(Some(GroupSnapshot { latest, members }))
+        Ok(Some(GroupSnapshot {
+            latest,
+            version,
+            members,
+        }))
     }
 
     /// The group's newest committed msgid.
@@ -418,17 +437,21 @@ impl Store {
             .map(|r| id(r.get(0))))
     }
 
-    /// The newest committed msgid of each of these groups (those that exist), in one query.
-    pub async fn groups_latest(&self, gids: &[u64]) -> Result<Vec<(u64, u64)>, StoreError> {
-        let _t = timed("groups_latest");
+    /// Where each of these groups (those that exist) stands, in one query.
+    pub async fn group_positions(&self, gids: &[u64]) -> Result<Vec<GroupPosition>, StoreError> {
+        let _t = timed("group_positions");
         let gids: Vec<i64> = gids.iter().map(|&gid| db(gid)).collect();
         let client = self.client().await?;
-        let stmt = client.prepare_cached(GROUPS_LATEST).await?;
+        let stmt = client.prepare_cached(GROUP_POSITIONS).await?;
         Ok(client
             .query(&stmt, &[&gids])
             .await?
             .iter()
-            .map(|r| (id(r.get(0)), id(r.get(1))))
+            .map(|r| GroupPosition {
+                gid: id(r.get(0)),
+                latest: id(r.get(1)),
+                version: id(r.get(2)),
+            })
             .collect())
     }
 

@@ -47,6 +47,13 @@ const EVENTS_AFTER: &str = "
     JOIN group_events e ON e.gid = c.gid AND e.version > c.after
     ORDER BY e.gid, e.version";
 
+/// One group's logged events between two versions, oldest first, a page at a time.
+const EVENTS_BETWEEN: &str = "
+    SELECT version, body::text FROM group_events
+    WHERE gid = $1 AND version > $2 AND version < $3
+    ORDER BY version
+    LIMIT 1000";
+
 const MEMBERS_OF: &str = "
     SELECT gid, uid, role FROM group_members WHERE gid = ANY ($1::bigint[]) ORDER BY gid, uid";
 
@@ -90,6 +97,30 @@ fn incremental(theirs: u64, ours: u64) -> bool {
 }
 
 impl Store {
+    /// The group's logged events with versions `after < version < before`, oldest first, at
+    /// most a page of them: what a node missed of a group's changes.
+    pub async fn events_between(
+        &self,
+        gid: u64,
+        after: u64,
+        before: u64,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let _t = timed("events_between");
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(EVENTS_BETWEEN).await?;
+        let rows = client
+            .query(&stmt, &[&db(gid), &db(after), &db(before)])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let (version, body) = (id(row.get(0)), row.get::<_, &str>(1));
+                serde_json::from_str(body).map_err(|e| {
+                    StoreError::Corrupt(format!("event {version} of group {gid}: {body}: {e}"))
+                })
+            })
+            .collect()
+    }
+
     /// What changed for `uid` since the versions of `request`.
     pub async fn sync(&self, uid: u64, request: &SyncRequest) -> Result<SyncReply, StoreError> {
         let _place = self.read_permit().await;

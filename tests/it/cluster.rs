@@ -439,3 +439,94 @@ async fn a_rolling_restart_moves_clients_between_nodes_and_loses_nothing() {
         "nothing confirmed lost"
     );
 }
+
+// ---- group changes in version order ----
+
+/// The versions of the `event` frames of `gid` a session gets, until it has `count`.
+async fn event_versions(client: &mut Client, gid: u64, count: usize) -> Vec<u64> {
+    let mut versions = Vec::with_capacity(count);
+    while versions.len() < count {
+        let event: Value = serde_json::from_str(
+            &client
+                .take("an event", |f| f.kind == "event" && f.gid == Some(gid))
+                .await,
+        )
+        .unwrap();
+        versions.push(event["version"].as_u64().unwrap());
+    }
+    versions
+}
+
+#[tokio::test]
+async fn changes_made_at_once_on_two_nodes_reach_every_node_in_version_order() {
+    let cluster = Cluster::start(3).await;
+    let gid = cluster.nodes[0].group(&[1, 2, 3]).await;
+    cluster.nodes[0].users(&(10..30).collect::<Vec<_>>()).await;
+    let mut clients = Vec::new();
+    for (n, node) in cluster.nodes.iter().enumerate() {
+        clients.push(node.connect(n as u64 + 1).await);
+    }
+    let path = format!("/v1/admin/groups/{gid}/members");
+    let adds = (10..30u64).map(|uid| {
+        let node = &cluster.nodes[(uid % 2) as usize];
+        let path = path.clone();
+        async move {
+            let (status, body) = node.admin_post(&path, json!({"uids": [uid]})).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    });
+    futures_util::future::join_all(adds).await;
+    // The group's log starts with its creation (version 1): the adds are 2..=21.
+    for (n, client) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            event_versions(client, gid, 20).await,
+            (2..=21).collect::<Vec<_>>(),
+            "session on node {n}: every event once, in version order"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_missed_a_removal_reads_it_from_the_log_and_applies_it() {
+    let cluster = Cluster::start_with(2, &[1]).await;
+    let gid = cluster.nodes[0].group(&[1, 2]).await;
+    let mut ann = cluster.nodes[0].connect(1).await;
+    let mut bob = cluster.nodes[1].connect(2).await;
+    send_many(&mut ann, gid, "before", 1).await;
+    receives_dense(&mut bob, gid, 1, "before the cut").await;
+
+    cluster.relays[&1].cut();
+    eventually("node 1 off NATS", WAIT, async || {
+        let on = node_metric(&cluster.nodes[1], "herald_nats_connected").await;
+        (on == 0.0).then_some(()).ok_or(format!("{on}"))
+    })
+    .await;
+    let (status, _) = cluster.nodes[0]
+        .admin(
+            Method::DELETE,
+            &format!("/v1/admin/groups/{gid}/members/2"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    // Node 1 heard nothing, but its position check finds the new version, reads the event
+    // and carries it out: bob is told, and receives the group no more.
+    let removed: Value = serde_json::from_str(
+        &bob.take("member_removed", |f| {
+            f.kind == "event" && f.gid == Some(gid)
+        })
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        (&removed["event"], &removed["uid"]),
+        (&json!("member_removed"), &json!(2))
+    );
+    send_many(&mut ann, gid, "after", 1).await;
+    let next = bob.next_frame(Duration::from_millis(1500)).await;
+    assert!(
+        !matches!(&next, Some(Ok(frame)) if frame["type"] == "msg"),
+        "a removed member gets no more messages: {next:?}"
+    );
+    cluster.relays[&1].mend();
+}
