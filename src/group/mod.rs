@@ -60,6 +60,10 @@ const PRESENCE_SETTLE: Duration = Duration::from_millis(300);
 /// presence change.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
 
+/// What a node told of its members' presence is forgotten when it has not been refreshed for
+/// this long (its death is normally noticed sooner, by its heartbeats).
+const PRESENCE_SILENCE: Duration = Duration::from_secs(30);
+
 /// How long a group that failed to load answers with its error before it stops (a later
 /// request starts a fresh actor, which tries again).
 const FAILED_LINGER: Duration = Duration::from_secs(1);
@@ -423,9 +427,11 @@ impl GroupActor {
         if !self.has_presence() {
             return;
         }
+        let now = Instant::now();
+        self.presence.forget_silent(now, PRESENCE_SILENCE);
         let told = self
             .presence
-            .announcements(Instant::now(), self.settings.presence_debounce);
+            .announcements(now, self.settings.presence_debounce);
         if told.is_empty() {
             return;
         }
@@ -1025,12 +1031,12 @@ impl StreamHandler<Heard<GroupNews>> for GroupActor {
                 self.fill_gaps(ctx);
             }
             GroupNews::Presence { uid, online } if self.acks.is_member(uid) => {
-                self.presence.heard(heard.from, uid, online);
+                self.presence.heard(heard.from, uid, online, Instant::now());
                 self.announce_presence();
             }
             GroupNews::Online { mut uids } => {
                 uids.retain(|uid| self.acks.is_member(*uid));
-                self.presence.heard_all(heard.from, uids);
+                self.presence.heard_all(heard.from, uids, Instant::now());
                 self.announce_presence();
             }
             GroupNews::WhoIsOnline => self.tell_online_here(),

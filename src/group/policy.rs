@@ -355,8 +355,8 @@ impl<T> VersionOrder<T> {
 pub struct Presence {
     /// Members with sessions on this node, and how many.
     local: HashMap<u64, usize>,
-    /// Members online on each other node.
-    remote: HashMap<NodeId, HashSet<u64>>,
+    /// Members online on each other node, and when that node last told of them.
+    remote: HashMap<NodeId, (Instant, HashSet<u64>)>,
     /// Members last announced online.
     announced: HashSet<u64>,
     /// Members announced online who are not any more, and since when.
@@ -384,9 +384,13 @@ impl Presence {
         true
     }
 
-    /// Another node told that `uid` came online there, or went.
-    pub fn heard(&mut self, node: NodeId, uid: u64, online: bool) {
-        let there = self.remote.entry(node).or_default();
+    /// Another node told, at `now`, that `uid` came online there, or went.
+    pub fn heard(&mut self, node: NodeId, uid: u64, online: bool, now: Instant) {
+        let (heard, there) = self
+            .remote
+            .entry(node)
+            .or_insert_with(|| (now, HashSet::new()));
+        *heard = now;
         if online {
             there.insert(uid);
         } else {
@@ -394,9 +398,16 @@ impl Presence {
         }
     }
 
-    /// Another node told everyone online there.
-    pub fn heard_all(&mut self, node: NodeId, uids: Vec<u64>) {
-        self.remote.insert(node, uids.into_iter().collect());
+    /// Another node told, at `now`, everyone online there.
+    pub fn heard_all(&mut self, node: NodeId, uids: Vec<u64>, now: Instant) {
+        self.remote.insert(node, (now, uids.into_iter().collect()));
+    }
+
+    /// Forgets what nodes told that have said nothing for `max_silence` (they refresh
+    /// periodically): a node's news that came after its death was noticed cannot linger.
+    pub fn forget_silent(&mut self, now: Instant, max_silence: Duration) {
+        self.remote
+            .retain(|_, (heard, _)| now.duration_since(*heard) < max_silence);
     }
 
     /// A node stopped or went silent: its members are online there no more.
@@ -412,7 +423,7 @@ impl Presence {
     /// Every member online anywhere, ascending.
     pub fn online(&self) -> Vec<u64> {
         let mut online: BTreeSet<u64> = self.local.keys().copied().collect();
-        online.extend(self.remote.values().flatten());
+        online.extend(self.remote.values().flat_map(|(_, uids)| uids));
         online.into_iter().collect()
     }
 
@@ -593,6 +604,7 @@ mod tests {
     #[test]
     fn presence_counts_sessions_here_and_hears_other_nodes() {
         let (b, c) = (NodeId::new("b"), NodeId::new("c"));
+        let now = Instant::now();
         let mut presence = Presence::default();
         assert!(
             presence.session_joined(1),
@@ -603,15 +615,25 @@ mod tests {
         assert!(presence.session_left(1), "last session here");
         assert!(!presence.session_left(1), "no sessions left to go");
         presence.session_joined(2);
-        presence.heard(b.clone(), 3, true);
-        presence.heard(c.clone(), 3, true);
-        presence.heard_all(c.clone(), vec![4, 5]);
+        presence.heard(b.clone(), 3, true, now);
+        presence.heard(c.clone(), 3, true, now);
+        presence.heard_all(c.clone(), vec![4, 5], now);
         assert_eq!(presence.online(), [2, 3, 4, 5]);
-        presence.heard(b.clone(), 3, false);
+        presence.heard(b.clone(), 3, false, now);
         assert_eq!(presence.online(), [2, 4, 5]);
         presence.node_gone(&c);
         assert_eq!(presence.online(), [2]);
         assert_eq!(presence.here(), [2]);
+        presence.heard(b.clone(), 6, true, now);
+        let silence = Duration::from_secs(30);
+        presence.forget_silent(now + Duration::from_secs(29), silence);
+        assert_eq!(presence.online(), [2, 6]);
+        presence.forget_silent(now + Duration::from_secs(30), silence);
+        assert_eq!(
+            presence.online(),
+            [2],
+            "a node silent too long is forgotten"
+        );
     }
 
     #[test]
