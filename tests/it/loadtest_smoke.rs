@@ -139,7 +139,9 @@ async fn a_short_fault_run_loses_nothing_and_passes_every_check() {
         kill_cycles: 2,
         load_s: 1.0,
         outage_s: 3.0,
-        flood_s: 1.0,
+        // Long enough for an ack flood to pass its budget's burst (2 s of refill) even on a
+        // loaded machine, where a flooder writes only a few thousand frames a second.
+        flood_s: 2.0,
         flooders: 2,
     };
     let report = faults::run(&target, &args)
