@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures_util::{future, Stream, StreamExt};
+use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -65,9 +66,14 @@ impl Bus {
     /// Connects to NATS in the background: the node serves at once, alone until NATS answers,
     /// and keeps reconnecting for as long as it runs.
     pub async fn connect(config: &ClusterConfig, urls: &str, node: NodeId) -> anyhow::Result<Bus> {
+        let addresses = urls
+            .split(',')
+            .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .context("HERALD_NATS_URL")?;
         let (connected, connections) = watch::channel(0u64);
         let connected = Arc::new(connected);
-        let mut options = async_nats::ConnectOptions::new()
+        let mut options = url_credentials(&addresses)
             .name(format!("herald {node}"))
             .no_echo()
             .retry_on_initial_connect()
@@ -89,11 +95,6 @@ impl Bus {
         if let (Some(cert), Some(key)) = (&config.nats_tls_cert, &config.nats_tls_key) {
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
-        let addresses = urls
-            .split(',')
-            .map(|url| url.trim().parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .context("HERALD_NATS_URL")?;
         let client = options
             .connect(addresses)
             .await
@@ -262,6 +263,22 @@ async fn publish_all(client: async_nats::Client, mut queued: mpsc::Receiver<Outg
                 tracing::debug!(%error, "a copy was not published");
             }
         }
+    }
+}
+
+/// Connection options with the credentials written in a server URL (`nats://user:pass@…`,
+/// or `nats://token@…`), percent-decoded: async-nats parses them but does not send them.
+/// The first URL that has any gives them for every server.
+fn url_credentials(addresses: &[async_nats::ServerAddr]) -> async_nats::ConnectOptions {
+    let options = async_nats::ConnectOptions::new();
+    let Some(address) = addresses.iter().find(|address| address.has_user_pass()) else {
+        return options;
+    };
+    let decoded = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
+    let user = decoded(address.username().unwrap_or_default());
+    match address.password() {
+        Some(password) => options.user_and_password(user, decoded(password)),
+        None => options.token(user),
     }
 }
 

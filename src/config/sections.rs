@@ -290,7 +290,8 @@ pub struct AcksConfig {
 #[command(next_help_heading = "Cluster")]
 pub struct ClusterConfig {
     /// NATS server(s) to join a cluster through, comma-separated (`nats://host:4222`, or
-    /// `tls://…`); empty runs the node alone, needing nothing but PostgreSQL.
+    /// `tls://…`; with `user:password@` or `token@` before the host if the server asks);
+    /// empty runs the node alone, needing nothing but PostgreSQL.
     #[arg(
         long,
         env = "HERALD_NATS_URL",

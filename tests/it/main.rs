@@ -2,6 +2,7 @@
 //! WebSocket and HTTP clients on 127.0.0.1. Run with `scripts/test`.
 
 mod cluster;
+mod cluster_tls;
 mod convergence;
 mod faults;
 mod floods;

@@ -1,15 +1,17 @@
 //! A real `nats-server` (Debian's package, which `scripts/test` installs) on a loopback port
-//! of its own, to kill and start again on the same port; and a loopback TCP relay in front
-//! of it that can be cut, to take one node off the bus while it keeps PostgreSQL.
+//! of its own, to kill and start again on the same port, plain, over TLS (with throwaway
+//! certificates) or with a user and password or a token; and a loopback TCP relay in front of it that
+//! can be cut, to take one node off the bus while it keeps PostgreSQL.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -25,12 +27,57 @@ const START_WITHIN: Duration = Duration::from_secs(10);
 pub struct NatsServer {
     bin: PathBuf,
     port: u16,
+    /// What the server is started with besides its address: TLS or auth options.
+    args: Vec<String>,
+    /// `nats` or `tls`: what its URL says clients must speak.
+    scheme: &'static str,
     child: Option<Child>,
 }
 
 impl NatsServer {
-    /// Starts a server on a free loopback port, once it accepts connections.
+    /// Starts a plain server on a free loopback port, once it accepts connections.
     pub async fn start() -> Result<NatsServer> {
+        NatsServer::launch("nats", Vec::new()).await
+    }
+
+    /// Starts a server that speaks only TLS, with a certificate for 127.0.0.1 signed by a
+    /// throwaway CA made for it; it does not ask clients for certificates.
+    pub async fn start_tls() -> Result<(NatsServer, TlsFiles)> {
+        let tls = TlsFiles::generate()?;
+        let server = NatsServer::launch("tls", tls.server_args()).await?;
+        Ok((server, tls))
+    }
+
+    /// Like [`NatsServer::start_tls`], but the server also requires a client certificate
+    /// signed by the same CA ([`TlsFiles::client_cert`]).
+    pub async fn start_mutual_tls() -> Result<(NatsServer, TlsFiles)> {
+        let tls = TlsFiles::generate()?;
+        let mut args = tls.server_args();
+        args.extend([
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            path_arg(&tls.ca),
+        ]);
+        let server = NatsServer::launch("tls", args).await?;
+        Ok((server, tls))
+    }
+
+    /// Starts a plain server that admits only `user` with `password` (given in the URL,
+    /// `nats://user:password@host:port`).
+    pub async fn start_with_user(user: &str, password: &str) -> Result<NatsServer> {
+        let args = ["--user", user, "--pass", password]
+            .map(String::from)
+            .into();
+        NatsServer::launch("nats", args).await
+    }
+
+    /// Starts a plain server that admits only clients giving `token` (in the URL,
+    /// `nats://token@host:port`).
+    pub async fn start_with_token(token: &str) -> Result<NatsServer> {
+        NatsServer::launch("nats", vec!["--auth".into(), token.into()]).await
+    }
+
+    async fn launch(scheme: &'static str, args: Vec<String>) -> Result<NatsServer> {
         let bin = NATS_SERVER
             .iter()
             .map(PathBuf::from)
@@ -41,15 +88,17 @@ impl NatsServer {
         let mut server = NatsServer {
             bin,
             port: free_port()?,
+            args,
+            scheme,
             child: None,
         };
         server.start_again().await?;
         Ok(server)
     }
 
-    /// The URL nodes connect to.
+    /// The URL nodes connect to (`tls://…` for a TLS server; no credentials).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -64,16 +113,18 @@ impl NatsServer {
         }
     }
 
-    /// Starts the server again on the same port.
+    /// Starts the server again on the same port, with the same options.
     pub async fn start_again(&mut self) -> Result<()> {
         self.kill();
         let child = Command::new(&self.bin)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", self.bin.display()))?;
         self.child = Some(child);
+        // TLS, if any, starts after the server's INFO: a TCP connection shows it listens.
         let deadline = Instant::now() + START_WITHIN;
         while TcpStream::connect(self.addr()).await.is_err() {
             if Instant::now() >= deadline {
@@ -146,4 +197,124 @@ impl Relay {
     pub fn mend(&self) {
         self.open.store(true, Ordering::Release);
     }
+}
+
+/// A throwaway CA made with the `openssl` CLI, and PEM files it signed: a server
+/// certificate for 127.0.0.1 and a client certificate. Deleted when dropped.
+pub struct TlsFiles {
+    /// The CA's certificate: what clients trust (`HERALD_NATS_TLS_CA`).
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// For a server that verifies clients (`HERALD_NATS_TLS_CERT`/`HERALD_NATS_TLS_KEY`).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    _dir: TempDir,
+}
+
+impl TlsFiles {
+    /// A new CA, and the two certificates it signs, in a temporary directory. Another call
+    /// makes another CA, which trusts none of this one's certificates.
+    pub fn generate() -> Result<TlsFiles> {
+        let dir = tempfile::Builder::new()
+            .prefix("tls-nats-")
+            .tempdir()
+            .context("a temporary directory for TLS files")?;
+        let file = |name: &str| dir.path().join(name);
+        let ca_key = file("ca.key");
+        let files = TlsFiles {
+            ca: file("ca.pem"),
+            server_cert: file("server.pem"),
+            server_key: file("server.key"),
+            client_cert: file("client.pem"),
+            client_key: file("client.key"),
+            _dir: dir,
+        };
+        let ca = (files.ca.as_path(), ca_key.as_path());
+        certify(
+            "herald test CA",
+            ca,
+            None,
+            &[
+                "basicConstraints=critical,CA:TRUE",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        )?;
+        let server = (files.server_cert.as_path(), files.server_key.as_path());
+        certify(
+            "127.0.0.1",
+            server,
+            Some(ca),
+            &[
+                "basicConstraints=critical,CA:FALSE",
+                "subjectAltName=IP:127.0.0.1",
+                "extendedKeyUsage=serverAuth",
+            ],
+        )?;
+        let client = (files.client_cert.as_path(), files.client_key.as_path());
+        certify(
+            "herald test node",
+            client,
+            Some(ca),
+            &[
+                "basicConstraints=critical,CA:FALSE",
+                "extendedKeyUsage=clientAuth",
+            ],
+        )?;
+        Ok(files)
+    }
+
+    /// The nats-server options that serve TLS with the server certificate.
+    fn server_args(&self) -> Vec<String> {
+        vec![
+            "--tls".into(),
+            "--tlscert".into(),
+            path_arg(&self.server_cert),
+            "--tlskey".into(),
+            path_arg(&self.server_key),
+        ]
+    }
+}
+
+/// Makes, with the `openssl` CLI, a P-256 key and a certificate for `subject` with the
+/// X.509 `extensions`, both written to `(cert, key)`; signed by `signer` (a certificate and
+/// its key), or by itself.
+fn certify(
+    subject: &str,
+    (cert, key): (&Path, &Path),
+    signer: Option<(&Path, &Path)>,
+    extensions: &[&str],
+) -> Result<()> {
+    let mut openssl = Command::new("openssl");
+    openssl
+        .args(
+            "req -x509 -nodes -days 2 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1".split(' '),
+        )
+        .arg("-subj")
+        .arg(format!("/CN={subject}"))
+        .arg("-out")
+        .arg(cert)
+        .arg("-keyout")
+        .arg(key);
+    if let Some((ca_cert, ca_key)) = signer {
+        openssl.arg("-CA").arg(ca_cert).arg("-CAkey").arg(ca_key);
+    }
+    for extension in extensions {
+        openssl.arg("-addext").arg(extension);
+    }
+    let output = openssl
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run openssl (the CLI makes the test certificates)")?;
+    if !output.status.success() {
+        bail!(
+            "openssl could not make a certificate for {subject}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
 }

@@ -21,33 +21,57 @@ impl Cluster {
     /// show within a test's patience.
     pub async fn start_with(count: usize, relayed: &[usize]) -> Cluster {
         let nats = NatsServer::start().await.expect("start nats-server");
-        let database_url = migrated_database().await;
-        let mut nodes = Vec::with_capacity(count);
+        let mut urls = Vec::with_capacity(count);
         let mut relays = HashMap::new();
         for n in 0..count {
-            let url = if relayed.contains(&n) {
+            if relayed.contains(&n) {
                 let relay = Relay::start(nats.addr()).await.expect("start a relay");
-                let url = relay.url();
+                urls.push(relay.url());
                 relays.insert(n, relay);
-                url
             } else {
-                nats.url()
-            };
+                urls.push(nats.url());
+            }
+        }
+        let envs = urls
+            .into_iter()
+            .map(|url| vec![("HERALD_NATS_URL".to_owned(), url)])
+            .collect();
+        let mut cluster = Cluster::join(nats, envs).await;
+        cluster.relays = relays;
+        cluster
+    }
+
+    /// `count` nodes on `nats` with `env` (which says how to reach it: `HERALD_NATS_URL`,
+    /// TLS or credentials settings).
+    pub async fn start_on(nats: NatsServer, count: usize, env: &[(&str, &str)]) -> Cluster {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Cluster::join(nats, vec![env; count]).await
+    }
+
+    /// A node per entry of `envs`, named `node-0`…, on a new database, each with its
+    /// entry's settings besides the cluster's.
+    async fn join(nats: NatsServer, envs: Vec<Vec<(String, String)>>) -> Cluster {
+        let database_url = migrated_database().await;
+        let mut nodes = Vec::with_capacity(envs.len());
+        for (n, env) in envs.into_iter().enumerate() {
             let node_env: Vec<(String, String)> = [
-                ("HERALD_NATS_URL", url),
                 ("HERALD_NODE_ID", format!("node-{n}")),
                 ("HERALD_POSITION_CHECK_MS", "200".into()),
                 ("HERALD_PRESENCE_DEBOUNCE_MS", "300".into()),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
+            .chain(env)
             .collect();
             nodes.push(Server::spawn(database_url.clone(), node_env).await);
         }
         Cluster {
             nats,
             nodes,
-            relays,
+            relays: HashMap::new(),
         }
     }
 
