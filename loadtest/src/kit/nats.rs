@@ -35,7 +35,9 @@ impl NatsServer {
             .iter()
             .map(PathBuf::from)
             .find(|path| path.exists())
-            .context("nats-server not found: `apt-get install -y nats-server` (scripts/test does)")?;
+            .context(
+                "nats-server not found: `apt-get install -y nats-server` (scripts/test does)",
+            )?;
         let mut server = NatsServer {
             bin,
             port: free_port()?,
@@ -75,7 +77,10 @@ impl NatsServer {
         let deadline = Instant::now() + START_WITHIN;
         while TcpStream::connect(self.addr()).await.is_err() {
             if Instant::now() >= deadline {
-                bail!("nats-server did not listen on {} within {START_WITHIN:?}", self.addr());
+                bail!(
+                    "nats-server did not listen on {} within {START_WITHIN:?}",
+                    self.addr()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -13,7 +13,7 @@ mod server;
 use std::time::Duration;
 
 pub use client::Client;
-pub use database::{fresh_database, sql};
+pub use database::{fresh_database, postgres_url, sql};
 pub use herald_loadtest::kit::launcher::{ADMIN_KEY, JWT_SECRET};
 pub use server::{respond, Server};
 
