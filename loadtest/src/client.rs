@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::kit::client::{next_text, End, Socket};
 use crate::kit::frames::{self, Cursor, Frame};
-use crate::record::{LocalSamples, Recorder};
+use crate::record::{LocalSamples, Placement, Recorder};
 
 /// The send time a message body carries.
 #[derive(Deserialize)]
@@ -47,6 +47,8 @@ pub struct Role {
     pub ack_every: Duration,
     /// Stop reading altogether (a stalled client).
     pub stalled: bool,
+    /// On the senders' node or another.
+    pub placement: Placement,
 }
 
 /// The run's phases as the sessions see them.
@@ -63,6 +65,8 @@ pub enum Phase {
 pub struct Progress {
     /// Highest msgid received in order.
     pub last: AtomicU64,
+    /// Messages received (each once).
+    pub received: AtomicU64,
     /// Sends not yet answered.
     pub in_flight: AtomicU64,
     /// The session ended before the run did (closed by the server, or the connection broke).
@@ -87,7 +91,7 @@ pub async fn run(
         }
         return;
     }
-    let mut samples = LocalSamples::default();
+    let mut samples = LocalSamples::new(role.placement);
     let mut next = start.latest + 1;
     progress.last.store(start.latest, Ordering::Relaxed);
     let mut acked = start.last_ack;
@@ -170,6 +174,7 @@ pub async fn run(
                         }
                         next = msgid + 1;
                         progress.last.store(msgid, Ordering::Relaxed);
+                        progress.received.fetch_add(1, Ordering::Relaxed);
                         Recorder::count(&recorder.deliveries, 1);
                         if let Some(stamp) = frame.body {
                             let now = recorder.now_ns();

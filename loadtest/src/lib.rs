@@ -5,7 +5,8 @@
 //! - [`target`]: the Herald under test, started here or reached by URL; provisioning; for
 //!   the fault scenario, kill, stop and restart.
 //! - [`baseline`]: a storage-free broadcast server, the ceiling of the machine.
-//! - [`backend`]: either of the two, as scenarios see them.
+//! - [`cluster`]: several Heralds started here on one database, joined over NATS.
+//! - [`backend`]: any of these, as scenarios see them.
 //! - [`client`]: one simulated session: receives, checks, times, acks, sends.
 //! - [`kit`]: what the harness shares with the integration tests: the launcher, the
 //!   WebSocket client, the frame decoder, PostgreSQL.
@@ -18,6 +19,7 @@
 pub mod backend;
 pub mod baseline;
 pub mod client;
+pub mod cluster;
 pub mod kit;
 pub mod progress;
 pub mod record;

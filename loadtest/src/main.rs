@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use herald_loadtest::backend::Backend;
 use herald_loadtest::baseline::Broadcast;
+use herald_loadtest::cluster::Cluster;
 use herald_loadtest::report::{plot, Report};
 use herald_loadtest::scenarios::fanout::{self, FanoutArgs};
 use herald_loadtest::scenarios::faults::{self, FaultArgs, FaultReport};
@@ -92,8 +93,8 @@ impl Outcome {
     /// Why the run failed, if it did.
     fn failure(&self) -> Option<String> {
         match self {
-            Outcome::Load(report) if report.lost > 0 => {
-                Some(format!("{} messages lost", report.lost))
+            Outcome::Load(report) if report.lost_anywhere() > 0 => {
+                Some(format!("{} messages lost", report.lost_anywhere()))
             }
             Outcome::Faults(report) if !report.passed() => Some(format!(
                 "{} messages lost, {} checks failed",
@@ -132,12 +133,12 @@ async fn run(cli: Cli) -> Result<Outcome> {
     if rlimit::setrlimit(rlimit::Resource::NOFILE, WANTED, WANTED).is_err() {
         rlimit::increase_nofile_limit(u64::MAX)?;
     }
-    let herald =
-        || async { Ok::<_, anyhow::Error>(Backend::Herald(Target::open(&cli.target).await?)) };
     let (report, series) = match &cli.scenario {
         Scenario::Fanout(args) => {
-            let outcome = fanout::run(&herald().await?, args, "fanout").await?;
-            (outcome.report, vec![("Herald".to_owned(), outcome.latency)])
+            let backend = open_herald(&cli.target, args.nodes).await?;
+            fanout::run(&backend, args, "fanout")
+                .await?
+                .into_parts("Herald")
         }
         Scenario::BigGroup(args) => {
             let args = FanoutArgs {
@@ -151,18 +152,19 @@ async fn run(cli: Cli) -> Result<Outcome> {
                 body_bytes: args.body_bytes,
                 ack_ms: 1000,
                 stalled_share: 0.0,
+                nodes: 1,
             };
-            let outcome = fanout::run(&herald().await?, &args, "big-group").await?;
-            (outcome.report, vec![("Herald".to_owned(), outcome.latency)])
+            fanout::run(&open_herald(&cli.target, 1).await?, &args, "big-group")
+                .await?
+                .into_parts("Herald")
         }
         Scenario::SlowConsumer(args) => {
             let mut fanout_args = args.fanout.clone();
             fanout_args.stalled_share = args.stalled_share;
-            let outcome = fanout::run(&herald().await?, &fanout_args, "slow-consumer").await?;
-            (
-                outcome.report,
-                vec![("Herald, readers".to_owned(), outcome.latency)],
-            )
+            let backend = open_herald(&cli.target, fanout_args.nodes).await?;
+            fanout::run(&backend, &fanout_args, "slow-consumer")
+                .await?
+                .into_parts("Herald, readers")
         }
         Scenario::Baseline(args) => {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -172,21 +174,24 @@ async fn run(cli: Cli) -> Result<Outcome> {
                 "baseline",
             )
             .await?;
-            let outcome = fanout::run(&herald().await?, args, "fanout vs baseline").await?;
-            let mut report = outcome.report;
-            report.vs_baseline =
-                Some(report.deliveries_per_s / ceiling.report.deliveries_per_s.max(1.0));
-            report.baseline = Some(Box::new(ceiling.report));
-            (
-                report,
-                vec![
-                    ("baseline".to_owned(), ceiling.latency),
-                    ("Herald".to_owned(), outcome.latency),
-                ],
-            )
+            let backend = open_herald(&cli.target, args.nodes).await?;
+            let (mut report, herald_series) = fanout::run(&backend, args, "fanout vs baseline")
+                .await?
+                .into_parts("Herald");
+            let (ceiling, mut series) = ceiling.into_parts("baseline");
+            report.vs_baseline = Some(report.deliveries_per_s / ceiling.deliveries_per_s.max(1.0));
+            report.baseline = Some(Box::new(ceiling));
+            series.extend(herald_series);
+            (report, series)
         }
-        Scenario::ReconnectStorm(args) => (reconnect::run(&herald().await?, args).await?, vec![]),
-        Scenario::Idle(args) => (idle::run(&herald().await?, args).await?, vec![]),
+        Scenario::ReconnectStorm(args) => (
+            reconnect::run(&open_herald(&cli.target, 1).await?, args).await?,
+            vec![],
+        ),
+        Scenario::Idle(args) => (
+            idle::run(&open_herald(&cli.target, 1).await?, args).await?,
+            vec![],
+        ),
         Scenario::Faults(args) => return run_faults(&cli, args).await,
     };
     if let Some(path) = &cli.report {
@@ -202,6 +207,15 @@ async fn run(cli: Cli) -> Result<Outcome> {
         )?;
     }
     Ok(Outcome::Load(report))
+}
+
+/// One Herald, or a cluster of `nodes` when a fan-out asks for more.
+async fn open_herald(target: &TargetArgs, nodes: usize) -> Result<Backend> {
+    match nodes {
+        0 => anyhow::bail!("--nodes must be at least 1"),
+        1 => Ok(Backend::Herald(Target::open(target).await?)),
+        _ => Ok(Backend::Cluster(Cluster::start(target, nodes).await?)),
+    }
 }
 
 /// The fault scenario: its own report, no latency plot.

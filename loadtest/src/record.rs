@@ -20,11 +20,23 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
+/// Where a session is against its group's senders: on their node, or (in a cluster) on
+/// another, whose deliveries cross the bus between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    SameNode,
+    CrossNode,
+}
+
 pub struct Recorder {
     /// The run's clock: send times travel in message bodies as nanoseconds since this.
     pub epoch: Instant,
     /// Send → receipt of every delivery.
     pub delivery_latency: Mutex<Histogram<u64>>,
+    /// The same, of deliveries to sessions on the senders' node only.
+    pub same_node_latency: Mutex<Histogram<u64>>,
+    /// The same, of deliveries to sessions on other nodes only.
+    pub cross_node_latency: Mutex<Histogram<u64>>,
     /// Send → `sent` reply.
     pub sent_latency: Mutex<Histogram<u64>>,
     pub deliveries: AtomicU64,
@@ -44,6 +56,8 @@ impl Recorder {
         Recorder {
             epoch: Instant::now(),
             delivery_latency: Mutex::new(histogram()),
+            same_node_latency: Mutex::new(histogram()),
+            cross_node_latency: Mutex::new(histogram()),
             sent_latency: Mutex::new(histogram()),
             deliveries: AtomicU64::new(0),
             stored: AtomicU64::new(0),
@@ -68,10 +82,24 @@ impl Recorder {
         counter.load(Ordering::Relaxed)
     }
 
-    /// Empties both histograms and counters' latency state (between a warm-up and a run).
+    /// Empties the histograms (between a warm-up and a run).
     pub fn reset_latencies(&self) {
-        self.delivery_latency.lock().unwrap().reset();
-        self.sent_latency.lock().unwrap().reset();
+        for histogram in [
+            &self.delivery_latency,
+            &self.same_node_latency,
+            &self.cross_node_latency,
+            &self.sent_latency,
+        ] {
+            histogram.lock().unwrap().reset();
+        }
+    }
+
+    /// The delivery latency of sessions placed so.
+    pub fn latency_at(&self, placement: Placement) -> &Mutex<Histogram<u64>> {
+        match placement {
+            Placement::SameNode => &self.same_node_latency,
+            Placement::CrossNode => &self.cross_node_latency,
+        }
     }
 }
 
@@ -82,13 +110,22 @@ impl Default for Recorder {
 }
 
 /// One task's unflushed samples.
-#[derive(Default)]
 pub struct LocalSamples {
+    /// Where the task's session is: its deliveries count there too.
+    placement: Placement,
     delivery_us: Vec<u64>,
     sent_us: Vec<u64>,
 }
 
 impl LocalSamples {
+    pub fn new(placement: Placement) -> Self {
+        LocalSamples {
+            placement,
+            delivery_us: Vec::new(),
+            sent_us: Vec::new(),
+        }
+    }
+
     pub fn delivery(&mut self, recorder: &Recorder, us: u64) {
         self.delivery_us.push(us.clamp(1, MAX_LATENCY_US));
         if self.delivery_us.len() >= LOCAL_BATCH {
@@ -105,17 +142,20 @@ impl LocalSamples {
 
     pub fn flush(&mut self, recorder: &Recorder) {
         for (samples, shared) in [
-            (&mut self.delivery_us, &recorder.delivery_latency),
-            (&mut self.sent_us, &recorder.sent_latency),
+            (&self.delivery_us, &recorder.delivery_latency),
+            (&self.delivery_us, recorder.latency_at(self.placement)),
+            (&self.sent_us, &recorder.sent_latency),
         ] {
             if samples.is_empty() {
                 continue;
             }
             let mut histogram = shared.lock().unwrap();
-            for us in samples.drain(..) {
+            for &us in samples {
                 // In bounds by the clamp above.
                 let _ = histogram.record(us);
             }
         }
+        self.delivery_us.clear();
+        self.sent_us.clear();
     }
 }

@@ -32,6 +32,28 @@ impl Percentiles {
     }
 }
 
+/// A fan-out over a cluster: its receivers on the senders' node against those on the others.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AcrossNodes {
+    pub nodes: u64,
+    pub same_node: Receivers,
+    /// Every delivery here crossed the bus between nodes.
+    pub cross_node: Receivers,
+}
+
+/// Reading sessions on one side of that split, over the whole run (warm-up included).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Receivers {
+    pub sessions: u64,
+    /// Of the measured window only.
+    pub latency_ms: Percentiles,
+    /// Messages their groups stored while they were connected, summed over the sessions.
+    pub expected: u64,
+    pub received: u64,
+    /// Expected but not received, summed per session.
+    pub lost: u64,
+}
+
 /// Everything a run reports. Fields that a scenario does not measure are left out of the JSON.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -63,6 +85,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_per_session_bytes: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub across_nodes: Option<AcrossNodes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Box<Report>>,
     /// Herald's deliveries/s as a share of the baseline's, in the same run.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,14 +116,39 @@ impl Report {
                 format!("{} ({:.0}/s)", self.stored, self.stored_per_s),
             ),
         ];
+        let split = self.across_nodes.as_ref();
         let latencies = [
             ("delivery latency", Some(&self.latency_ms)),
+            ("  same node", split.map(|s| &s.same_node.latency_ms)),
+            ("  cross node", split.map(|s| &s.cross_node.latency_ms)),
             ("sent-reply latency", Some(&self.sent_latency_ms)),
             ("catch-up per session", self.catch_up_ms.as_ref()),
         ];
         for (name, percentiles) in latencies {
             if let Some(p) = percentiles.filter(|p| p.count > 0) {
                 rows.push((name, latency_row(p)));
+            }
+        }
+        if let Some(split) = split {
+            rows.push((
+                "cross / same node p99",
+                format!(
+                    "{:.2} over {} nodes",
+                    split.cross_node.latency_ms.p99 / split.same_node.latency_ms.p99.max(0.001),
+                    split.nodes
+                ),
+            ));
+            for (name, side) in [
+                ("same-node receivers", &split.same_node),
+                ("cross-node receivers", &split.cross_node),
+            ] {
+                rows.push((
+                    name,
+                    format!(
+                        "{} sessions: {} expected, {} received, {} lost",
+                        side.sessions, side.expected, side.received, side.lost
+                    ),
+                ));
             }
         }
         rows.extend([
@@ -141,12 +190,23 @@ impl Report {
         }
         println!(
             "  verdict: {}",
-            if self.lost == 0 {
+            if self.lost_anywhere() == 0 {
                 "complete (nothing lost)"
             } else {
                 "LOSS"
             }
         );
+    }
+
+    /// Messages lost: by the sessions' own count of gaps and shortfalls, or on a cluster by
+    /// each receiver's expected against received, whichever is more (both count the same
+    /// losses, in two ways).
+    pub fn lost_anywhere(&self) -> u64 {
+        let by_receiver = self
+            .across_nodes
+            .as_ref()
+            .map_or(0, |split| split.same_node.lost + split.cross_node.lost);
+        self.lost.max(by_receiver)
     }
 
     pub fn write_json(&self, path: &Path) -> Result<()> {

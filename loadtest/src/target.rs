@@ -29,6 +29,11 @@ pub struct TargetArgs {
     /// one by one through the admin API.
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// The PostgreSQL on which a started Herald gets a database of its own for the run, by
+    /// the URL of a database there to connect to first (default: the project's local one,
+    /// started with scripts/pg.sh if need be).
+    #[arg(long)]
+    pub postgres_url: Option<String>,
     /// The herald binary to start (default: beside this one).
     #[arg(long)]
     pub herald_bin: Option<PathBuf>,
@@ -43,26 +48,59 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
 }
 
+/// A database made for one run (on `--postgres-url` or the project's local PostgreSQL):
+/// dropped on drop.
+pub struct RunDatabase {
+    admin_url: String,
+    name: String,
+    /// Its URL, for the Heralds of the run.
+    pub url: String,
+}
+
+impl RunDatabase {
+    /// Makes the run's database afresh (one of an earlier run of this pid is dropped first).
+    pub fn create(args: &TargetArgs) -> Result<RunDatabase> {
+        let admin_url = match &args.postgres_url {
+            Some(url) => url.clone(),
+            None => project_postgres()?,
+        };
+        let name = format!("herald_load_{}", std::process::id());
+        psql(
+            &admin_url,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )?;
+        psql(&admin_url, &format!("CREATE DATABASE {name}"))?;
+        let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+        Ok(RunDatabase {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for RunDatabase {
+    fn drop(&mut self) {
+        let _ = psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
 /// A Herald this harness started: stopped on drop (gracefully: it flushes its acks), and
-/// the database it made for the run dropped.
+/// the database it made for the run dropped after it.
 struct Spawned {
     /// None between a kill or stop and the restart.
     process: Option<Process>,
     launch: Launch,
-    /// (admin URL, name) of a database made for this run.
-    database: Option<(String, String)>,
+    database: Option<RunDatabase>,
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
         if let Some(process) = self.process.take() {
             process.stop_blocking(STOP_WITHIN);
-        }
-        if let Some((admin_url, database)) = &self.database {
-            let _ = psql(
-                admin_url,
-                &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-            );
         }
     }
 }
@@ -96,6 +134,12 @@ fn herald_bin(args: &TargetArgs) -> Result<PathBuf> {
     }
 }
 
+fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?)
+}
+
 fn psql(url: &str, statement: &str) -> Result<()> {
     let status = Command::new("psql")
         .args([url, "-qc", statement])
@@ -111,9 +155,6 @@ fn psql(url: &str, statement: &str) -> Result<()> {
 impl Target {
     /// Connects to `--url`, or starts a Herald on the local PostgreSQL.
     pub async fn open(args: &TargetArgs) -> Result<Target> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()?;
         match &args.url {
             Some(url) => {
                 let admin_key = args
@@ -136,35 +177,45 @@ impl Target {
                     base_url: format!("http://{addr}"),
                     admin_key,
                     jwt_secret: args.jwt_secret.clone(),
-                    http,
+                    http: http_client()?,
                     spawned: None,
                 })
             }
-            None => Target::spawn(args, http).await,
+            None => Target::spawn(args).await,
         }
     }
 
-    async fn spawn(args: &TargetArgs, http: reqwest::Client) -> Result<Target> {
-        let admin_url = project_postgres()?;
-        let database = format!("herald_load_{}", std::process::id());
-        psql(
-            &admin_url,
-            &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-        )?;
-        psql(&admin_url, &format!("CREATE DATABASE {database}"))?;
-        let database_url = format!("{}/{database}", admin_url.rsplit_once('/').unwrap().0);
+    async fn spawn(args: &TargetArgs) -> Result<Target> {
+        // A failed start drops the database too: the guard exists before the process does.
+        let database = RunDatabase::create(args)?;
+        let mut target = Target::serve(args, &database.url, Vec::new()).await?;
+        if let Some(spawned) = &mut target.spawned {
+            spawned.database = Some(database);
+        }
+        Ok(target)
+    }
+
+    /// Starts a Herald on `database_url` (not `--url`) with `env` and then `--server-env`,
+    /// and returns once it serves.
+    pub async fn serve(
+        args: &TargetArgs,
+        database_url: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<Target> {
         let launch = Launch {
             bin: herald_bin(args)?,
-            database_url,
+            database_url: database_url.to_owned(),
             listen: "127.0.0.1:0".into(),
-            env: args.server_env.clone(),
+            env: env
+                .into_iter()
+                .chain(args.server_env.iter().cloned())
+                .collect(),
             log: Log::Warnings,
         };
-        // The guard exists before the process does: a failed start drops the database too.
         let mut spawned = Spawned {
             process: None,
             launch,
-            database: Some((admin_url, database)),
+            database: None,
         };
         let addr = spawned
             .process
@@ -172,7 +223,7 @@ impl Target {
             .wait_for(READY, Duration::from_secs(60))
             .await
             .context("herald did not become ready")?;
-        Ok(Target::spawned(addr, http, spawned))
+        Ok(Target::spawned(addr, http_client()?, spawned))
     }
 
     fn spawned(addr: SocketAddr, http: reqwest::Client, spawned: Spawned) -> Target {
@@ -198,9 +249,6 @@ impl Target {
         if args.url.is_some() {
             bail!("this scenario starts its own Herald: --url does not apply");
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()?;
         let launch = Launch {
             bin: herald_bin(args)?,
             database_url: database_url.to_owned(),
@@ -222,7 +270,7 @@ impl Target {
             .insert(spawned.launch.start()?)
             .wait_for(LISTENING, START_WITHIN)
             .await?;
-        Ok(Target::spawned(addr, http, spawned))
+        Ok(Target::spawned(addr, http_client()?, spawned))
     }
 
     fn process(&mut self) -> Result<&mut Process> {
@@ -410,7 +458,8 @@ impl Target {
         }
     }
 
-    async fn metrics_stats(&self) -> Result<ProcessStats> {
+    /// The server's /metrics as it stands.
+    pub async fn scrape(&self) -> Result<Scrape> {
         let text = self
             .http
             .get(format!("{}/metrics", self.base_url))
@@ -418,23 +467,36 @@ impl Target {
             .await?
             .text()
             .await?;
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|line| {
-                    line.strip_prefix(name)?
-                        .strip_prefix(' ')?
-                        .parse::<f64>()
-                        .ok()
-                })
-                .unwrap_or(0.0)
-        };
+        Ok(Scrape(text))
+    }
+
+    async fn metrics_stats(&self) -> Result<ProcessStats> {
+        let metrics = self.scrape().await?;
         Ok(ProcessStats {
-            rss_bytes: value("herald_process_resident_memory_bytes") as u64,
-            cpu_seconds: value("herald_process_cpu_seconds_total"),
-            sessions: value("herald_sessions") as u64,
-            slow_consumers_closed: value("herald_slow_consumers_closed_total") as u64,
+            rss_bytes: metrics.value("herald_process_resident_memory_bytes") as u64,
+            cpu_seconds: metrics.value("herald_process_cpu_seconds_total"),
+            sessions: metrics.value("herald_sessions") as u64,
+            slow_consumers_closed: metrics.value("herald_slow_consumers_closed_total") as u64,
             at: Instant::now(),
         })
+    }
+}
+
+/// A server's /metrics text (Prometheus format).
+pub struct Scrape(String);
+
+impl Scrape {
+    /// The value of the unlabelled metric `name`; 0 when absent.
+    pub fn value(&self, name: &str) -> f64 {
+        self.0
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
     }
 }
 
@@ -457,6 +519,19 @@ impl ProcessStats {
             return 0.0;
         }
         100.0 * (self.cpu_seconds - earlier.cpu_seconds) / wall
+    }
+
+    /// Samples of several processes (a cluster's nodes) as one: amounts added, at the time
+    /// of the first (they are taken one after the other, milliseconds apart).
+    pub fn total(samples: &[ProcessStats]) -> Option<ProcessStats> {
+        let (first, rest) = samples.split_first()?;
+        Some(rest.iter().fold(*first, |sum, s| ProcessStats {
+            rss_bytes: sum.rss_bytes + s.rss_bytes,
+            cpu_seconds: sum.cpu_seconds + s.cpu_seconds,
+            sessions: sum.sessions + s.sessions,
+            slow_consumers_closed: sum.slow_consumers_closed + s.slow_consumers_closed,
+            at: sum.at,
+        }))
     }
 }
 

@@ -4,12 +4,13 @@
 
 use herald_loadtest::backend::Backend;
 use herald_loadtest::baseline::Broadcast;
+use herald_loadtest::cluster::Cluster;
 use herald_loadtest::scenarios::fanout::{self, FanoutArgs};
 use herald_loadtest::scenarios::faults::{self, FaultArgs};
 use herald_loadtest::scenarios::reconnect::{self, ReconnectArgs};
 use herald_loadtest::target::{Target, TargetArgs};
 
-use crate::helpers::{Server, ADMIN_KEY, JWT_SECRET};
+use crate::helpers::{postgres_url, Server, ADMIN_KEY, JWT_SECRET};
 
 fn small_fanout() -> FanoutArgs {
     FanoutArgs {
@@ -23,6 +24,7 @@ fn small_fanout() -> FanoutArgs {
         body_bytes: 32,
         ack_ms: 200,
         stalled_share: 0.0,
+        nodes: 1,
     }
 }
 
@@ -43,6 +45,7 @@ async fn herald(server: &Server) -> Backend {
         url: Some(format!("http://{}", server.addr)),
         admin_key: Some(ADMIN_KEY.into()),
         jwt_secret: Some(JWT_SECRET.into()),
+        postgres_url: None,
         herald_bin: None,
         server_env: vec![],
     };
@@ -77,6 +80,57 @@ async fn a_small_fanout_run_delivers_every_message_to_every_member_once() {
         report.server_rss_bytes > 0,
         "server stats come from /metrics: {report:?}"
     );
+}
+
+/// The same over two nodes and a nats-server the harness starts: the members off the
+/// senders' node get every message across the bus, and latency is reported by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_fanout_over_two_nodes_reports_each_side_and_loses_nothing() {
+    let target = TargetArgs {
+        url: None,
+        admin_key: None,
+        jwt_secret: None,
+        postgres_url: Some(postgres_url()),
+        herald_bin: Some(env!("CARGO_BIN_EXE_herald").into()),
+        server_env: vec![],
+    };
+    let cluster = Cluster::start(&target, 2).await.expect("start two nodes");
+    let args = FanoutArgs {
+        nodes: 2,
+        ..small_fanout()
+    };
+    let report = fanout::run(&Backend::Cluster(cluster), &args, "smoke across nodes")
+        .await
+        .expect("the run completes")
+        .report;
+    assert_eq!(
+        (
+            report.lost,
+            report.duplicates,
+            report.errors,
+            report.dropped
+        ),
+        (0, 0, 0, 0),
+        "{report:?}"
+    );
+    assert_fans_out_to_50(&report);
+    let split = report.across_nodes.as_ref().expect("split by node");
+    // Per group: 2 senders on the first node, 48 receivers dealt over both.
+    assert_eq!(
+        (
+            split.nodes,
+            split.same_node.sessions,
+            split.cross_node.sessions
+        ),
+        (2, 4 * 26, 4 * 24)
+    );
+    for side in [&split.same_node, &split.cross_node] {
+        assert!(
+            side.expected > 0 && side.received == side.expected && side.lost == 0,
+            "{split:?}"
+        );
+        assert!(side.latency_ms.count > 0, "{split:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,6 +179,7 @@ async fn a_short_fault_run_loses_nothing_and_passes_every_check() {
         url: None,
         admin_key: None,
         jwt_secret: None,
+        postgres_url: None,
         herald_bin: Some(env!("CARGO_BIN_EXE_herald").into()),
         server_env: vec![],
     };

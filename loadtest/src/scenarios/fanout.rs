@@ -1,7 +1,10 @@
 //! Fan-out: G groups of M online members, S senders per group, open loop at a fixed offered
 //! rate or closed loop; every member times and checks every message of its group. With a
-//! stalled share it is the slow-consumer scenario; with one big group, big-group.
+//! stalled share it is the slow-consumer scenario; with one big group, big-group. Against a
+//! cluster, the senders sit on its first node and every group's other members are dealt
+//! round-robin over all nodes, so latency is told apart by the receiver's side.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +19,8 @@ use crate::client::{self, Pace, Phase, Progress, Role};
 use crate::kit::client::{connect, Socket};
 use crate::kit::frames::Cursor;
 use crate::progress;
-use crate::record::Recorder;
-use crate::report::{Percentiles, Report};
+use crate::record::{Placement, Recorder};
+use crate::report::{AcrossNodes, Percentiles, Receivers, Report};
 use crate::target::id_base;
 
 /// Most WebSocket handshakes in flight while connecting.
@@ -57,17 +60,47 @@ pub struct FanoutArgs {
     /// Share of each group's members that stop reading (set by slow-consumer).
     #[arg(skip)]
     pub stalled_share: f64,
+    /// Herald nodes to start. More than one make a cluster on one database, joined through
+    /// a nats-server of its own: senders connect to the first node, the other members are
+    /// spread over all.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
 }
 
-/// A finished run: its report and its delivery-latency histogram (for plots).
+/// A finished run: its report and its delivery-latency histograms (for plots).
 pub struct Outcome {
     pub report: Report,
     pub latency: Histogram<u64>,
+    /// Against a cluster: the latency of the receivers on the senders' node, and on others.
+    pub across_nodes: Option<[Histogram<u64>; 2]>,
+}
+
+impl Outcome {
+    /// The report, and the latency curves to plot named after `server`.
+    pub fn into_parts(self, server: &str) -> (Report, Vec<(String, Histogram<u64>)>) {
+        let series = match self.across_nodes {
+            None => vec![(server.to_owned(), self.latency)],
+            Some([same, cross]) => vec![
+                (format!("{server}, same node"), same),
+                (format!("{server}, cross node"), cross),
+            ],
+        };
+        (self.report, series)
+    }
 }
 
 struct Member {
     role: Role,
     progress: Arc<Progress>,
+    /// Its group's latest msgid when it connected: it expects every one after.
+    joined_at: u64,
+}
+
+/// The node (an index into the backend's) member `k` of a group connects to: senders on the
+/// first, the others dealt round-robin over all, so every group has receivers on every node.
+fn node_of(k: usize, senders: usize, nodes: usize) -> usize {
+    k.checked_sub(senders)
+        .map_or(0, |receiver| receiver % nodes)
 }
 
 pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result<Outcome> {
@@ -92,7 +125,12 @@ pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result
     let tokens = backend.tokens(&uids).await?;
     setup.finish_and_clear();
 
-    let (sockets, connect_per_s) = connect_all(backend, &tokens).await?;
+    let node_addrs = backend.node_addrs();
+    let nodes = node_addrs.len();
+    let (sockets, connect_per_s) = connect_all(&tokens, |i| {
+        node_addrs[node_of(i % args.members, args.senders, nodes)]
+    })
+    .await?;
     let recorder = Arc::new(Recorder::new());
     let group_latest: Vec<Arc<std::sync::atomic::AtomicU64>> =
         gids.iter().map(|_| Arc::default()).collect();
@@ -115,7 +153,12 @@ pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result
             body_pad: args.body_bytes,
             ack_every: Duration::from_millis(args.ack_ms),
             stalled: k >= args.members - stalled,
+            placement: match node_of(k, args.senders, nodes) {
+                0 => Placement::SameNode,
+                _ => Placement::CrossNode,
+            },
         };
+        let joined_at = start.latest;
         let progress = Arc::new(Progress::default());
         tasks.push(tokio::spawn(client::run(
             ws,
@@ -125,7 +168,11 @@ pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result
             progress.clone(),
             phase_rx.clone(),
         )));
-        members.push(Member { role, progress });
+        members.push(Member {
+            role,
+            progress,
+            joined_at,
+        });
     }
 
     tokio::time::sleep(Duration::from_secs(args.warmup_s)).await;
@@ -175,6 +222,10 @@ pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result
         })
         .sum();
     let latency = recorder.delivery_latency.lock().unwrap().clone();
+    let across_nodes = (nodes > 1).then(|| {
+        [Placement::SameNode, Placement::CrossNode]
+            .map(|placement| recorder.latency_at(placement).lock().unwrap().clone())
+    });
     let report = Report {
         scenario: scenario.into(),
         target: backend.name(),
@@ -200,24 +251,55 @@ pub async fn run(backend: &Backend, args: &FanoutArgs, scenario: &str) -> Result
             (Some(before), Some(after)) => after.cpu_percent_since(&before),
             _ => 0.0,
         },
+        across_nodes: across_nodes.as_ref().map(|[same, cross]| AcrossNodes {
+            nodes: nodes as u64,
+            same_node: receivers(&readers, Placement::SameNode, same),
+            cross_node: receivers(&readers, Placement::CrossNode, cross),
+        }),
         ..Report::default()
     };
-    Ok(Outcome { report, latency })
+    Ok(Outcome {
+        report,
+        latency,
+        across_nodes,
+    })
 }
 
-/// Opens every session, `CONNECTS_IN_FLIGHT` at a time; returns them in token order with
-/// the connect rate.
+/// What the readers placed so expected and received (those the server cut off left out).
+fn receivers(readers: &[&Member], placement: Placement, latency: &Histogram<u64>) -> Receivers {
+    let mut side = Receivers {
+        latency_ms: Percentiles::of(latency),
+        ..Receivers::default()
+    };
+    for m in readers.iter().filter(|m| {
+        m.role.placement == placement && !m.progress.ended_early.load(Ordering::Relaxed)
+    }) {
+        let expected = m
+            .role
+            .group_latest
+            .load(Ordering::Relaxed)
+            .saturating_sub(m.joined_at);
+        let received = m.progress.received.load(Ordering::Relaxed);
+        side.sessions += 1;
+        side.expected += expected;
+        side.received += received;
+        side.lost += expected.saturating_sub(received);
+    }
+    side
+}
+
+/// Opens every session, the `n`th at `addr_of(n)`, `CONNECTS_IN_FLIGHT` at a time; returns
+/// them in token order with the connect rate.
 pub async fn connect_all(
-    backend: &Backend,
     tokens: &[String],
+    addr_of: impl Fn(usize) -> SocketAddr,
 ) -> Result<(Vec<(Socket, Cursor)>, f64)> {
     let bar = progress::counter(tokens.len() as u64, "connecting");
-    let addr = backend.addr();
     let started = Instant::now();
     let mut connected: Vec<(usize, Socket, Cursor)> =
         futures_util::stream::iter(tokens.iter().enumerate())
             .map(|(n, token)| {
-                let bar = bar.clone();
+                let (bar, addr) = (bar.clone(), addr_of(n));
                 async move {
                     let (ws, hello) = connect(addr, n, token).await?;
                     bar.inc(1);

@@ -32,7 +32,7 @@ pub async fn run(backend: &Backend, args: &IdleArgs) -> Result<Report> {
         .stats()
         .await
         .context("idle needs the server's /metrics")?;
-    let (sessions, connect_per_s) = connect_all(backend, &tokens).await?;
+    let (sessions, connect_per_s) = connect_all(&tokens, |_| backend.addr()).await?;
     // Read in the background so the server's pings are answered.
     let readers: Vec<_> = sessions
         .into_iter()

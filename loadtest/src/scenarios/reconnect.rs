@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::client::{self, Pace, Phase, Progress, Role};
 use crate::kit::client::connect;
 use crate::progress;
-use crate::record::Recorder;
+use crate::record::{Placement, Recorder};
 use crate::report::{Percentiles, Report};
 use crate::scenarios::fanout::{connect_all, wait_until};
 use crate::target::id_base;
@@ -61,14 +61,14 @@ pub async fn run(backend: &Backend, args: &ReconnectArgs) -> Result<Report> {
     setup.finish_and_clear();
 
     // Everyone is online once, then goes away.
-    let (members, connect_per_s) = connect_all(backend, &member_tokens).await?;
+    let (members, connect_per_s) = connect_all(&member_tokens, |_| backend.addr()).await?;
     for (mut ws, _) in members {
         let _ = ws.close(None).await;
     }
 
     // The groups move on without them.
     let recorder = Arc::new(Recorder::new());
-    let (senders, _) = connect_all(backend, &sender_tokens).await?;
+    let (senders, _) = connect_all(&sender_tokens, |_| backend.addr()).await?;
     let (phase_tx, phase_rx) = watch::channel(Phase::Sending);
     let mut tasks = Vec::new();
     for ((ws, start), &gid) in senders.into_iter().zip(&gids) {
@@ -80,6 +80,7 @@ pub async fn run(backend: &Backend, args: &ReconnectArgs) -> Result<Report> {
             body_pad: 64,
             ack_every: Duration::from_secs(1),
             stalled: false,
+            placement: Placement::SameNode,
         };
         tasks.push(tokio::spawn(client::run(
             ws,

@@ -12,7 +12,7 @@ use herald_loadtest::kit::launcher;
 use tokio::sync::OnceCell;
 
 /// The URL of the PostgreSQL `scripts/test` started.
-fn postgres_url() -> String {
+pub fn postgres_url() -> String {
     std::env::var("HERALD_TEST_DATABASE_URL")
         .expect("HERALD_TEST_DATABASE_URL is not set: run the suite with scripts/test")
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use client::Client;
 pub use cluster::Cluster;
-pub use database::{fresh_database, sql};
+pub use database::{fresh_database, postgres_url, sql};
 pub use herald_loadtest::kit::launcher::{ADMIN_KEY, JWT_SECRET};
 pub use server::{respond, Server};
 
