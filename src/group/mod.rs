@@ -7,9 +7,18 @@
 //! on the bus while it runs: it publishes what it commits, pushes what other nodes commit,
 //! and reads from PostgreSQL whatever msgid it sees missing, so pushes stay dense on every
 //! node. It also keeps who of its members is online, and tells of their coming and going.
-//! Its decisions live in `policy`; this module carries them out.
+//!
+//! - this module: the actor, its requests (join, leave, send, ack, cursor, flush), group
+//!   commit and fan-out;
+//! - `changes`: membership, events and notices, in the order of the group's versions;
+//! - `news`: what other nodes tell over the bus, and the gaps read from PostgreSQL;
+//! - `presence`: who is online, and the telling of arrivals and departures;
+//! - `policy`: the decisions, as plain state and functions.
 
+mod changes;
+mod news;
 mod policy;
+mod presence;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,48 +30,23 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use self::policy::{
-    judge_ack, AckVerdict, CommitQueue, InOrder, InTurn, MemberAcks, Presence, VersionOrder,
+    judge_ack, AckVerdict, CommitQueue, InOrder, MemberAcks, Presence, VersionOrder,
 };
 use crate::budget::{Limit, RequestKind};
-use crate::cluster::wire::{GroupNews, Heard};
 use crate::cluster::Bus;
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
-    AckUpTo, CursorOf, FlushAcks, GroupChange, GroupHandle, GroupInbox, GroupStep, GroupStopped,
-    Join, Leave, NodeGone, OnlineIn, Position, SessionHandle, SessionId, SessionsOf, Submit,
-    ToSession, WriteAcks,
+    AckUpTo, CursorOf, FlushAcks, GroupHandle, GroupInbox, GroupStep, GroupStopped, Join, Leave,
+    SessionHandle, SessionId, SessionsOf, Submit, ToSession, WriteAcks,
 };
 use crate::metrics;
-use crate::model::event::{GroupEvent, LoggedEvent};
 use crate::model::refusal::Refusal;
-use crate::model::sync::SyncNotice;
 use crate::model::{now_ms, GroupCursor, MessageView};
 use crate::protocol::ServerFrame;
 use crate::store::{AckUpdate, AppendOutcome, Appended, NewMessage, Store, StoreError};
 
-/// How long a gap in msgids may stand before it is read from PostgreSQL: copies from
-/// different nodes, and this node's own commit replies, often arrive a little out of order.
-const GAP_GRACE: Duration = Duration::from_millis(10);
-
-/// How long a change may wait for one of an earlier version before the versions missing are
-/// read from the event log: changes made at once (on one node or several) often arrive a
-/// little out of order.
-const EVENT_GRACE: Duration = Duration::from_millis(100);
-
 /// Messages held above a gap while it is read; past it, the newest are read again later.
 const HELD_ABOVE_GAP: usize = 10_000;
-
-/// How long a newly started group waits for the other nodes to say who is online there
-/// before it answers who is online.
-const PRESENCE_SETTLE: Duration = Duration::from_millis(300);
-
-/// How often a group tells the other nodes everyone online here, which repairs a lost
-/// presence change.
-const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
-
-/// What a node told of its members' presence is forgotten when it has not been refreshed for
-/// this long (its death is normally noticed sooner, by its heartbeats).
-const PRESENCE_SILENCE: Duration = Duration::from_secs(30);
 
 /// How long a group that failed to load answers with its error before it stops (a later
 /// request starts a fresh actor, which tries again).
@@ -350,156 +334,6 @@ impl GroupActor {
         self.sessions_went(went);
     }
 
-    /// Reads from PostgreSQL, once the grace has passed, the msgids known committed but not
-    /// pushed; one read at a time, at most a batch of them per read.
-    fn fill_gaps(&mut self, ctx: &mut Context<Self>) {
-        if self.filling || self.in_order.gap(self.max_gap()).is_none() {
-            return;
-        }
-        self.filling = true;
-        ctx.run_later(GAP_GRACE, |act, ctx| act.read_gap(ctx));
-    }
-
-    fn max_gap(&self) -> u64 {
-        self.settings.max_batch as u64
-    }
-
-    fn read_gap(&mut self, ctx: &mut Context<Self>) {
-        let Some((after, before)) = self.in_order.gap(self.max_gap()) else {
-            self.filling = false;
-            return;
-        };
-        let (store, gid) = (self.store.clone(), self.gid);
-        let reading = async move { store.messages_between(gid, after, before).await };
-        ctx.spawn(reading.instrument(self.span.clone()).into_actor(self).map(
-            move |read, act, ctx| {
-                let _span = act.in_span();
-                act.filling = false;
-                match read {
-                    Ok(msgs) if msgs.is_empty() => act.in_order.nothing_stored_above_pushed(),
-                    Ok(msgs) => {
-                        let metrics = &metrics::global().cluster;
-                        metrics.gaps_filled.inc();
-                        metrics.gap_messages_filled.inc_by(msgs.len() as u64);
-                        tracing::debug!(after, before, read = msgs.len(), "gap filled");
-                        let ready = act.in_order.admit(msgs);
-                        act.push_messages(&ready);
-                        act.fill_gaps(ctx);
-                    }
-                    // Tried again at the next position check or news of the group.
-                    Err(error) => tracing::warn!(%error, after, before, "cannot fill a gap"),
-                }
-            },
-        ));
-    }
-
-    /// Whether the group is small enough for presence.
-    fn has_presence(&self) -> bool {
-        self.acks.len() <= self.settings.presence_max_group
-    }
-
-    /// A session of `uid` came online here.
-    fn session_came(&mut self, uid: u64) {
-        if self.presence.session_joined(uid) {
-            self.tell_presence(uid, true);
-        }
-        self.announce_presence();
-    }
-
-    /// Sessions of these members went (each uid once per session).
-    fn sessions_went(&mut self, uids: Vec<u64>) {
-        for uid in uids {
-            if self.presence.session_left(uid) {
-                self.tell_presence(uid, false);
-            }
-        }
-    }
-
-    /// Tells the other nodes that `uid` came online here, or went.
-    fn tell_presence(&self, uid: u64, online: bool) {
-        if let Some(bus) = self.settings.bus.as_ref().filter(|_| self.has_presence()) {
-            bus.tell_group(self.gid, &GroupNews::Presence { uid, online });
-        }
-    }
-
-    /// Tells the online sessions who came and who went (departures after the debounce).
-    fn announce_presence(&mut self) {
-        if !self.has_presence() {
-            return;
-        }
-        let now = Instant::now();
-        self.presence.forget_silent(now, PRESENCE_SILENCE);
-        let told = self
-            .presence
-            .announcements(now, self.settings.presence_debounce);
-        if told.is_empty() {
-            return;
-        }
-        let frames = told
-            .into_iter()
-            .map(|(uid, online)| {
-                let frame = ServerFrame::Presence {
-                    gid: self.gid,
-                    uid,
-                    online,
-                };
-                frame.encode().into()
-            })
-            .collect();
-        let watching = std::mem::take(&mut self.watching);
-        self.push_to(frames, |id| watching.contains(id));
-        self.watching = watching
-            .into_iter()
-            .filter(|id| self.online.contains_key(id))
-            .collect();
-    }
-
-    /// Tells the other nodes everyone online here.
-    fn tell_online_here(&self) {
-        if let Some(bus) = self.settings.bus.as_ref().filter(|_| self.has_presence()) {
-            let uids = self.presence.here();
-            bus.tell_group(self.gid, &GroupNews::Online { uids });
-        }
-    }
-
-    /// Follows the group's subject on the bus, then asks who is online elsewhere and where
-    /// storage stands (commits between the load and the subscription have no copy here).
-    fn follow(&mut self, bus: Bus, ctx: &mut Context<Self>) {
-        let gid = self.gid;
-        let following = async move { bus.follow_group(gid).await };
-        ctx.spawn(following.into_actor(self).map(|followed, act, ctx| {
-            let _span = act.in_span();
-            match followed {
-                Ok(news) => {
-                    ctx.add_stream(news);
-                    if let Some(bus) = act.settings.bus.as_ref().filter(|_| act.has_presence()) {
-                        bus.tell_group(act.gid, &GroupNews::WhoIsOnline);
-                    }
-                    act.check_position(ctx);
-                }
-                Err(error) => tracing::warn!(%error, "cannot follow the group on NATS"),
-            }
-        }));
-    }
-
-    /// Reads the group's newest stored msgid, and fills what is missing below it.
-    fn check_position(&mut self, ctx: &mut Context<Self>) {
-        let (store, gid) = (self.store.clone(), self.gid);
-        let reading = async move { store.group_latest(gid).await };
-        ctx.spawn(
-            reading.instrument(self.span.clone()).into_actor(self).map(
-                |read, act, ctx| match read {
-                    Ok(Some(latest)) => {
-                        act.in_order.committed_up_to(latest);
-                        act.fill_gaps(ctx);
-                    }
-                    Ok(None) => {}
-                    Err(error) => tracing::warn!(%error, "cannot read the group's position"),
-                },
-            ),
-        );
-    }
-
     /// The acks not yet handed to the ack writer, as one batch.
     fn take_unflushed(&mut self) -> WriteAcks {
         let gid = self.gid;
@@ -583,11 +417,7 @@ impl Actor for GroupActor {
         });
         let check_every = (self.settings.idle / 2).max(Duration::from_millis(100));
         ctx.run_interval(check_every, |act, ctx| act.check_idle(ctx));
-        let announce_every = (self.settings.presence_debounce / 4).max(Duration::from_millis(50));
-        ctx.run_interval(announce_every, |act, _| act.announce_presence());
-        if self.settings.bus.is_some() {
-            ctx.run_interval(PRESENCE_REFRESH, |act, _| act.tell_online_here());
-        }
+        self.keep_presence(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -777,176 +607,6 @@ impl Handler<CursorOf> for GroupActor {
     }
 }
 
-impl Handler<GroupChange> for GroupActor {
-    type Result = ();
-
-    fn handle(&mut self, GroupChange(steps): GroupChange, ctx: &mut Self::Context) {
-        let _span = self.in_span();
-        if self.failed.is_some() {
-            return;
-        }
-        let versions = steps.iter().filter_map(|step| match step {
-            GroupStep::Event { version, .. } => Some(*version),
-            _ => None,
-        });
-        let (first, last) = (versions.clone().min(), versions.max());
-        let (Some(first), Some(last)) = (first, last) else {
-            // Notices of versions that are not events (profiles): no order to keep.
-            self.carry_out(InTurn::Next(steps), ctx);
-            return;
-        };
-        for change in self.changes.offer(first, last, steps) {
-            self.carry_out(change, ctx);
-        }
-        self.repair_events(ctx);
-    }
-}
-
-impl GroupActor {
-    /// Carries out a change in its turn; of a stale one (its versions were covered by the
-    /// state loaded, or read from the log), only what cannot be out of date: the sessions of
-    /// members who are members now start receiving, and notices go out.
-    fn carry_out(&mut self, change: InTurn<Vec<GroupStep>>, ctx: &mut Context<Self>) {
-        if self.failed.is_some() {
-            return;
-        }
-        let (steps, stale) = match change {
-            InTurn::Next(steps) => (steps, false),
-            InTurn::Stale(steps) => (steps, true),
-        };
-        for step in steps {
-            match step {
-                GroupStep::Join { uid, sessions } => {
-                    if stale && !self.acks.is_member(uid) {
-                        continue;
-                    }
-                    self.acks.join(uid, self.in_order.pushed());
-                    for session in sessions {
-                        session.inbox.do_send(ToSession::Joined {
-                            gid: self.gid,
-                            group: GroupActor::handle(&ctx.address()),
-                        });
-                        if self.online.insert(session.id, session).is_none() {
-                            self.session_came(uid);
-                        }
-                    }
-                }
-                GroupStep::Notify(versions) => {
-                    let notice = Arc::new(SyncNotice::group(versions));
-                    for session in self.online.values() {
-                        session.inbox.do_send(ToSession::Notify(notice.clone()));
-                    }
-                }
-                _ if stale => {}
-                GroupStep::Event { frame, .. } => self.push(Arc::from([frame])),
-                GroupStep::Leave(uid) => {
-                    self.acks.leave(uid);
-                    self.drop_sessions_of(uid);
-                }
-                GroupStep::Disband => {
-                    let uids: Vec<u64> = self.acks.members().collect();
-                    for uid in uids {
-                        self.drop_sessions_of(uid);
-                    }
-                    self.acks.clear();
-                    let gone = Refusal::GroupMissing { gid: self.gid }.into();
-                    self.fail(gone, ctx);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Reads from the event log, once the grace has passed, the versions missing before a
-    /// change held or below a version a position check found; carries them out as their
-    /// effects would have been, then what was held.
-    fn repair_events(&mut self, ctx: &mut Context<Self>) {
-        if self.repairing || self.changes.gap().is_none() {
-            return;
-        }
-        self.repairing = true;
-        ctx.run_later(EVENT_GRACE, |act, ctx| act.read_events(ctx));
-    }
-
-    fn read_events(&mut self, ctx: &mut Context<Self>) {
-        let Some((after, before)) = self.changes.gap() else {
-            self.repairing = false;
-            return;
-        };
-        let (store, gid, sessions) = (self.store.clone(), self.gid, self.links.sessions.clone());
-        let reading = async move {
-            let events = store.events_between(gid, after, before).await?;
-            let arrivals: Vec<u64> = events.iter().filter_map(arrival).collect();
-            // The directory stops only with the system; then nobody is online to attach.
-            let online = match arrivals.is_empty() {
-                true => Vec::new(),
-                false => sessions
-                    .send(SessionsOf(arrivals))
-                    .await
-                    .unwrap_or_default(),
-            };
-            Ok::<_, StoreError>((events, online))
-        };
-        ctx.spawn(reading.instrument(self.span.clone()).into_actor(self).map(
-            move |read, act, ctx| {
-                let _span = act.in_span();
-                act.repairing = false;
-                let (events, online) = match read {
-                    Ok(read) => read,
-                    Err(error) => {
-                        // Tried again at the next change or position check.
-                        tracing::warn!(%error, after, before, "cannot read missing events");
-                        return;
-                    }
-                };
-                let full_page = events.len() >= 1000;
-                let done = match events.last() {
-                    Some(last) if full_page => last.version,
-                    // Whatever the log no longer holds is gone for good: clients sync.
-                    _ => before - 1,
-                };
-                tracing::debug!(after, before, read = events.len(), "events repaired");
-                act.carry_out(InTurn::Next(repaired_steps(events, online)), ctx);
-                for change in act.changes.done_up_to(done) {
-                    act.carry_out(change, ctx);
-                }
-                act.repair_events(ctx);
-            },
-        ));
-    }
-}
-
-/// The member an event brings, if it brings one.
-fn arrival(event: &LoggedEvent) -> Option<u64> {
-    match event.event {
-        GroupEvent::MemberAdded { uid, .. } => Some(uid),
-        _ => None,
-    }
-}
-
-/// Events read from the log as the steps their change's effects would have made; `online`
-/// are the sessions here of the members they bring.
-fn repaired_steps(events: Vec<LoggedEvent>, online: Vec<SessionHandle>) -> Vec<GroupStep> {
-    let mut steps = Vec::with_capacity(events.len() * 2);
-    for event in events {
-        let frame = ServerFrame::Event(&event).encode().into();
-        steps.push(GroupStep::Event {
-            version: event.version,
-            frame,
-        });
-        match event.event {
-            GroupEvent::MemberAdded { uid, .. } => steps.push(GroupStep::Join {
-                uid,
-                sessions: online.iter().filter(|s| s.uid == uid).cloned().collect(),
-            }),
-            GroupEvent::MemberRemoved { uid, .. } => steps.push(GroupStep::Leave(uid)),
-            GroupEvent::GroupDisbanded { .. } => steps.push(GroupStep::Disband),
-            _ => {}
-        }
-    }
-    steps
-}
-
 impl Handler<FlushAcks> for GroupActor {
     type Result = ResponseFuture<()>;
 
@@ -957,93 +617,4 @@ impl Handler<FlushAcks> for GroupActor {
             let _ = written.await;
         })
     }
-}
-
-impl Handler<Position> for GroupActor {
-    type Result = ();
-
-    fn handle(&mut self, position: Position, ctx: &mut Self::Context) {
-        self.in_order.committed_up_to(position.latest);
-        self.fill_gaps(ctx);
-        self.changes.exists_up_to(position.version);
-        self.repair_events(ctx);
-    }
-}
-
-impl Handler<NodeGone> for GroupActor {
-    type Result = ();
-
-    fn handle(&mut self, NodeGone(node): NodeGone, _: &mut Self::Context) {
-        self.presence.node_gone(&node);
-    }
-}
-
-impl Handler<OnlineIn> for GroupActor {
-    type Result = ResponseActFuture<Self, Result<Vec<u64>, ApiError>>;
-
-    fn handle(&mut self, asked: OnlineIn, _: &mut Self::Context) -> Self::Result {
-        let OnlineIn { uid, session } = asked;
-        // A group just started has not heard the other nodes yet.
-        let settle = match &self.settings.bus {
-            Some(_) => PRESENCE_SETTLE.saturating_sub(self.started.elapsed()),
-            None => Duration::ZERO,
-        };
-        let answer = actix::clock::sleep(settle)
-            .into_actor(self)
-            .map(move |(), act, _| {
-                if let Some(refusal) = act.refusal(uid) {
-                    return Err(refusal);
-                }
-                if !act.has_presence() {
-                    return Err(ApiError::new(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "group {} has more than {} members: presence is off for it",
-                            act.gid, act.settings.presence_max_group
-                        ),
-                    ));
-                }
-                if let Some(session) = session.filter(|id| act.online.contains_key(id)) {
-                    act.watching.insert(session);
-                }
-                Ok(act.presence.online())
-            });
-        Box::pin(answer)
-    }
-}
-
-/// News of the group from the other nodes.
-impl StreamHandler<Heard<GroupNews>> for GroupActor {
-    fn handle(&mut self, heard: Heard<GroupNews>, ctx: &mut Self::Context) {
-        let _span = self.in_span();
-        metrics::global().cluster.received(heard.news.kind());
-        if self.failed.is_some() {
-            return;
-        }
-        match heard.news {
-            GroupNews::Messages(msgs) => {
-                let ready = self.in_order.admit(msgs);
-                self.push_messages(&ready);
-                self.fill_gaps(ctx);
-            }
-            GroupNews::Committed { latest } => {
-                self.in_order.committed_up_to(latest);
-                self.fill_gaps(ctx);
-            }
-            GroupNews::Presence { uid, online } if self.acks.is_member(uid) => {
-                self.presence.heard(heard.from, uid, online, Instant::now());
-                self.announce_presence();
-            }
-            GroupNews::Online { mut uids } => {
-                uids.retain(|uid| self.acks.is_member(*uid));
-                self.presence.heard_all(heard.from, uids, Instant::now());
-                self.announce_presence();
-            }
-            GroupNews::WhoIsOnline => self.tell_online_here(),
-            GroupNews::Presence { .. } => {}
-        }
-    }
-
-    /// The bus closes the subscription only when the node stops; the group carries on.
-    fn finished(&mut self, _: &mut Self::Context) {}
 }
