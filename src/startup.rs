@@ -198,7 +198,7 @@ impl Application {
             _ => tracing::error!("acks could not be flushed in time; members may see redelivery"),
         }
         if let Some(bus) = bus {
-            bus.leave(config.server.shutdown_timeout).await;
+            bus.leave().await;
         }
         for arbiter in arbiters {
             arbiter.stop();

@@ -38,6 +38,10 @@ const LARGEST_CARRIED: usize = 256 * 1024;
 /// consumer), which the node then repairs from PostgreSQL.
 const GROUP_BACKLOG: usize = 4096;
 
+/// Longest a stopping node waits to tell the others it leaves: best effort, as they notice
+/// its silence within seconds anyway.
+const LEAVING_WITHIN: Duration = Duration::from_secs(1);
+
 /// How often rejected messages are logged: once per burst, with how many came.
 const REJECTS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
@@ -234,15 +238,20 @@ impl Bus {
         })
     }
 
-    /// Tells the others this node leaves, and waits (briefly) until NATS has it.
-    pub async fn leave(&self, within: Duration) {
+    /// Tells the others this node leaves, and waits (briefly) until NATS has it; not at all
+    /// when NATS is away.
+    pub async fn leave(&self) {
+        if self.0.client.connection_state() != async_nats::connection::State::Connected {
+            tracing::info!("NATS is away: the other nodes will notice this node's silence");
+            return;
+        }
         let payload = Bytes::from(encode(&self.0.node, &NodeNews::Leaving));
         let told = async {
             self.0.client.publish(NODES_SUBJECT, payload).await?;
             self.0.client.flush().await?;
             anyhow::Ok(())
         };
-        match tokio::time::timeout(within, told).await {
+        match tokio::time::timeout(LEAVING_WITHIN, told).await {
             Ok(Ok(())) => tracing::info!("told the cluster this node leaves"),
             Ok(Err(error)) => tracing::warn!(%error, "could not tell the cluster this node leaves"),
             Err(_) => tracing::warn!("NATS did not take this node's leaving in time"),
