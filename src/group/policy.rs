@@ -361,6 +361,8 @@ pub struct Presence {
     announced: HashSet<u64>,
     /// Members announced online who are not any more, and since when.
     away_since: HashMap<u64, Instant>,
+    /// Whether anything changed since the last announcements (most ticks have nothing to do).
+    changed: bool,
 }
 
 impl Presence {
@@ -368,6 +370,7 @@ impl Presence {
     pub fn session_joined(&mut self, uid: u64) -> bool {
         let sessions = self.local.entry(uid).or_default();
         *sessions += 1;
+        self.changed |= *sessions == 1;
         *sessions == 1
     }
 
@@ -381,6 +384,7 @@ impl Presence {
             return false;
         }
         self.local.remove(&uid);
+        self.changed = true;
         true
     }
 
@@ -391,6 +395,7 @@ impl Presence {
             .entry(node)
             .or_insert_with(|| (now, HashSet::new()));
         *heard = now;
+        self.changed = true;
         if online {
             there.insert(uid);
         } else {
@@ -401,18 +406,21 @@ impl Presence {
     /// Another node told, at `now`, everyone online there.
     pub fn heard_all(&mut self, node: NodeId, uids: Vec<u64>, now: Instant) {
         self.remote.insert(node, (now, uids.into_iter().collect()));
+        self.changed = true;
     }
 
     /// Forgets what nodes told that have said nothing for `max_silence` (they refresh
     /// periodically): a node's news that came after its death was noticed cannot linger.
     pub fn forget_silent(&mut self, now: Instant, max_silence: Duration) {
+        let before = self.remote.len();
         self.remote
             .retain(|_, (heard, _)| now.duration_since(*heard) < max_silence);
+        self.changed |= self.remote.len() != before;
     }
 
     /// A node stopped or went silent: its members are online there no more.
     pub fn node_gone(&mut self, node: &NodeId) {
-        self.remote.remove(node);
+        self.changed |= self.remote.remove(node).is_some();
     }
 
     /// Members with a session on this node.
@@ -430,6 +438,10 @@ impl Presence {
     /// What to announce now, as (uid, online): arrivals at once, departures once the member
     /// has been away for `debounce`.
     pub fn announcements(&mut self, now: Instant, debounce: Duration) -> Vec<(u64, bool)> {
+        if !self.changed && self.away_since.is_empty() {
+            return Vec::new();
+        }
+        self.changed = false;
         let online: HashSet<u64> = self.online().into_iter().collect();
         let mut told = Vec::new();
         for &uid in &online {
