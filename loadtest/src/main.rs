@@ -44,7 +44,8 @@ enum Scenario {
     Idle(idle::IdleArgs),
     /// Faults under load, on a Herald and a PostgreSQL of its own: start before PostgreSQL,
     /// kill -9 cycles, a PostgreSQL outage, a flood of every request kind, SIGTERM; storage
-    /// audited after each.
+    /// audited after each. With --nodes N ≥ 2, on a cluster: nats-server killed, a node cut
+    /// from NATS, a node killed -9.
     Faults(FaultArgs),
 }
 

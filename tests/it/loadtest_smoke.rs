@@ -6,7 +6,7 @@ use herald_loadtest::backend::Backend;
 use herald_loadtest::baseline::Broadcast;
 use herald_loadtest::cluster::Cluster;
 use herald_loadtest::scenarios::fanout::{self, FanoutArgs};
-use herald_loadtest::scenarios::faults::{self, FaultArgs};
+use herald_loadtest::scenarios::faults::{self, FaultArgs, FaultReport};
 use herald_loadtest::scenarios::reconnect::{self, ReconnectArgs};
 use herald_loadtest::target::{Target, TargetArgs};
 
@@ -37,6 +37,28 @@ fn assert_fans_out_to_50(report: &herald_loadtest::report::Report) {
         "{} deliveries for {} stored: {report:?}",
         report.deliveries,
         report.stored
+    );
+}
+
+/// Settings for the harness to start the test build's Herald, on the suite's PostgreSQL or
+/// (None) on one it starts.
+fn started_herald(postgres_url: Option<String>) -> TargetArgs {
+    TargetArgs {
+        url: None,
+        admin_key: None,
+        jwt_secret: None,
+        postgres_url,
+        herald_bin: Some(env!("CARGO_BIN_EXE_herald").into()),
+        server_env: vec![],
+    }
+}
+
+fn assert_passed(report: &FaultReport) {
+    assert!(
+        report.passed(),
+        "lost {}, failed checks {:#?}",
+        report.lost,
+        report.failed()
     );
 }
 
@@ -86,14 +108,7 @@ async fn a_small_fanout_run_delivers_every_message_to_every_member_once() {
 /// senders' node get every message across the bus, and latency is reported by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_fanout_over_two_nodes_reports_each_side_and_loses_nothing() {
-    let target = TargetArgs {
-        url: None,
-        admin_key: None,
-        jwt_secret: None,
-        postgres_url: Some(postgres_url()),
-        herald_bin: Some(env!("CARGO_BIN_EXE_herald").into()),
-        server_env: vec![],
-    };
+    let target = started_herald(Some(postgres_url()));
     let cluster = Cluster::start(&target, 2).await.expect("start two nodes");
     let args = FanoutArgs {
         nodes: 2,
@@ -175,14 +190,7 @@ async fn a_small_reconnect_storm_catches_every_session_up_by_pull() {
 /// `scripts/faults` runs the full one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_fault_run_loses_nothing_and_passes_every_check() {
-    let target = TargetArgs {
-        url: None,
-        admin_key: None,
-        jwt_secret: None,
-        postgres_url: None,
-        herald_bin: Some(env!("CARGO_BIN_EXE_herald").into()),
-        server_env: vec![],
-    };
+    let target = started_herald(None);
     let args = FaultArgs {
         groups: 2,
         members: 5,
@@ -198,16 +206,14 @@ async fn a_short_fault_run_loses_nothing_and_passes_every_check() {
         // loaded machine, where a flooder writes only a few thousand frames a second.
         flood_s: 2.0,
         flooders: 2,
+        nodes: 1,
+        nats_down_s: 0.0,
+        cut_s: 0.0,
     };
     let report = faults::run(&target, &args)
         .await
         .expect("the fault run completes");
-    assert!(
-        report.passed(),
-        "lost {}, failed checks {:#?}",
-        report.lost,
-        report.failed()
-    );
+    assert_passed(&report);
     let cycles: Vec<(&str, u64)> = report
         .faults
         .iter()
@@ -228,5 +234,48 @@ async fn a_short_fault_run_loses_nothing_and_passes_every_check() {
     assert!(
         flood.kinds.iter().all(|kind| kind.written > 0) && flood.flood_sent_latency_ms.count > 0,
         "{flood:?}"
+    );
+}
+
+/// The cluster faults in small, over two nodes: the nats-server down 2 s, the first node cut
+/// from NATS 2 s, the second killed -9, all under load; `faults --nodes N` runs larger ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_cluster_fault_run_loses_nothing_and_passes_every_check() {
+    let target = started_herald(Some(postgres_url()));
+    let args = FaultArgs {
+        groups: 2,
+        members: 5,
+        senders: 1,
+        rate: 40.0,
+        body_bytes: 16,
+        ack_ms: 100,
+        load_s: 1.0,
+        nodes: 2,
+        nats_down_s: 2.0,
+        cut_s: 2.0,
+        // The single-node faults' settings, which a cluster run does not use.
+        pg_late_s: 1.0,
+        kill_cycles: 0,
+        outage_s: 1.0,
+        flood_s: 0.0,
+        flooders: 0,
+    };
+    let report = faults::run(&target, &args)
+        .await
+        .expect("the cluster fault run completes");
+    assert_passed(&report);
+    let faults: Vec<&str> = report.faults.iter().map(|row| row.fault.as_str()).collect();
+    assert_eq!(
+        faults,
+        [
+            "nats-server down 2 s",
+            "node0 cut from NATS 2 s",
+            "node1 killed -9"
+        ]
+    );
+    let repaired = |row: &faults::FaultRow| row.cross_node_delay_ms.is_some_and(|d| d.count > 0);
+    assert!(
+        report.faults[..2].iter().all(repaired) && report.confirmed > 0,
+        "{report:?}"
     );
 }

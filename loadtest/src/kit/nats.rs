@@ -166,7 +166,10 @@ impl Relay {
                 if !accepting.load(Ordering::Acquire) {
                     continue;
                 }
+                // A clone has seen what its original saw, which is no cut at all: without
+                // this, every connection after the first cut would be dropped at once.
                 let mut cut = cut.clone();
+                cut.mark_unchanged();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else {
                         return;

@@ -30,31 +30,35 @@
 //! confirmed messages missing and must be 0). At the end senders stop, their last
 //! unconfirmed messages are resent until confirmed, storage is read again from scratch and
 //! every member must have caught up by push and pull.
+//!
+//! With `--nodes N` (N ≥ 2) the run breaks a cluster instead (`faults/cluster.rs`); both keep
+//! their sessions, checks, rows and audits in a book (`faults/book.rs`).
 
 mod audit;
+mod book;
+mod cluster;
 mod flood;
 mod session;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::kit::client::{self, ConnectError};
 use crate::kit::postgres::{work_dir, PrivatePostgres};
 use crate::progress;
 use crate::report::Percentiles;
-use crate::target::{id_base, Target, TargetArgs};
-use audit::{Audit, GroupAudit};
+use crate::target::{Target, TargetArgs};
+use book::{wait_for, Book, SESSIONS_WITHIN};
 use flood::{FloodReport, Flooder};
-use session::{Control, End, Member, Shared, REPLY_TIMEOUT};
+use session::{End, Member, Shared, REPLY_TIMEOUT};
 
 /// Herald's ack flush interval in this run (default 500 ms): long enough that at the SIGTERM
 /// most acks are held only in memory, so the flush on a graceful stop is what is tested.
@@ -70,12 +74,8 @@ const REQUEST_BUDGET: &str = "1000";
 const READY_WITHIN: Duration = Duration::from_secs(60);
 /// Longest wait for the first `sent` after a fault ends.
 const RECOVERY_WITHIN: Duration = Duration::from_secs(60);
-/// Longest wait for every session to be connected, or to have passed an ack barrier.
-const SESSIONS_WITHIN: Duration = Duration::from_secs(30);
 /// Longest wait for Herald to exit after SIGTERM: its shutdown timeout (10 s) and slack.
 const EXIT_WITHIN: Duration = Duration::from_secs(25);
-/// Longest wait, at the end, for the last sends to be confirmed and readers to catch up.
-const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 /// How soon after the flood `/readyz` must answer 200.
 const READY_AFTER_FLOOD: Duration = Duration::from_secs(2);
 /// How much more memory Herald may hold under the flood than at most in the calm window.
@@ -125,6 +125,17 @@ pub struct FaultArgs {
     /// 0 skips it).
     #[arg(long, default_value_t = 8)]
     pub flooders: usize,
+    /// Nodes: 2 or more run the cluster faults instead (a nats-server killed, a node cut from
+    /// NATS, a node killed -9) on one database of `--postgres-url`; the options of faults
+    /// 1 to 5 other than --load-s then do not apply.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Seconds the nats-server stays down (cluster fault 1).
+    #[arg(long, default_value_t = 4.0)]
+    pub nats_down_s: f64,
+    /// Seconds a node stays cut from NATS (cluster fault 2).
+    #[arg(long, default_value_t = 4.0)]
+    pub cut_s: f64,
 }
 
 /// Everything the fault run reports.
@@ -172,6 +183,10 @@ pub struct FaultRow {
     pub recovery_is: String,
     pub recovery_ms: Vec<f64>,
     pub recovery: Spread,
+    /// Cluster faults: how long after its send was written each message reached a member on
+    /// another node than its sender's, from the fault until every member caught up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_node_delay_ms: Option<Percentiles>,
 }
 
 /// Smallest, median and largest of some durations, in milliseconds.
@@ -256,6 +271,15 @@ impl FaultReport {
              rate-limited {}",
             self.resends, self.dup_replies, self.unanswered, self.rate_limited
         );
+        for row in &self.faults {
+            if let Some(delay) = row.cross_node_delay_ms {
+                println!(
+                    "  {}: {} pushes across nodes, written → pushed p50 {:.1} ms, p99 {:.1} ms, \
+                     max {:.1} ms",
+                    row.fault, delay.count, delay.p50, delay.p99, delay.max
+                );
+            }
+        }
         if let Some(flood) = &self.flood {
             flood.print();
         }
@@ -299,6 +323,9 @@ pub async fn run(target: &TargetArgs, args: &FaultArgs) -> Result<FaultReport> {
              user is not in)"
         );
     }
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
     static RUNS: AtomicU32 = AtomicU32::new(0);
     let dir = work_dir(&format!(
         "faults-{}-{}",
@@ -306,124 +333,35 @@ pub async fn run(target: &TargetArgs, args: &FaultArgs) -> Result<FaultReport> {
         RUNS.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Dropping the run (on error or Ctrl-C) stops Herald, the sessions and PostgreSQL.
+    // Dropping the run (on error or Ctrl-C) stops Herald, the sessions and PostgreSQL (or
+    // the nodes, the nats-server and the database).
+    let go = async {
+        match args.nodes {
+            1 => Run::go(target, args, &dir).await,
+            _ => cluster::go(target, args, &dir).await,
+        }
+    };
     let outcome = tokio::select! {
-        outcome = Run::go(target, args, &dir) => outcome,
+        outcome = go => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     match &outcome {
         Ok(report) if report.passed() => {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        _ => eprintln!(
-            "herald's log is kept in {}",
-            dir.join("herald.log").display()
-        ),
+        _ => eprintln!("herald's logs are kept in {}", dir.display()),
     }
     outcome
-}
-
-/// The simulated members and their tasks; the tasks end when this is dropped.
-struct Sessions {
-    members: Vec<Arc<Member>>,
-    control: watch::Sender<Control>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Sessions {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl Sessions {
-    fn readers(&self) -> impl Iterator<Item = &Arc<Member>> {
-        self.members.iter().filter(|m| !m.sender)
-    }
-
-    fn connected(&self) -> usize {
-        self.members
-            .iter()
-            .filter(|m| m.connected.load(Ordering::SeqCst))
-            .count()
-    }
-
-    fn set(&self, change: impl FnOnce(&mut Control)) {
-        self.control.send_modify(change);
-    }
-}
-
-/// A line of live status under the results printed so far.
-struct Status {
-    bar: indicatif::ProgressBar,
-    phase: Arc<Mutex<String>>,
-    ticker: JoinHandle<()>,
-}
-
-impl Status {
-    fn new(shared: Arc<Shared>, sessions: usize) -> Status {
-        let bar = progress::spinner("starting".into());
-        let phase = Arc::new(Mutex::new(String::from("starting")));
-        let ticker = {
-            let (bar, phase) = (bar.clone(), phase.clone());
-            tokio::spawn(async move {
-                loop {
-                    let c = &shared.counters;
-                    bar.set_message(format!(
-                        "{}  confirmed {}  unavailable {}  resends {}  connected {}/{sessions}",
-                        phase.lock().unwrap(),
-                        Shared::count(&c.confirmed),
-                        Shared::count(&c.unavailable),
-                        Shared::count(&c.resends),
-                        Shared::count(&c.connected),
-                    ));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            })
-        };
-        Status { bar, phase, ticker }
-    }
-
-    fn phase(&self, phase: String) {
-        *self.phase.lock().unwrap() = phase;
-    }
-
-    /// Prints a line above the status (also when stderr is not a terminal).
-    fn say(&self, line: String) {
-        self.bar.suspend(|| println!("{line}"));
-    }
-}
-
-impl Drop for Status {
-    fn drop(&mut self) {
-        self.ticker.abort();
-        self.bar.finish_and_clear();
-    }
-}
-
-/// A fault's phase while it runs: where the counters stood when it began.
-struct PhaseStart {
-    confirmed: u64,
-    unavailable: u64,
 }
 
 /// The run's state. Fields drop in order: the sessions end first, then Herald stops
 /// gracefully while PostgreSQL still runs (so it can flush its acks), then PostgreSQL.
 struct Run<'a> {
-    sessions: Option<Sessions>,
-    status: Status,
+    book: Book,
     target: Target,
     postgres: PrivatePostgres,
     args: &'a FaultArgs,
-    shared: Arc<Shared>,
-    groups: Vec<GroupAudit>,
-    rows: Vec<FaultRow>,
     flood: Option<FloodReport>,
-    checks: Vec<Check>,
-    lost: u64,
-    started: Instant,
 }
 
 impl<'a> Run<'a> {
@@ -445,20 +383,12 @@ impl<'a> Run<'a> {
         )
         .await?;
         setup.finish_and_clear();
-        let shared = Arc::new(Shared::new(herald.addr));
         let mut run = Run {
+            book: Book::new(vec![herald.addr], args.groups * args.members, started),
             args,
             postgres,
             target: herald,
-            shared: shared.clone(),
-            sessions: None,
-            groups: Vec::new(),
-            rows: Vec::new(),
             flood: None,
-            checks: Vec::new(),
-            lost: 0,
-            status: Status::new(shared, args.groups * args.members),
-            started,
         };
         run.start_before_postgres().await?;
         for cycle in 1..=args.kill_cycles {
@@ -469,81 +399,14 @@ impl<'a> Run<'a> {
             run.flood().await?;
         }
         run.sigterm().await?;
-        run.finish().await?;
-        Ok(run.report())
-    }
-
-    fn sessions(&self) -> &Sessions {
-        self.sessions
-            .as_ref()
-            .expect("sessions run from fault 1 on")
-    }
-
-    fn check(&mut self, name: impl Into<String>, passed: bool, detail: impl Into<String>) {
-        let (name, detail) = (name.into(), detail.into());
-        if !passed {
-            self.status.say(format!("  FAILED {name}: {detail}"));
-        }
-        self.checks.push(Check {
-            name,
-            passed,
-            detail,
-        });
-    }
-
-    fn phase_start(&self) -> PhaseStart {
-        let c = &self.shared.counters;
-        PhaseStart {
-            confirmed: Shared::count(&c.confirmed),
-            unavailable: Shared::count(&c.unavailable),
-        }
-    }
-
-    /// Adds the row of a fault kind, or adds a cycle to it.
-    fn record(&mut self, fault: &str, recovery_is: &str, since: &PhaseStart, recovery: Duration) {
-        let c = &self.shared.counters;
-        let (confirmed, unavailable) = (
-            Shared::count(&c.confirmed) - since.confirmed,
-            Shared::count(&c.unavailable) - since.unavailable,
+        run.book.finish(&run.target).await?;
+        let mut report = run.book.report(
+            args,
+            "faults".into(),
+            format!("Herald at {} on a private PostgreSQL", run.target.base_url),
         );
-        let lost = self.lost;
-        let row = match self.rows.iter_mut().find(|r| r.fault == fault) {
-            Some(row) => row,
-            None => {
-                self.rows.push(FaultRow {
-                    fault: fault.into(),
-                    cycles: 0,
-                    confirmed: 0,
-                    unavailable: 0,
-                    lost: 0,
-                    recovery_is: recovery_is.into(),
-                    recovery_ms: Vec::new(),
-                    recovery: Spread::default(),
-                });
-                self.rows.last_mut().expect("just pushed")
-            }
-        };
-        row.cycles += 1;
-        row.confirmed += confirmed;
-        row.unavailable += unavailable;
-        row.lost = row.lost.max(lost);
-        row.recovery_ms.push(recovery.as_secs_f64() * 1000.0);
-        row.recovery = Spread::of(&row.recovery_ms);
-    }
-
-    /// Audits storage against the ledger as it is now; records a check named after `after`.
-    async fn audit(&mut self, after: &str, from_scratch: bool) -> Result<Audit> {
-        let confirmed = self.shared.ledger.lock().unwrap().clone();
-        let found = audit::audit(&self.target, &mut self.groups, &confirmed, from_scratch)
-            .await
-            .with_context(|| format!("reading storage back after {after}"))?;
-        self.lost = self.lost.max(found.lost);
-        self.check(
-            format!("complete after {after}"),
-            found.clean(),
-            format!("{found:?}"),
-        );
-        Ok(found)
+        report.flood = run.flood.take();
+        Ok(report)
     }
 
     /// Waits for the first `sent` after the mark; returns how long after `from` it came (0 if
@@ -551,7 +414,7 @@ impl<'a> Run<'a> {
     async fn wait_recovered(&self, from: Instant, what: &str) -> Result<Duration> {
         let deadline = Instant::now() + RECOVERY_WITHIN;
         loop {
-            if let Some(at) = self.shared.recovered() {
+            if let Some(at) = self.book.shared.recovered() {
                 return Ok(at.saturating_duration_since(from));
             }
             if Instant::now() >= deadline {
@@ -576,31 +439,13 @@ impl<'a> Run<'a> {
         Ok(from.elapsed())
     }
 
-    async fn wait_connected(&self) -> Result<()> {
-        let sessions = self.sessions();
-        wait_for(SESSIONS_WITHIN, || {
-            sessions.connected() == sessions.members.len()
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "only {} of {} sessions connected",
-                sessions.connected(),
-                sessions.members.len()
-            )
-        })
-    }
-
-    async fn load(&self) {
-        tokio::time::sleep(Duration::from_secs_f64(self.args.load_s)).await;
-    }
-
     /// Fault 1, then the provisioning and the load that every later fault runs under.
     async fn start_before_postgres(&mut self) -> Result<()> {
         const FAULT: &str = "start before PostgreSQL";
-        self.status
+        self.book
+            .status
             .phase(format!("{FAULT}: Herald up, PostgreSQL down"));
-        let since = self.phase_start();
+        let since = self.book.phase_start();
         let down_for = Duration::from_secs_f64(self.args.pg_late_s);
         let began = Instant::now();
         let (mut probes, mut wrong) = (0u64, Vec::new());
@@ -613,7 +458,7 @@ impl<'a> Run<'a> {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        self.check(
+        self.book.check(
             format!("{FAULT}: /healthz 200 and /readyz 503 while PostgreSQL is down"),
             wrong.is_empty(),
             format!("{probes} probes; wrong: {wrong:?}"),
@@ -628,7 +473,7 @@ impl<'a> Run<'a> {
             Err(ConnectError::Refused(status)) => status.to_string(),
             Err(other) => other.to_string(),
         };
-        self.check(
+        self.book.check(
             format!("{FAULT}: requests and WebSocket upgrades answered 503 unavailable"),
             status == 503 && body["error"]["code"] == "unavailable" && upgrade.starts_with("503"),
             format!("POST /v1/admin/users: {status} {body}; WebSocket upgrade: {upgrade}"),
@@ -643,7 +488,7 @@ impl<'a> Run<'a> {
             .context("after PostgreSQL started")?;
         self.target.wait_ready(READY_WITHIN).await?;
         let running = self.target.running();
-        self.check(
+        self.book.check(
             format!("{FAULT}: the process started first is the one that becomes ready"),
             running,
             format!(
@@ -652,75 +497,21 @@ impl<'a> Run<'a> {
                 postgres_took.as_secs_f64()
             ),
         );
-        self.status.say(format!(
+        self.book.status.say(format!(
             "{FAULT}: /readyz 200 {:.2} s after PostgreSQL was started (its own start-up took \
              {:.2} s); {probes} probes found it not ready before",
             ready_after.as_secs_f64(),
             postgres_took.as_secs_f64()
         ));
 
-        self.status.phase("provisioning".into());
-        self.provision().await?;
-        self.wait_connected().await?;
-        self.status.phase(format!("{FAULT}: load"));
-        self.load().await;
-        self.audit(FAULT, false).await?;
-        self.record(FAULT, "PostgreSQL start → /readyz 200", &since, ready_after);
-        Ok(())
-    }
-
-    /// Creates the users and groups, and starts every member's session.
-    async fn provision(&mut self) -> Result<()> {
-        let args = self.args;
-        let base = id_base();
-        let uids: Vec<u64> = (0..(args.groups * args.members) as u64)
-            .map(|i| base + i)
-            .collect();
-        self.target.create_users(&uids).await?;
-        let tokens = self.target.tokens(&uids).await?;
-        let (control, control_rx) = watch::channel(Control {
-            sending: true,
-            acking: true,
-            barrier: 0,
-            stop: false,
-        });
-        let interval =
-            Duration::from_secs_f64((args.groups * args.senders) as f64 / args.rate.max(0.001));
-        let mut members = Vec::new();
-        let mut tasks = Vec::new();
-        for g in 0..args.groups {
-            let gid = base + g as u64;
-            let in_group = &uids[g * args.members..(g + 1) * args.members];
-            self.target.create_group(gid, in_group).await?;
-            let senders: HashSet<u64> = in_group[..args.senders].iter().copied().collect();
-            let first = g * args.members;
-            self.groups
-                .push(GroupAudit::new(gid, tokens[first].clone(), senders));
-            for (k, &uid) in in_group.iter().enumerate() {
-                let n = first + k;
-                let member = Arc::new(Member::new(
-                    uid,
-                    gid,
-                    k < args.senders,
-                    tokens[n].clone(),
-                    n,
-                ));
-                tasks.push(tokio::spawn(session::run(
-                    self.shared.clone(),
-                    member.clone(),
-                    interval,
-                    args.body_bytes,
-                    Duration::from_millis(args.ack_ms),
-                    control_rx.clone(),
-                )));
-                members.push(member);
-            }
-        }
-        self.sessions = Some(Sessions {
-            members,
-            control,
-            tasks,
-        });
+        self.book.status.phase("provisioning".into());
+        self.book.provision(&self.target, self.args).await?;
+        self.book.wait_connected().await?;
+        self.book.status.phase(format!("{FAULT}: load"));
+        book::load(self.args).await;
+        self.book.audit(&self.target, FAULT, false).await?;
+        self.book
+            .record(FAULT, "PostgreSQL start → /readyz 200", &since, ready_after);
         Ok(())
     }
 
@@ -728,26 +519,32 @@ impl<'a> Run<'a> {
     async fn kill_cycle(&mut self, cycle: usize) -> Result<()> {
         const FAULT: &str = "kill -9 under load";
         let of = self.args.kill_cycles;
-        self.status.phase(format!("kill -9 {cycle}/{of}: load"));
-        let since = self.phase_start();
-        self.load().await;
+        self.book
+            .status
+            .phase(format!("kill -9 {cycle}/{of}: load"));
+        let since = self.book.phase_start();
+        book::load(self.args).await;
         self.target.kill()?;
-        self.shared.mark(true);
+        self.book.shared.mark(true);
         let restarted = Instant::now();
-        self.status
+        self.book
+            .status
             .phase(format!("kill -9 {cycle}/{of}: restarting"));
         self.target.restart().await?;
         let recovery = self
             .wait_recovered(restarted, &format!("kill -9 {cycle}"))
             .await?;
-        self.audit(&format!("kill -9 {cycle}"), false).await?;
-        self.record(FAULT, "restart → first sent", &since, recovery);
-        self.status.say(format!(
+        self.book
+            .audit(&self.target, &format!("kill -9 {cycle}"), false)
+            .await?;
+        self.book
+            .record(FAULT, "restart → first sent", &since, recovery);
+        self.book.status.say(format!(
             "kill -9 {cycle}/{of}: first send confirmed {:.2} s after the restart; {} confirmed \
              so far, lost {}",
             recovery.as_secs_f64(),
-            Shared::count(&self.shared.counters.confirmed),
-            self.lost
+            Shared::count(&self.book.shared.counters.confirmed),
+            self.book.lost
         ));
         Ok(())
     }
@@ -755,15 +552,15 @@ impl<'a> Run<'a> {
     /// Fault 3: PostgreSQL stopped under load, then started again; Herald is not restarted.
     async fn postgres_outage(&mut self) -> Result<()> {
         let fault = format!("PostgreSQL stopped {} s", self.args.outage_s);
-        self.wait_connected().await?;
-        self.status.phase(format!("{fault}: load"));
-        let since = self.phase_start();
-        self.load().await;
+        self.book.wait_connected().await?;
+        self.book.status.phase(format!("{fault}: load"));
+        let since = self.book.phase_start();
+        book::load(self.args).await;
         let pid = self.target.pid();
-        let unavailable_before = Shared::count(&self.shared.counters.unavailable);
-        let ends_before = Shared::count(&self.shared.counters.ends);
+        let unavailable_before = Shared::count(&self.book.shared.counters.unavailable);
+        let ends_before = Shared::count(&self.book.shared.counters.ends);
         self.postgres.stop().await?;
-        self.status.phase(format!("{fault}: PostgreSQL down"));
+        self.book.status.phase(format!("{fault}: PostgreSQL down"));
         let down = Instant::now();
         let (mut probes, mut wrong) = (0u64, Vec::new());
         while down.elapsed() < Duration::from_secs_f64(self.args.outage_s) {
@@ -774,27 +571,28 @@ impl<'a> Run<'a> {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let unavailable = Shared::count(&self.shared.counters.unavailable) - unavailable_before;
+        let unavailable =
+            Shared::count(&self.book.shared.counters.unavailable) - unavailable_before;
         // Timed from the start command, as PostgreSQL's own start-up is part of the outage a
         // client sees (and Herald may confirm sends before the command has returned).
-        self.shared.mark(false);
+        self.book.shared.mark(false);
         let started = Instant::now();
         self.postgres.start_again().await?;
         let postgres_took = started.elapsed();
-        self.status.phase(format!("{fault}: PostgreSQL back"));
+        self.book.status.phase(format!("{fault}: PostgreSQL back"));
         let recovery = self.wait_recovered(started, "PostgreSQL came back").await?;
-        let ends = Shared::count(&self.shared.counters.ends) - ends_before;
-        self.check(
+        let ends = Shared::count(&self.book.shared.counters.ends) - ends_before;
+        self.book.check(
             format!("{fault}: sends answered unavailable"),
             unavailable > 0,
             format!("{unavailable} unavailable answers"),
         );
-        self.check(
+        self.book.check(
             format!("{fault}: /readyz 503 throughout"),
             wrong.is_empty(),
             format!("{probes} probes; other answers: {wrong:?}"),
         );
-        self.check(
+        self.book.check(
             format!("{fault}: sessions stayed open"),
             ends == 0,
             format!("{ends} connections ended"),
@@ -804,7 +602,7 @@ impl<'a> Run<'a> {
             .await
             .context("after PostgreSQL started")?;
         let same = self.target.running() && self.target.pid() == pid;
-        self.check(
+        self.book.check(
             format!("{fault}: the same process serves again, not restarted"),
             same,
             format!(
@@ -816,9 +614,10 @@ impl<'a> Run<'a> {
                 postgres_took.as_secs_f64()
             ),
         );
-        self.audit(&fault, false).await?;
-        self.record(&fault, "PostgreSQL start → first sent", &since, recovery);
-        self.status.say(format!(
+        self.book.audit(&self.target, &fault, false).await?;
+        self.book
+            .record(&fault, "PostgreSQL start → first sent", &since, recovery);
+        self.book.status.say(format!(
             "{fault}: {unavailable} sends answered unavailable; first send confirmed {:.2} s \
              after PostgreSQL was started (its own start-up took {:.2} s)",
             recovery.as_secs_f64(),
@@ -832,15 +631,15 @@ impl<'a> Run<'a> {
         let args = self.args;
         let fault = format!("flood by {} sessions", args.flooders);
         let window = Duration::from_secs_f64(args.flood_s);
-        self.wait_connected().await?;
-        let since = self.phase_start();
-        let c = &self.shared.counters;
+        self.book.wait_connected().await?;
+        let since = self.book.phase_start();
+        let c = &self.book.shared.counters;
         let (unanswered_before, ends_before) =
             (Shared::count(&c.unanswered), Shared::count(&c.ends));
-        self.status.phase(format!("{fault}: calm"));
+        self.book.status.phase(format!("{fault}: calm"));
         let calm = self.measure(window).await;
 
-        self.status.phase(format!("{fault}: flooding"));
+        self.book.status.phase(format!("{fault}: flooding"));
         let tallies = flood::tallies();
         let mut flooders = JoinSet::new();
         for flooder in self.flooders() {
@@ -857,7 +656,7 @@ impl<'a> Run<'a> {
         let report = FloodReport::new(args.flooders, window, calm, flooded, &tallies);
 
         let ready = self.wait_readyz(ended, READY_AFTER_FLOOD).await;
-        self.check(
+        self.book.check(
             format!("{fault}: /readyz 200 within {READY_AFTER_FLOOD:?} after it"),
             ready.is_ok(),
             match &ready {
@@ -870,7 +669,7 @@ impl<'a> Run<'a> {
             Err(_) => self.wait_readyz(ended, READY_WITHIN).await?,
         };
         // Every send written by the end of the flood has its reply within the reply timeout.
-        let sessions = self.sessions();
+        let sessions = self.book.sessions();
         let waiting = || {
             sessions
                 .members
@@ -879,10 +678,10 @@ impl<'a> Run<'a> {
                 .count()
         };
         let _ = wait_for(REPLY_TIMEOUT, || waiting() == 0).await;
-        let (waiting, c) = (waiting(), &self.shared.counters);
+        let (waiting, c) = (waiting(), &self.book.shared.counters);
         let unanswered = Shared::count(&c.unanswered) - unanswered_before;
         let ends = Shared::count(&c.ends) - ends_before;
-        self.check(
+        self.book.check(
             format!("{fault}: every honest send answered"),
             waiting == 0 && unanswered == 0,
             format!(
@@ -890,7 +689,7 @@ impl<'a> Run<'a> {
                  waiting then for a reply to a send written by the end of the flood"
             ),
         );
-        self.check(
+        self.book.check(
             format!("{fault}: honest sessions stayed open"),
             ends == 0,
             format!("{ends} connections ended"),
@@ -901,7 +700,7 @@ impl<'a> Run<'a> {
             .filter(|kind| !kind.held_back())
             .map(|kind| kind.kind.as_str())
             .collect();
-        self.check(
+        self.book.check(
             format!("{fault}: every kind refused rate_limited or closed"),
             free.is_empty(),
             format!(
@@ -910,7 +709,7 @@ impl<'a> Run<'a> {
             ),
         );
         let (calm_rss, flood_rss) = (report.calm_rss_peak_bytes, report.flood_rss_peak_bytes);
-        self.check(
+        self.book.check(
             format!(
                 "{fault}: memory under the flood at most {} MiB above the calm peak",
                 FLOOD_RSS_GROWTH >> 20
@@ -918,9 +717,10 @@ impl<'a> Run<'a> {
             flood_rss <= calm_rss + FLOOD_RSS_GROWTH,
             format!("RSS at most {calm_rss} bytes calm, {flood_rss} bytes flooded"),
         );
-        self.audit(&fault, false).await?;
-        self.record(&fault, "flood end → /readyz 200", &since, recovery);
-        self.status.say(format!(
+        self.book.audit(&self.target, &fault, false).await?;
+        self.book
+            .record(&fault, "flood end → /readyz 200", &since, recovery);
+        self.book.status.say(format!(
             "{fault}: {} frames written, {} refused rate_limited, {} connections ended by \
              Herald; honest sent p99 {:.1} ms calm, {:.1} ms flooded; /readyz 200 {:.3} s after",
             report.total.written,
@@ -942,8 +742,9 @@ impl<'a> Run<'a> {
         (0..args.flooders)
             .map(|i| {
                 let g = i % args.groups;
-                let gid = self.groups[g].gid();
+                let gid = self.book.groups[g].gid();
                 let member = self
+                    .book
                     .sessions()
                     .readers()
                     .filter(|m| m.gid == gid)
@@ -952,7 +753,7 @@ impl<'a> Run<'a> {
                     .clone();
                 Flooder {
                     member,
-                    foreign_gid: self.groups[(g + 1) % args.groups].gid(),
+                    foreign_gid: self.book.groups[(g + 1) % args.groups].gid(),
                     n: args.groups * args.members + i,
                 }
             })
@@ -962,7 +763,7 @@ impl<'a> Run<'a> {
     /// Runs the load for `window`, timing every honest `sent` and sampling Herald's memory
     /// every `RSS_EVERY`; returns the latencies and the largest sample.
     async fn measure(&self, window: Duration) -> (Percentiles, u64) {
-        self.shared.start_timing_sends();
+        self.book.shared.sent_latency.start();
         let end = Instant::now() + window;
         let mut peak = 0;
         loop {
@@ -973,24 +774,24 @@ impl<'a> Run<'a> {
             }
             tokio::time::sleep(left.min(RSS_EVERY)).await;
         }
-        (Percentiles::of(&self.shared.take_sent_latency()), peak)
+        (Percentiles::of(&self.book.shared.sent_latency.take()), peak)
     }
 
     /// Fault 5: SIGTERM under load, then a restart.
     async fn sigterm(&mut self) -> Result<()> {
         const FAULT: &str = "SIGTERM under load";
-        self.wait_connected().await?;
-        self.status.phase(format!("{FAULT}: load"));
-        let since = self.phase_start();
-        self.load().await;
+        self.book.wait_connected().await?;
+        self.book.status.phase(format!("{FAULT}: load"));
+        let since = self.book.phase_start();
+        book::load(self.args).await;
 
         // Readers stop acking and pass a barrier: every ack they wrote has been read.
-        let barrier = self.sessions().control.borrow().barrier + 1;
-        self.sessions().set(|c| {
+        let barrier = self.book.sessions().control.borrow().barrier + 1;
+        self.book.sessions().set(|c| {
             c.acking = false;
             c.barrier = barrier;
         });
-        let sessions = self.sessions();
+        let sessions = self.book.sessions();
         wait_for(SESSIONS_WITHIN, || {
             sessions
                 .readers()
@@ -1008,15 +809,15 @@ impl<'a> Run<'a> {
             .filter(|(key, &ack)| stored_before.get(key).copied().unwrap_or(0) < ack)
             .count();
 
-        self.status.phase(format!("{FAULT}: stopping"));
+        self.book.status.phase(format!("{FAULT}: stopping"));
         let signalled = Instant::now();
         let exit = self.target.terminate(EXIT_WITHIN).await?;
-        self.check(
+        self.book.check(
             format!("{FAULT}: the process exited 0"),
             exit.success(),
             format!("{exit} after {:.2} s", signalled.elapsed().as_secs_f64()),
         );
-        let sessions = self.sessions();
+        let sessions = self.book.sessions();
         let ended = |m: &Arc<Member>| {
             let end = *m.last_end.lock().unwrap();
             end.filter(|(at, _)| *at >= signalled).map(|(_, end)| end)
@@ -1035,7 +836,7 @@ impl<'a> Run<'a> {
             .filter(|e| **e != Some(End::Closed(Some(1012))))
             .collect();
         let total = ends.len();
-        self.check(
+        self.book.check(
             format!("{FAULT}: every session closed with 1012"),
             closed_1012 == total,
             format!("{closed_1012} of {total}; others: {others:?}"),
@@ -1051,7 +852,7 @@ impl<'a> Run<'a> {
                 )
             })
             .collect();
-        self.check(
+        self.book.check(
             format!("{FAULT}: every ack read before the signal is stored"),
             behind.is_empty(),
             format!(
@@ -1061,16 +862,17 @@ impl<'a> Run<'a> {
             ),
         );
 
-        self.shared.mark(true);
+        self.book.shared.mark(true);
         let restarted = Instant::now();
         self.target.restart().await?;
-        self.sessions().set(|c| c.acking = true);
+        self.book.sessions().set(|c| c.acking = true);
         let recovery = self
             .wait_recovered(restarted, "the restart after SIGTERM")
             .await?;
-        self.audit(FAULT, false).await?;
-        self.record(FAULT, "restart → first sent", &since, recovery);
-        self.status.say(format!(
+        self.book.audit(&self.target, FAULT, false).await?;
+        self.book
+            .record(FAULT, "restart → first sent", &since, recovery);
+        self.book.status.say(format!(
             "{FAULT}: {closed_1012}/{total} sessions closed 1012, herald {exit}, {in_memory} acks \
              flushed from memory; first send confirmed {:.2} s after the restart",
             recovery.as_secs_f64()
@@ -1080,7 +882,12 @@ impl<'a> Run<'a> {
 
     /// Every member's stored watermark: (gid, uid) → last_ack_msgid.
     async fn stored_acks(&self) -> Result<HashMap<(u64, u64), u64>> {
-        let gids: Vec<String> = self.groups.iter().map(|g| g.gid().to_string()).collect();
+        let gids: Vec<String> = self
+            .book
+            .groups
+            .iter()
+            .map(|g| g.gid().to_string())
+            .collect();
         let rows = self
             .postgres
             .query(&format!(
@@ -1100,103 +907,4 @@ impl<'a> Run<'a> {
             })
             .collect()
     }
-
-    /// Stops sending, waits for the last confirmations, reads storage again from scratch
-    /// and waits for every reader to catch up.
-    async fn finish(&mut self) -> Result<()> {
-        self.status.phase("draining".into());
-        self.sessions().set(|c| c.sending = false);
-        let sessions = self.sessions();
-        let unconfirmed = || -> u64 {
-            sessions
-                .members
-                .iter()
-                .map(|m| m.unconfirmed.load(Ordering::SeqCst))
-                .sum()
-        };
-        let _ = wait_for(DRAIN_WITHIN, || unconfirmed() == 0).await;
-        let left = unconfirmed();
-        self.check(
-            "every send confirmed in the end",
-            left == 0,
-            format!("{left} still unconfirmed after {DRAIN_WITHIN:?}"),
-        );
-        let found = self
-            .audit("the run (read again from msgid 1)", true)
-            .await?;
-        let latest: HashMap<u64, u64> = self.groups.iter().map(|g| (g.gid(), g.latest())).collect();
-        let sessions = self.sessions();
-        let behind = || -> Vec<String> {
-            sessions
-                .readers()
-                .filter(|m| {
-                    m.contiguous.load(Ordering::SeqCst) < latest.get(&m.gid).copied().unwrap_or(0)
-                })
-                .map(|m| format!("uid {} at {}", m.uid, m.contiguous.load(Ordering::SeqCst)))
-                .collect()
-        };
-        let _ = wait_for(DRAIN_WITHIN, || behind().is_empty()).await;
-        let behind = behind();
-        self.check(
-            "every reader caught up by push and pull",
-            behind.is_empty(),
-            format!("{} messages stored; behind: {behind:?}", found.stored),
-        );
-        let problems = self.shared.problems.lock().unwrap().clone();
-        self.check(
-            "no contradictory reply and no refusal",
-            problems.is_empty(),
-            format!(
-                "{} problems: {:?}",
-                problems.len(),
-                &problems[..problems.len().min(5)]
-            ),
-        );
-        self.sessions().set(|c| c.stop = true);
-        if let Some(mut sessions) = self.sessions.take() {
-            for task in sessions.tasks.drain(..) {
-                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-            }
-        }
-        Ok(())
-    }
-
-    fn report(&self) -> FaultReport {
-        let c = &self.shared.counters;
-        let args = self.args;
-        FaultReport {
-            scenario: "faults".into(),
-            target: format!("Herald at {} on a private PostgreSQL", self.target.base_url),
-            finished_unix_s: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            groups: args.groups as u64,
-            sessions: (args.groups * args.members) as u64,
-            senders: (args.groups * args.senders) as u64,
-            rate: args.rate,
-            duration_s: self.started.elapsed().as_secs_f64(),
-            confirmed: Shared::count(&c.confirmed),
-            unavailable: Shared::count(&c.unavailable),
-            rate_limited: Shared::count(&c.rate_limited),
-            resends: Shared::count(&c.resends),
-            dup_replies: Shared::count(&c.dup_replies),
-            unanswered: Shared::count(&c.unanswered),
-            lost: self.lost,
-            faults: self.rows.clone(),
-            flood: self.flood.clone(),
-            checks: self.checks.clone(),
-        }
-    }
-}
-
-/// Polls `done` every 20 ms until it holds (Ok) or `within` passes (Err).
-async fn wait_for(within: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + within;
-    while !done() {
-        if Instant::now() >= deadline {
-            bail!("not within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
 }

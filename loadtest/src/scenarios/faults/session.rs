@@ -6,10 +6,15 @@
 //! before the fault must come back `dup:true` with its original msgid. A reader receives pushes,
 //! catches up by pull after each reconnect, and acks what it holds. Every confirmation goes into
 //! one ledger, (gid, cmid) → msgid, which the audit checks storage against.
+//!
+//! Over a cluster every member has a home node and reconnects there first, then to the next
+//! nodes in turn; readers check that what is pushed on one connection is dense and in msgid
+//! order, and time pushes that crossed nodes (each body names when and from which node it was
+//! written).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,6 +64,10 @@ pub struct Member {
     pub(super) token: String,
     /// Its n-th place among all sessions, which spreads source addresses.
     n: usize,
+    /// The node it connects to first, every time.
+    home: usize,
+    /// The node of its current (or last) connection.
+    pub node: AtomicUsize,
     pub connected: AtomicBool,
     /// When and how its latest connection ended.
     pub last_end: Mutex<Option<(Instant, End)>>,
@@ -76,13 +85,15 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn new(uid: u64, gid: u64, sender: bool, token: String, n: usize) -> Member {
+    pub fn new(uid: u64, gid: u64, sender: bool, token: String, n: usize, home: usize) -> Member {
         Member {
             uid,
             gid,
             sender,
             token,
             n,
+            home,
+            node: AtomicUsize::new(home),
             connected: AtomicBool::new(false),
             last_end: Mutex::new(None),
             contiguous: AtomicU64::new(0),
@@ -111,12 +122,52 @@ pub struct Counters {
     pub ends: AtomicU64,
     /// Sessions connected now.
     pub connected: AtomicU64,
+    /// Pushes on one connection above the next msgid due (a gap in the live stream)…
+    pub stream_gaps: AtomicU64,
+    /// …and at or below the last one pushed (a repeat, or out of order).
+    pub stream_repeats: AtomicU64,
+}
+
+/// A latency histogram filled only while a window is being timed.
+#[derive(Default)]
+pub struct Timing(Mutex<Option<Histogram<u64>>>);
+
+impl Timing {
+    /// Starts timing afresh.
+    pub fn start(&self) {
+        *self.0.lock().unwrap() = Some(record::histogram());
+    }
+
+    /// Stops timing; returns the latencies since the start.
+    pub fn take(&self) -> Histogram<u64> {
+        self.0
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(record::histogram)
+    }
+
+    fn record(&self, latency: Duration) {
+        if let Some(histogram) = self.0.lock().unwrap().as_mut() {
+            histogram.saturating_record(latency.as_micros() as u64);
+        }
+    }
+}
+
+/// What a sender writes in each body besides its cmid, for readers to time the delivery.
+#[derive(serde::Deserialize)]
+struct Stamp {
+    /// When the send was written, in ns since the run's epoch.
+    t: Option<u64>,
+    /// The node the sender was connected to.
+    n: Option<usize>,
 }
 
 /// The sessions' shared state: the ledger, the counters, and the recovery mark.
 pub struct Shared {
     epoch: Instant,
-    addr: SocketAddr,
+    /// Every node's address (one for a single Herald).
+    nodes: Vec<SocketAddr>,
     /// (gid, cmid) → msgid of every confirmed message.
     pub ledger: Mutex<HashMap<(u64, String), u64>>,
     /// Contradictions the sessions saw: a cmid confirmed with two msgids, a refusal other
@@ -124,8 +175,13 @@ pub struct Shared {
     pub problems: Mutex<Vec<String>>,
     pub counters: Counters,
     /// While timing (the flood's windows): the latency of every `sent`, from the writing of
-    /// its send, in microseconds.
-    sent_latency: Mutex<Option<Histogram<u64>>>,
+    /// its send.
+    pub sent_latency: Timing,
+    /// While timing (cluster faults): how long after its send was written a message was
+    /// pushed to a reader on another node than its sender's…
+    pub cross_node_delay: Timing,
+    /// …a reader on this node only, if it is not `usize::MAX`.
+    cross_node_to: AtomicUsize,
     /// Recovery is timed from this mark (ns since `epoch`) to the first `sent` after it…
     mark_ns: AtomicU64,
     /// …on a connection opened after it, when the server was restarted (a `sent` the old
@@ -135,18 +191,25 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(addr: SocketAddr) -> Shared {
+    pub fn new(nodes: Vec<SocketAddr>) -> Shared {
         Shared {
             epoch: Instant::now(),
-            addr,
+            nodes,
             ledger: Mutex::default(),
             problems: Mutex::default(),
             counters: Counters::default(),
-            sent_latency: Mutex::new(None),
+            sent_latency: Timing::default(),
+            cross_node_delay: Timing::default(),
+            cross_node_to: AtomicUsize::new(usize::MAX),
             mark_ns: AtomicU64::new(u64::MAX),
             mark_new_connections: AtomicBool::new(false),
             first_sent_ns: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// How many nodes the sessions are spread over.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
     }
 
     fn now_ns(&self) -> u64 {
@@ -177,24 +240,22 @@ impl Shared {
         }
     }
 
-    /// Starts timing every `sent` afresh.
-    pub fn start_timing_sends(&self) {
-        *self.sent_latency.lock().unwrap() = Some(record::histogram());
+    /// Starts timing pushes across nodes afresh: to readers on `to` only, or on any node.
+    pub fn start_timing_cross_node(&self, to: Option<usize>) {
+        self.cross_node_to
+            .store(to.unwrap_or(usize::MAX), Ordering::SeqCst);
+        self.cross_node_delay.start();
     }
 
-    /// Stops timing; returns the latencies since the start.
-    pub fn take_sent_latency(&self) -> Histogram<u64> {
-        self.sent_latency
-            .lock()
-            .unwrap()
-            .take()
-            .unwrap_or_else(record::histogram)
-    }
-
-    /// A `sent` came `latency` after its send was written.
-    fn time_sent(&self, latency: Duration) {
-        if let Some(histogram) = self.sent_latency.lock().unwrap().as_mut() {
-            histogram.saturating_record(latency.as_micros() as u64);
+    /// A push stamped `stamp` reached a reader on `node`.
+    fn on_push(&self, stamp: &Stamp, node: usize) {
+        let (Some(written), Some(from)) = (stamp.t, stamp.n) else {
+            return;
+        };
+        let to = self.cross_node_to.load(Ordering::Relaxed);
+        if from != node && (to == usize::MAX || to == node) {
+            let delay = self.now_ns().saturating_sub(written);
+            self.cross_node_delay.record(Duration::from_nanos(delay));
         }
     }
 
@@ -250,18 +311,24 @@ async fn open(
     control: &mut watch::Receiver<Control>,
 ) -> Option<(Socket, Cursor)> {
     let mut backoff = BACKOFF_FIRST;
+    let mut attempt = 0;
     loop {
         if control.borrow().stop {
             return None;
         }
+        let node = (member.home + attempt) % shared.nodes.len();
+        attempt += 1;
         let connected = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            client::connect(shared.addr, member.n, &member.token),
+            client::connect(shared.nodes[node], member.n, &member.token),
         )
         .await;
         if let Ok(Ok((ws, hello))) = connected {
             match hello.groups.iter().find(|c| c.gid == member.gid) {
-                Some(cursor) => return Some((ws, *cursor)),
+                Some(cursor) => {
+                    member.node.store(node, Ordering::SeqCst);
+                    return Some((ws, *cursor));
+                }
                 None => shared.problem(format!(
                     "uid {}: hello without its group {}",
                     member.uid, member.gid
@@ -307,6 +374,7 @@ impl Outbox {
     /// new message if `sending` and the window has room.
     fn due(&mut self, shared: &Shared, member: &Member, sending: bool) -> Vec<String> {
         let now = Instant::now();
+        let (written, node) = (shared.now_ns(), member.node.load(Ordering::Relaxed));
         let mut frames = Vec::new();
         if sending && self.pending.len() < WINDOW {
             self.next_seq += 1;
@@ -334,9 +402,10 @@ impl Outbox {
             pending.attempts += 1;
             pending.in_flight_since = Some(now);
             let cmid = Outbox::cmid(member.uid, seq);
-            // The body names its cmid, so the audit can tell a stored body belongs to it.
+            // The body names its cmid, so the audit can tell a stored body belongs to it, and
+            // when and from which node it was written, so a reader can time its delivery.
             frames.push(format!(
-                r#"{{"type":"send","id":{seq},"gid":{gid},"cmid":"{cmid}","body":{{"c":"{cmid}","p":"{pad}"}}}}"#,
+                r#"{{"type":"send","id":{seq},"gid":{gid},"cmid":"{cmid}","body":{{"c":"{cmid}","t":{written},"n":{node},"p":"{pad}"}}}}"#,
                 gid = member.gid,
                 pad = self.padding,
             ));
@@ -377,7 +446,7 @@ impl Outbox {
                     ..
                 }) = self.pending.remove(&seq)
                 {
-                    shared.time_sent(written.elapsed());
+                    shared.sent_latency.record(written.elapsed());
                 }
                 let mut ledger = shared.ledger.lock().unwrap();
                 match ledger.insert((member.gid, cmid.clone()), msgid) {
@@ -505,6 +574,9 @@ impl Tracker {
         self.next = self.next.max(cursor.last_ack + 1);
         let mut acked = cursor.last_ack;
         member.acked.store(acked, Ordering::SeqCst);
+        // Pushes on this connection begin right after what hello says was pushed.
+        let mut pushed = cursor.latest;
+        let node = member.node.load(Ordering::SeqCst);
         let mut pull_id = 0u64;
         let mut outgoing = Vec::new();
         if cursor.latest > self.contiguous() {
@@ -547,10 +619,26 @@ impl Tracker {
             tokio::select! {
                 text = next_text(&mut ws) => match text {
                     Ok(Some(text)) => {
-                        let Ok(frame) = serde_json::from_str::<Frame>(&text) else { continue };
+                        let Ok(frame) = serde_json::from_str::<Frame<Stamp>>(&text) else {
+                            continue;
+                        };
                         match frame.kind {
                             "msg" if frame.gid == Some(member.gid) => {
-                                self.receive(frame.msgid.unwrap_or(0));
+                                let msgid = frame.msgid.unwrap_or(0);
+                                match msgid.cmp(&(pushed + 1)) {
+                                    std::cmp::Ordering::Greater => {
+                                        Shared::count_one(&shared.counters.stream_gaps);
+                                    }
+                                    std::cmp::Ordering::Less => {
+                                        Shared::count_one(&shared.counters.stream_repeats);
+                                    }
+                                    std::cmp::Ordering::Equal => {}
+                                }
+                                pushed = pushed.max(msgid);
+                                if let Some(stamp) = &frame.body {
+                                    shared.on_push(stamp, node);
+                                }
+                                self.receive(msgid);
                             }
                             "msgs" if frame.numeric_id() == Some(pull_id) => {
                                 let page = frame.msgs.unwrap_or_default();
