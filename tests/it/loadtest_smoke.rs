@@ -28,6 +28,20 @@ fn small_fanout() -> FanoutArgs {
     }
 }
 
+/// Every member got every message of its group once, with no error and no session dropped.
+fn assert_nothing_lost(report: &herald_loadtest::report::Report) {
+    assert_eq!(
+        (
+            report.lost,
+            report.duplicates,
+            report.errors,
+            report.dropped
+        ),
+        (0, 0, 0, 0),
+        "{report:?}"
+    );
+}
+
 /// Each message stored in the measured window reaches its group's 50 members. Counts are of
 /// the window, whose edges cut a few fan-outs in two (the whole run's completeness is `lost`).
 fn assert_fans_out_to_50(report: &herald_loadtest::report::Report) {
@@ -82,16 +96,7 @@ async fn a_small_fanout_run_delivers_every_message_to_every_member_once() {
         .expect("the run completes");
     let report = outcome.report;
     assert_eq!(report.sessions, 200);
-    assert_eq!(
-        (
-            report.lost,
-            report.duplicates,
-            report.errors,
-            report.dropped
-        ),
-        (0, 0, 0, 0),
-        "{report:?}"
-    );
+    assert_nothing_lost(&report);
     assert!(report.stored > 0, "{report:?}");
     assert_fans_out_to_50(&report);
     assert!(
@@ -118,16 +123,7 @@ async fn a_small_fanout_over_two_nodes_reports_each_side_and_loses_nothing() {
         .await
         .expect("the run completes")
         .report;
-    assert_eq!(
-        (
-            report.lost,
-            report.duplicates,
-            report.errors,
-            report.dropped
-        ),
-        (0, 0, 0, 0),
-        "{report:?}"
-    );
+    assert_nothing_lost(&report);
     assert_fans_out_to_50(&report);
     let split = report.across_nodes.as_ref().expect("split by node");
     // Per group: 2 senders on the first node, 48 receivers dealt over both.
