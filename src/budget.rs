@@ -33,6 +33,8 @@ pub enum RequestKind {
     Change,
     /// A WebSocket upgrade: authentication, the user's groups, a join per group.
     Connect,
+    /// An ephemeral signal (typing) relayed to a group's online members.
+    Signal,
 }
 
 impl RequestKind {
@@ -52,6 +54,7 @@ impl RequestKind {
     pub fn cost(self) -> u32 {
         match self {
             RequestKind::Ping | RequestKind::Ack => 1,
+            RequestKind::Signal => 5,
             RequestKind::Send | RequestKind::Read => 10,
             RequestKind::Pull { limit } => 10 + limit / 10,
             RequestKind::Sync { full, groups } => {
@@ -74,6 +77,7 @@ impl RequestKind {
             RequestKind::Read => "read",
             RequestKind::Change => "change",
             RequestKind::Connect => "connect",
+            RequestKind::Signal => "signal",
         }
     }
 }

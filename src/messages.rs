@@ -14,6 +14,7 @@ use crate::cluster::wire::NodeId;
 use crate::error::ApiError;
 use crate::model::sync::{GroupVersions, SyncNotice};
 use crate::model::GroupCursor;
+use crate::protocol::SignalKind;
 use crate::session::outbox::Outbox;
 use crate::store::{AckUpdate, Appended};
 
@@ -96,6 +97,7 @@ pub struct GroupInbox {
     pub position: Recipient<Position>,
     pub node_gone: Recipient<NodeGone>,
     pub online: Recipient<OnlineIn>,
+    pub signal: Recipient<Relay>,
 }
 
 /// A message a group answers, and which of its recipients takes it.
@@ -146,6 +148,7 @@ group_requests! {
     Position => position,
     NodeGone => node_gone,
     OnlineIn => online,
+    Relay => signal,
 }
 
 /// A session of a member comes online in the group. Replies with the member's cursor.
@@ -223,6 +226,16 @@ pub struct NodeGone(pub NodeId);
 pub struct OnlineIn {
     pub uid: u64,
     pub session: Option<SessionId>,
+}
+
+/// A member's signal (typing) from one of their sessions, for every other online session of
+/// the group, on every node; never stored.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct Relay {
+    pub from: u64,
+    pub session: SessionId,
+    pub kind: SignalKind,
 }
 
 /// Hand every ack not yet written to the ack writer and wait until it is stored.

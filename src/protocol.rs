@@ -87,6 +87,34 @@ pub enum ClientRequest {
     Online {
         gid: u64,
     },
+    /// An ephemeral signal (typing) for the group's online members.
+    Signal {
+        gid: u64,
+        kind: SignalKind,
+    },
+}
+
+/// The kind of a signal: what clients agree on (`typing`, `stopped_typing`, …), which Herald
+/// relays without reading; 1..32 lowercase letters, digits or `_`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalKind(String);
+
+/// Longest signal kind, in bytes.
+pub const SIGNAL_KIND_MAX: usize = 32;
+
+impl SignalKind {
+    pub fn parse(kind: String) -> Result<SignalKind, ApiError> {
+        let fits = (1..=SIGNAL_KIND_MAX).contains(&kind.len())
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !fits {
+            return Err(ApiError::bad_request(format!(
+                "a signal's kind is 1..{SIGNAL_KIND_MAX} lowercase letters, digits or `_`"
+            )));
+        }
+        Ok(SignalKind(kind))
+    }
 }
 
 /// A client frame that could not be decoded, with the `id` it carried if any.
@@ -110,6 +138,9 @@ struct Envelope<'a> {
     msgid: Option<u64>,
     after: Option<u64>,
     limit: Option<u32>,
+    /// A signal's kind.
+    #[serde(rename = "kind")]
+    signal: Option<String>,
     me: Option<ProfileVersion>,
     group_list: Option<GroupListVersions>,
     groups: Option<Vec<GroupVersions>>,
@@ -198,6 +229,10 @@ fn request(envelope: Envelope, max_body: usize) -> Result<ClientRequest, ApiErro
         }),
         "ping" => Ok(ClientRequest::Ping),
         "online" => Ok(ClientRequest::Online { gid: gid()? }),
+        "signal" => Ok(ClientRequest::Signal {
+            gid: gid()?,
+            kind: SignalKind::parse(envelope.signal.ok_or_else(|| missing(kind, "kind"))?)?,
+        }),
         "sync" => SyncRequest {
             me: envelope.me.unwrap_or_default(),
             group_list: envelope.group_list.unwrap_or_default(),
@@ -328,6 +363,12 @@ pub enum ServerFrame<'a> {
         gid: u64,
         uid: u64,
         online: bool,
+    },
+    /// A member's signal (typing), relayed as it came.
+    Signal {
+        gid: u64,
+        from: u64,
+        kind: &'a SignalKind,
     },
 }
 

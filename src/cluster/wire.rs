@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::effect::Effect;
 use crate::model::MessageView;
+use crate::protocol::SignalKind;
 
 /// The subject of one group's news: followed by the nodes with members of it online.
 pub fn group_subject(gid: u64) -> String {
@@ -58,6 +59,8 @@ pub enum GroupNews {
     Online { uids: Vec<u64> },
     /// A node that just began following the group asks who is online elsewhere.
     WhoIsOnline,
+    /// A member's signal (typing), for the online sessions on every node.
+    Signal { from: u64, kind: SignalKind },
 }
 
 /// [`GroupNews::Messages`] as it is sent: the same JSON, borrowing the messages.
@@ -148,6 +151,7 @@ impl GroupNews {
             GroupNews::Presence { .. } => "presence",
             GroupNews::Online { .. } => "online",
             GroupNews::WhoIsOnline => "who_is_online",
+            GroupNews::Signal { .. } => "signal",
         }
     }
 }

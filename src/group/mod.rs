@@ -185,6 +185,7 @@ impl GroupActor {
             position: group.clone().recipient(),
             node_gone: group.clone().recipient(),
             online: group.clone().recipient(),
+            signal: group.clone().recipient(),
         })
     }
 

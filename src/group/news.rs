@@ -139,6 +139,12 @@ impl StreamHandler<Heard<GroupNews>> for GroupActor {
                 self.announce_presence();
             }
             GroupNews::WhoIsOnline => self.tell_online_here(),
+            GroupNews::Signal { from, kind }
+                if self.acks.is_member(from) && self.has_presence() =>
+            {
+                self.relay_signal(from, &kind, None)
+            }
+            GroupNews::Signal { .. } => {}
             GroupNews::Presence { .. } => {}
         }
     }

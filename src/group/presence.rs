@@ -1,7 +1,9 @@
 //! Who of the group is online, here and on the other nodes, as the actor keeps it
 //! (`policy::Presence`): telling the other nodes, answering who is online, and announcing
-//! arrivals and departures to the sessions that asked.
+//! arrivals and departures to the sessions that asked; and the signals (typing) of those
+//! online, relayed to the others and never stored. Both are off in groups too big for them.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -9,8 +11,8 @@ use actix::prelude::*;
 use super::GroupActor;
 use crate::cluster::wire::GroupNews;
 use crate::error::{ApiError, ErrorCode};
-use crate::messages::{NodeGone, OnlineIn};
-use crate::protocol::ServerFrame;
+use crate::messages::{NodeGone, OnlineIn, Relay, SessionId};
+use crate::protocol::{ServerFrame, SignalKind};
 
 /// How long a newly started group waits for the other nodes to say who is online there
 /// before it answers who is online.
@@ -35,9 +37,27 @@ impl GroupActor {
         }
     }
 
-    /// Whether the group is small enough for presence.
+    /// Whether the group is small enough for presence and signals.
     pub(super) fn has_presence(&self) -> bool {
         self.acks.len() <= self.settings.presence_max_group
+    }
+
+    /// The refusal of presence and signals in a group too big for them.
+    fn presence_off(&self) -> ApiError {
+        ApiError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "group {} has more than {} members: presence and signals are off for it",
+                self.gid, self.settings.presence_max_group
+            ),
+        )
+    }
+
+    /// Pushes a member's signal to the online sessions here, but the one it came from.
+    pub(super) fn relay_signal(&mut self, from: u64, kind: &SignalKind, except: Option<SessionId>) {
+        let gid = self.gid;
+        let frame = ServerFrame::Signal { gid, from, kind }.encode().into();
+        self.push_to(Arc::from([frame]), |id| Some(*id) != except);
     }
 
     /// A session of `uid` came online here.
@@ -130,13 +150,7 @@ impl Handler<OnlineIn> for GroupActor {
                     return Err(refusal);
                 }
                 if !act.has_presence() {
-                    return Err(ApiError::new(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "group {} has more than {} members: presence is off for it",
-                            act.gid, act.settings.presence_max_group
-                        ),
-                    ));
+                    return Err(act.presence_off());
                 }
                 if let Some(session) = session.filter(|id| act.online.contains_key(id)) {
                     act.watching.insert(session);
@@ -144,5 +158,27 @@ impl Handler<OnlineIn> for GroupActor {
                 Ok(act.presence.online())
             });
         Box::pin(answer)
+    }
+}
+
+impl Handler<Relay> for GroupActor {
+    type Result = Result<(), ApiError>;
+
+    fn handle(&mut self, relay: Relay, _: &mut Self::Context) -> Self::Result {
+        if let Some(refusal) = self.refusal(relay.from) {
+            return Err(refusal);
+        }
+        if !self.has_presence() {
+            return Err(self.presence_off());
+        }
+        if let Some(bus) = &self.settings.bus {
+            let news = GroupNews::Signal {
+                from: relay.from,
+                kind: relay.kind.clone(),
+            };
+            bus.tell_group(self.gid, &news);
+        }
+        self.relay_signal(relay.from, &relay.kind, Some(relay.session));
+        Ok(())
     }
 }

@@ -25,14 +25,14 @@ use crate::budget::{Limit, RequestKind, SessionBudget, MAX_LIMITED_IN_A_ROW};
 use crate::close::Close;
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
-    AckUpTo, GroupHandle, GroupRequest, Join, Leave, OnlineIn, SessionHandle, SessionId, Submit,
-    ToSession,
+    AckUpTo, GroupHandle, GroupRequest, Join, Leave, OnlineIn, Relay, SessionHandle, SessionId,
+    Submit, ToSession,
 };
 use crate::metrics;
 use crate::model::refusal::Refusal;
 use crate::model::sync::{SyncNotice, SyncReply, SyncRequest};
 use crate::model::GroupCursor;
-use crate::protocol::{self, ClientRequest, RequestId, ServerFrame};
+use crate::protocol::{self, ClientRequest, RequestId, ServerFrame, SignalKind};
 use crate::registry::directory::{ask_group, Connect, Directory, Disconnect, GroupFor};
 use crate::store::{Appended, Membership, Page, Store};
 
@@ -111,6 +111,11 @@ pub enum Outcome {
     Synced {
         id: Option<RequestId>,
         reply: Result<Box<SyncReply>, ApiError>,
+    },
+    /// A signal's relay (only a refusal is answered).
+    Signalled {
+        id: Option<RequestId>,
+        relayed: Result<(), ApiError>,
     },
     /// Who of a group is online.
     Online {
@@ -260,6 +265,12 @@ impl SessionState {
             Outcome::Acked { gid, outcome } => self.acked(gid, outcome, conn),
             Outcome::Pulled { id, gid, page } => self.pulled(id, gid, page, conn),
             Outcome::Synced { id, reply } => self.synced(id, reply, conn),
+            Outcome::Signalled { id, relayed } => {
+                self.in_flight -= 1;
+                if let Err(refused) = relayed {
+                    self.answer(id, Err(refused), conn);
+                }
+            }
             Outcome::Online { id, gid, uids } => {
                 self.in_flight -= 1;
                 let reply = uids.as_deref().map(|uids| ServerFrame::Online {
@@ -497,7 +508,30 @@ impl SessionState {
             ClientRequest::Pull { gid, after, limit } => self.pull(id, gid, after, limit, conn),
             ClientRequest::Sync(request) => self.sync(id, kind, request, conn),
             ClientRequest::Online { gid } => self.online(id, gid, conn),
+            ClientRequest::Signal { gid, kind } => self.signal(id, gid, kind, conn),
         }
+    }
+
+    fn signal(
+        &mut self,
+        id: Option<RequestId>,
+        gid: u64,
+        kind: SignalKind,
+        conn: &mut impl Connection,
+    ) {
+        if !self.begin_in_flight(id.clone(), RequestKind::Signal, conn) {
+            return;
+        }
+        let relay = Relay {
+            from: self.uid(),
+            session: self.id,
+            kind,
+        };
+        let relaying = self.ask_group(gid, relay);
+        conn.spawn(self.work(async move {
+            let relayed = relaying.await.and_then(|relayed| relayed);
+            Outcome::Signalled { id, relayed }
+        }));
     }
 
     fn online(&mut self, id: Option<RequestId>, gid: u64, conn: &mut impl Connection) {
@@ -744,6 +778,7 @@ fn kind_of(request: &ClientRequest) -> RequestKind {
         ClientRequest::Pull { limit, .. } => RequestKind::Pull { limit: *limit },
         ClientRequest::Sync(sync) => RequestKind::sync(sync),
         ClientRequest::Online { .. } => RequestKind::Read,
+        ClientRequest::Signal { .. } => RequestKind::Signal,
     }
 }
 

@@ -235,6 +235,17 @@ async fn a_send_flood_is_limited_and_harms_nobody() {
 }
 
 #[tokio::test]
+async fn a_typing_flood_is_limited_and_harms_nobody() {
+    let scene = Scene::new().await;
+    let gid = scene.gid;
+    let flooded = survives(&scene, |_| {
+        format!(r#"{{"type":"signal","gid":{gid},"kind":"typing"}}"#)
+    })
+    .await;
+    assert!(flooded.errors.contains_key("rate_limited"), "{flooded:?}");
+}
+
+#[tokio::test]
 async fn a_flood_of_sends_to_a_group_not_joined_is_closed_as_bad_frames() {
     let scene = Scene::new().await;
     let gid = scene.other_gid;

@@ -17,4 +17,5 @@ mod operations;
 mod properties;
 mod protocol_errors;
 mod pull_ack;
+mod signals;
 mod sync_ops;
