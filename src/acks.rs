@@ -1,4 +1,5 @@
-//! The ack writer: turns coalesced ack watermarks into batched `UPDATE`s.
+//! The ack writer: turns coalesced watermarks — acks (received) and read positions — into
+//! batched `UPDATE`s.
 //!
 //! Groups hand their acks over once per flush interval. Each writer owns a disjoint share
 //! of the groups (gid modulo the number of writers), so two writers never update the same
@@ -12,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::messages::WriteAcks;
 use crate::metrics;
+use crate::model::Mark;
 use crate::store::{AckUpdate, Store};
 
 /// Most rows in one statement; more wait for the next write.
@@ -21,8 +23,8 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 pub struct AckWriter {
     store: Store,
-    /// Highest watermark per (gid, uid) not yet written: later acks overwrite earlier ones.
-    pending: HashMap<(u64, u64), u64>,
+    /// Highest watermark per (mark, gid, uid) not yet written: later ones overwrite earlier.
+    pending: HashMap<(Mark, u64, u64), u64>,
     /// Callers waiting until everything queued before them is stored.
     waiters: Vec<oneshot::Sender<()>>,
     /// One write at a time, so the writer's updates to a row land in order.
@@ -41,7 +43,10 @@ impl AckWriter {
 
     fn queue(&mut self, acks: impl IntoIterator<Item = AckUpdate>) {
         for ack in acks {
-            let watermark = self.pending.entry((ack.gid, ack.uid)).or_insert(0);
+            let watermark = self
+                .pending
+                .entry((ack.mark, ack.gid, ack.uid))
+                .or_insert(0);
             *watermark = (*watermark).max(ack.msgid);
         }
     }
@@ -56,7 +61,7 @@ impl AckWriter {
             });
             return;
         }
-        let keys: Vec<(u64, u64)> = self
+        let keys: Vec<(Mark, u64, u64)> = self
             .pending
             .keys()
             .take(MAX_ROWS_PER_WRITE)
@@ -64,10 +69,11 @@ impl AckWriter {
             .collect();
         let mut batch: Vec<AckUpdate> = keys
             .into_iter()
-            .map(|(gid, uid)| AckUpdate {
+            .map(|(mark, gid, uid)| AckUpdate {
+                mark,
                 gid,
                 uid,
-                msgid: self.pending.remove(&(gid, uid)).unwrap_or_default(),
+                msgid: self.pending.remove(&(mark, gid, uid)).unwrap_or_default(),
             })
             .collect();
         self.writing = true;

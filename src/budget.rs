@@ -35,6 +35,8 @@ pub enum RequestKind {
     Connect,
     /// An ephemeral signal (typing) relayed to a group's online members.
     Signal,
+    /// A read position moved (coalesced like acks).
+    MarkRead,
 }
 
 impl RequestKind {
@@ -53,7 +55,7 @@ impl RequestKind {
     /// Units the request takes from its bucket.
     pub fn cost(self) -> u32 {
         match self {
-            RequestKind::Ping | RequestKind::Ack => 1,
+            RequestKind::Ping | RequestKind::Ack | RequestKind::MarkRead => 1,
             RequestKind::Signal => 5,
             RequestKind::Send | RequestKind::Read => 10,
             RequestKind::Pull { limit } => 10 + limit / 10,
@@ -78,6 +80,7 @@ impl RequestKind {
             RequestKind::Change => "change",
             RequestKind::Connect => "connect",
             RequestKind::Signal => "signal",
+            RequestKind::MarkRead => "mark_read",
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::close::Close;
 use crate::cluster::wire::NodeId;
 use crate::error::ApiError;
 use crate::model::sync::{GroupVersions, SyncNotice};
-use crate::model::GroupCursor;
+use crate::model::{GroupCursor, Mark, ReadPosition};
 use crate::protocol::SignalKind;
 use crate::session::outbox::Outbox;
 use crate::store::{AckUpdate, Appended};
@@ -98,6 +98,7 @@ pub struct GroupInbox {
     pub node_gone: Recipient<NodeGone>,
     pub online: Recipient<OnlineIn>,
     pub signal: Recipient<Relay>,
+    pub reads: Recipient<ReadsOf>,
 }
 
 /// A message a group answers, and which of its recipients takes it.
@@ -149,6 +150,7 @@ group_requests! {
     NodeGone => node_gone,
     OnlineIn => online,
     Relay => signal,
+    ReadsOf => reads,
 }
 
 /// A session of a member comes online in the group. Replies with the member's cursor.
@@ -170,12 +172,20 @@ pub struct Submit {
     pub body: Box<RawValue>,
 }
 
-/// A member has everything up to `msgid` (cumulative).
+/// A member has received (or read) everything up to `msgid` (cumulative).
 #[derive(Message)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct AckUpTo {
     pub uid: u64,
     pub msgid: u64,
+    pub mark: Mark,
+}
+
+/// How far each member has read the group, asked by member `uid`.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<ReadPosition>, ApiError>")]
+pub struct ReadsOf {
+    pub uid: u64,
 }
 
 /// The member's cursor as the live group knows it (acks not yet written included).

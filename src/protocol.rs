@@ -15,7 +15,7 @@ use crate::model::sync::{
     FriendVersions, GroupListVersions, GroupVersions, ProfileVersion, SyncNotice, SyncReply,
     SyncRequest,
 };
-use crate::model::{no_nul, valid_id, GroupCursor, MessageView};
+use crate::model::{no_nul, valid_id, GroupCursor, MessageView, ReadPosition};
 
 /// `cmid` length bounds, in characters.
 pub const CMID_MAX_CHARS: usize = 64;
@@ -73,6 +73,11 @@ pub enum ClientRequest {
         body: Box<RawValue>,
     },
     Ack {
+        gid: u64,
+        msgid: u64,
+    },
+    /// The member has read everything up to `msgid` (cumulative).
+    Read {
         gid: u64,
         msgid: u64,
     },
@@ -228,6 +233,10 @@ fn request(envelope: Envelope, max_body: usize) -> Result<ClientRequest, ApiErro
             limit: pull_limit(envelope.limit)?,
         }),
         "ping" => Ok(ClientRequest::Ping),
+        "read" => Ok(ClientRequest::Read {
+            gid: gid()?,
+            msgid: envelope.msgid.ok_or_else(|| missing(kind, "msgid"))?,
+        }),
         "online" => Ok(ClientRequest::Online { gid: gid()? }),
         "signal" => Ok(ClientRequest::Signal {
             gid: gid()?,
@@ -363,6 +372,11 @@ pub enum ServerFrame<'a> {
         gid: u64,
         uid: u64,
         online: bool,
+    },
+    /// How far members have read, as it moved (coalesced over the ack flush interval).
+    Reads {
+        gid: u64,
+        reads: &'a [ReadPosition],
     },
     /// A member's signal (typing), relayed as it came.
     Signal {

@@ -20,9 +20,9 @@ BEGIN
     LOOP
         v_group := herald_bump_group(p_gid, 0, 1);
         v_user := herald_bump_user(v_uid, 1, 0, 0, 0);
-        INSERT INTO group_members (gid, uid, role, last_ack_msgid,
+        INSERT INTO group_members (gid, uid, role, last_ack_msgid, last_read_msgid,
                                    group_list_version, group_info_version, user_info_version)
-        SELECT p_gid, v_uid, p_role, g.last_msgid,
+        SELECT p_gid, v_uid, p_role, g.last_msgid, g.last_msgid,
                v_user.group_list_version, v_user.group_info_version, v_group.user_info_version
         FROM groups g WHERE g.gid = p_gid;
         DELETE FROM group_departures WHERE uid = v_uid AND gid = p_gid;

@@ -35,12 +35,13 @@ struct ConversationView<'a> {
     unread: Option<u64>,
 }
 
-/// Unread counts of the user's groups, with acks not yet written counted.
+/// Unread counts of the user's groups (newest msgid − read position), with read positions
+/// not yet written counted.
 async fn unread_by_group(state: &AppState, uid: u64) -> Result<HashMap<u64, u64>, ApiError> {
     Ok(live_cursors(state, uid)
         .await?
         .into_iter()
-        .map(|c| (c.gid, c.latest.saturating_sub(c.last_ack)))
+        .map(|c| (c.gid, c.latest.saturating_sub(c.last_read)))
         .collect())
 }
 

@@ -143,6 +143,8 @@ pub fn routes(max_http_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
         )
         .route("/v1/groups/{gid}/ack", web::post().to(user::ack_route))
         .route("/v1/groups/{gid}/online", web::get().to(user::online_route))
+        .route("/v1/groups/{gid}/read", web::post().to(user::read_route))
+        .route("/v1/groups/{gid}/reads", web::get().to(user::reads_route))
         .route("/v1/groups", web::post().to(groups::create_route))
         .route(
             "/v1/groups/{gid}",

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::{AppState, User};
 use crate::budget::RequestKind;
 use crate::error::ApiError;
-use crate::messages::{AckUpTo, OnlineIn};
-use crate::model::{valid_id, GroupCursor, MessageView};
+use crate::messages::{AckUpTo, OnlineIn, ReadsOf};
+use crate::model::{valid_id, GroupCursor, Mark, MessageView, ReadPosition};
 use crate::protocol::pull_limit;
 use crate::registry::directory::{ask_group, LiveCursors};
 use crate::session::pull_page;
@@ -45,7 +45,7 @@ pub async fn messages_route(
 }
 
 #[derive(Deserialize)]
-pub struct AckBody {
+pub struct MarkBody {
     msgid: u64,
 }
 
@@ -53,16 +53,55 @@ pub struct AckBody {
 pub async fn ack_route(
     user: User,
     gid: web::Path<u64>,
-    body: web::Json<AckBody>,
+    body: web::Json<MarkBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    move_mark(&state, user, *gid, body.msgid, Mark::Received).await
+}
+
+/// `POST /v1/groups/{gid}/read {"msgid"}`: the member has read up to it; never backwards.
+pub async fn read_route(
+    user: User,
+    gid: web::Path<u64>,
+    body: web::Json<MarkBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    move_mark(&state, user, *gid, body.msgid, Mark::Read).await
+}
+
+async fn move_mark(
+    state: &AppState,
+    user: User,
+    gid: u64,
+    msgid: u64,
+    mark: Mark,
+) -> Result<HttpResponse, ApiError> {
+    let gid = valid_id(gid)?;
+    let moved = AckUpTo {
+        uid: user.uid,
+        msgid,
+        mark,
+    };
+    ask_group(&state.directory, gid, moved).await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Serialize)]
+struct ReadsBody {
+    gid: u64,
+    reads: Vec<ReadPosition>,
+}
+
+/// `GET /v1/groups/{gid}/reads`: how far each member has read the group.
+pub async fn reads_route(
+    user: User,
+    gid: web::Path<u64>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let gid = valid_id(*gid)?;
-    let ack = AckUpTo {
-        uid: user.uid,
-        msgid: body.msgid,
-    };
-    ask_group(&state.directory, gid, ack).await??;
-    Ok(HttpResponse::NoContent().finish())
+    state.charge(user.uid, RequestKind::Read)?;
+    let reads = ask_group(&state.directory, gid, ReadsOf { uid: user.uid }).await??;
+    Ok(HttpResponse::Ok().json(ReadsBody { gid, reads }))
 }
 
 #[derive(Serialize)]

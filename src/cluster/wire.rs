@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::model::effect::Effect;
-use crate::model::MessageView;
+use crate::model::{MessageView, ReadPosition};
 use crate::protocol::SignalKind;
 
 /// The subject of one group's news: followed by the nodes with members of it online.
@@ -61,6 +61,8 @@ pub enum GroupNews {
     WhoIsOnline,
     /// A member's signal (typing), for the online sessions on every node.
     Signal { from: u64, kind: SignalKind },
+    /// Read positions that moved on the node (which writes them), coalesced.
+    Reads(Vec<ReadPosition>),
 }
 
 /// [`GroupNews::Messages`] as it is sent: the same JSON, borrowing the messages.
@@ -152,6 +154,7 @@ impl GroupNews {
             GroupNews::Online { .. } => "online",
             GroupNews::WhoIsOnline => "who_is_online",
             GroupNews::Signal { .. } => "signal",
+            GroupNews::Reads(_) => "reads",
         }
     }
 }

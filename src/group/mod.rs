@@ -33,15 +33,16 @@ use self::policy::{
     judge_ack, AckVerdict, CommitQueue, InOrder, MemberAcks, Presence, VersionOrder,
 };
 use crate::budget::{Limit, RequestKind};
+use crate::cluster::wire::GroupNews;
 use crate::cluster::Bus;
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
     AckUpTo, CursorOf, FlushAcks, GroupHandle, GroupInbox, GroupStep, GroupStopped, Join, Leave,
-    SessionHandle, SessionId, SessionsOf, Submit, ToSession, WriteAcks,
+    ReadsOf, SessionHandle, SessionId, SessionsOf, Submit, ToSession, WriteAcks,
 };
 use crate::metrics;
 use crate::model::refusal::Refusal;
-use crate::model::{now_ms, GroupCursor, MessageView};
+use crate::model::{now_ms, GroupCursor, Mark, Marks, MessageView, ReadPosition};
 use crate::protocol::ServerFrame;
 use crate::store::{AckUpdate, AppendOutcome, Appended, NewMessage, Store, StoreError};
 
@@ -91,6 +92,7 @@ struct PendingSend {
 struct WaitingAck {
     uid: u64,
     msgid: u64,
+    mark: Mark,
     reply: oneshot::Sender<Result<(), ApiError>>,
 }
 
@@ -128,6 +130,8 @@ pub struct GroupActor {
     /// The newest msgid storage held when last read (commits of other nodes included), and
     /// when it was read: what acks above `latest` are checked against.
     stored_latest: Option<(u64, Instant)>,
+    /// Read positions that moved since they were last told to the group.
+    reads_moved: HashMap<u64, u64>,
     /// Acks waiting for that read; at most one per session, as sessions forward one at a time.
     acks_waiting: Vec<WaitingAck>,
     /// One read of the stored newest msgid at a time, shared by every ack waiting for it.
@@ -166,6 +170,7 @@ impl GroupActor {
             queue,
             busy: false,
             stored_latest: None,
+            reads_moved: HashMap::new(),
             acks_waiting: Vec::new(),
             reading_latest: false,
             idle_since: None,
@@ -186,6 +191,7 @@ impl GroupActor {
             node_gone: group.clone().recipient(),
             online: group.clone().recipient(),
             signal: group.clone().recipient(),
+            reads: group.clone().recipient(),
         })
     }
 
@@ -335,6 +341,45 @@ impl GroupActor {
         self.sessions_went(went);
     }
 
+    /// A member's cursor: their marks, and where pushes stand (what a joining session pulls
+    /// up to).
+    fn cursor(&self, marks: Marks) -> GroupCursor {
+        GroupCursor {
+            gid: self.gid,
+            last_ack: marks.received,
+            last_read: marks.read,
+            latest: self.in_order.pushed(),
+        }
+    }
+
+    /// Tells the group the read positions that moved since last time: the online sessions
+    /// here, and the other nodes, in one frame and one message per flush interval.
+    fn tell_reads(&mut self) {
+        if self.reads_moved.is_empty() {
+            return;
+        }
+        let mut reads: Vec<ReadPosition> = self
+            .reads_moved
+            .drain()
+            .map(|(uid, msgid)| ReadPosition { uid, msgid })
+            .collect();
+        reads.sort_unstable_by_key(|read| read.uid);
+        if let Some(bus) = &self.settings.bus {
+            bus.tell_group(self.gid, &GroupNews::Reads(reads.clone()));
+        }
+        self.push_reads(&reads);
+    }
+
+    /// Pushes read positions to the online sessions, in groups small enough for presence.
+    fn push_reads(&mut self, reads: &[ReadPosition]) {
+        if reads.is_empty() || !self.has_presence() {
+            return;
+        }
+        let gid = self.gid;
+        let frame = ServerFrame::Reads { gid, reads }.encode().into();
+        self.push(Arc::from([frame]));
+    }
+
     /// The acks not yet handed to the ack writer, as one batch.
     fn take_unflushed(&mut self) -> WriteAcks {
         let gid = self.gid;
@@ -342,7 +387,12 @@ impl GroupActor {
             self.acks
                 .take_unflushed()
                 .into_iter()
-                .map(|(uid, msgid)| AckUpdate { gid, uid, msgid })
+                .map(|(uid, mark, msgid)| AckUpdate {
+                    mark,
+                    gid,
+                    uid,
+                    msgid,
+                })
                 .collect(),
         )
     }
@@ -415,6 +465,7 @@ impl Actor for GroupActor {
                 let acks = act.take_unflushed();
                 act.links.ack_writer.do_send(acks);
             }
+            act.tell_reads();
         });
         let check_every = (self.settings.idle / 2).max(Duration::from_millis(100));
         ctx.run_interval(check_every, |act, ctx| act.check_idle(ctx));
@@ -446,19 +497,15 @@ impl Handler<Join> for GroupActor {
         if let Some(refusal) = self.refusal(session.uid) {
             return Err(refusal);
         }
-        let last_ack = self
+        let marks = self
             .acks
-            .acked(session.uid)
+            .marks(session.uid)
             .expect("refusal checked membership");
         let uid = session.uid;
         if self.online.insert(session.id, session).is_none() {
             self.session_came(uid);
         }
-        Ok(GroupCursor {
-            gid: self.gid,
-            last_ack,
-            latest: self.in_order.pushed(),
-        })
+        Ok(self.cursor(marks))
     }
 }
 
@@ -518,7 +565,7 @@ impl GroupActor {
 
     /// Decides an ack from what the actor knows, or `None` when only storage can tell (it is
     /// above every msgid known here, and the last read of storage is not fresh).
-    fn judge_ack(&mut self, uid: u64, msgid: u64) -> Option<Result<(), ApiError>> {
+    fn judge_ack(&mut self, uid: u64, msgid: u64, mark: Mark) -> Option<Result<(), ApiError>> {
         if let Some(refusal) = self.refusal(uid) {
             return Some(Err(refusal));
         }
@@ -527,7 +574,9 @@ impl GroupActor {
             .map(|(stored, read_at)| (stored, read_at.elapsed()));
         match judge_ack(msgid, self.in_order.known(), stored, STORED_LATEST_FRESH) {
             AckVerdict::Record => {
-                self.acks.record(uid, msgid);
+                if self.acks.record(uid, mark, msgid) && mark == Mark::Read {
+                    self.reads_moved.insert(uid, msgid);
+                }
                 Some(Ok(()))
             }
             AckVerdict::Refuse { known } => Some(Err(ApiError::bad_request(format!(
@@ -560,7 +609,7 @@ impl GroupActor {
                 let outcome = match &failure {
                     Some(error) => Err(error.clone()),
                     None => act
-                        .judge_ack(waiting.uid, waiting.msgid)
+                        .judge_ack(waiting.uid, waiting.msgid, waiting.mark)
                         .expect("a fresh read decides every ack"),
                 };
                 let _ = waiting.reply.send(outcome);
@@ -573,13 +622,14 @@ impl Handler<AckUpTo> for GroupActor {
     type Result = ResponseFuture<Result<(), ApiError>>;
 
     fn handle(&mut self, ack: AckUpTo, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(outcome) = self.judge_ack(ack.uid, ack.msgid) {
+        if let Some(outcome) = self.judge_ack(ack.uid, ack.msgid, ack.mark) {
             return Box::pin(std::future::ready(outcome));
         }
         let (reply, decided) = oneshot::channel();
         self.acks_waiting.push(WaitingAck {
             uid: ack.uid,
             msgid: ack.msgid,
+            mark: ack.mark,
             reply,
         });
         self.read_stored_latest(ctx);
@@ -599,12 +649,7 @@ impl Handler<CursorOf> for GroupActor {
     type Result = Option<GroupCursor>;
 
     fn handle(&mut self, CursorOf(uid): CursorOf, _: &mut Self::Context) -> Self::Result {
-        let last_ack = self.acks.acked(uid)?;
-        Some(GroupCursor {
-            gid: self.gid,
-            last_ack,
-            latest: self.in_order.pushed(),
-        })
+        self.acks.marks(uid).map(|marks| self.cursor(marks))
     }
 }
 
@@ -617,5 +662,25 @@ impl Handler<FlushAcks> for GroupActor {
         Box::pin(async move {
             let _ = written.await;
         })
+    }
+}
+
+impl Handler<ReadsOf> for GroupActor {
+    type Result = Result<Vec<ReadPosition>, ApiError>;
+
+    fn handle(&mut self, ReadsOf { uid }: ReadsOf, _: &mut Self::Context) -> Self::Result {
+        if let Some(refusal) = self.refusal(uid) {
+            return Err(refusal);
+        }
+        let mut reads: Vec<ReadPosition> = self
+            .acks
+            .all()
+            .map(|(uid, marks)| ReadPosition {
+                uid,
+                msgid: marks.read,
+            })
+            .collect();
+        reads.sort_unstable_by_key(|read| read.uid);
+        Ok(reads)
     }
 }

@@ -12,6 +12,7 @@ use crate::cluster::wire::{GroupNews, Heard};
 use crate::cluster::Bus;
 use crate::messages::Position;
 use crate::metrics;
+use crate::model::Mark;
 
 /// How long a gap in msgids may stand before it is read from PostgreSQL: copies from
 /// different nodes, and this node's own commit replies, often arrive a little out of order.
@@ -145,6 +146,13 @@ impl StreamHandler<Heard<GroupNews>> for GroupActor {
                 self.relay_signal(from, &kind, None)
             }
             GroupNews::Signal { .. } => {}
+            GroupNews::Reads(reads) => {
+                let moved: Vec<_> = reads
+                    .into_iter()
+                    .filter(|read| self.acks.observe(read.uid, Mark::Read, read.msgid))
+                    .collect();
+                self.push_reads(&moved);
+            }
             GroupNews::Presence { .. } => {}
         }
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::cluster::wire::NodeId;
-use crate::model::MessageView;
+use crate::model::{Mark, Marks, MessageView};
 
 /// Sends waiting for their group commit: bounded, and committed one batch at a time so
 /// msgids reach sessions in order.
@@ -69,76 +69,89 @@ impl<T> CommitQueue<T> {
     }
 }
 
-/// Every member's highest ack, and those not yet handed to the ack writer: one entry per
-/// member however many acks came, and an ack only ever moves forward.
+/// Every member's two marks (received, read), and those not yet handed to the ack writer:
+/// one entry per member and mark however many came, and a mark only ever moves forward.
 #[derive(Debug, Default)]
 pub struct MemberAcks {
-    acked: HashMap<u64, u64>,
-    unflushed: HashMap<u64, u64>,
+    marks: HashMap<u64, Marks>,
+    unflushed: HashMap<(u64, Mark), u64>,
 }
 
 impl MemberAcks {
-    pub fn new(members: impl IntoIterator<Item = (u64, u64)>) -> Self {
+    pub fn new(members: impl IntoIterator<Item = (u64, Marks)>) -> Self {
         MemberAcks {
-            acked: members.into_iter().collect(),
+            marks: members.into_iter().collect(),
             unflushed: HashMap::new(),
         }
     }
 
     pub fn is_member(&self, uid: u64) -> bool {
-        self.acked.contains_key(&uid)
+        self.marks.contains_key(&uid)
     }
 
-    /// The member's highest ack, written or not.
-    pub fn acked(&self, uid: u64) -> Option<u64> {
-        self.acked.get(&uid).copied()
+    /// The member's marks, written or not.
+    pub fn marks(&self, uid: u64) -> Option<Marks> {
+        self.marks.get(&uid).copied()
     }
 
-    /// A new member, caught up to `latest`; a member already known keeps their ack.
+    /// Every member's marks.
+    pub fn all(&self) -> impl Iterator<Item = (u64, Marks)> + '_ {
+        self.marks.iter().map(|(&uid, &marks)| (uid, marks))
+    }
+
+    /// A new member, caught up to `latest` in both marks; a member already known keeps theirs.
     pub fn join(&mut self, uid: u64, latest: u64) {
-        self.acked.entry(uid).or_insert(latest);
+        self.marks.entry(uid).or_insert(Marks::at(latest));
     }
 
-    /// A member left: their ack not yet written is dropped with them.
+    /// A member left: their marks not yet written are dropped with them.
     pub fn leave(&mut self, uid: u64) {
-        self.acked.remove(&uid);
-        self.unflushed.remove(&uid);
+        self.marks.remove(&uid);
+        self.unflushed.retain(|(member, _), _| *member != uid);
     }
 
     /// How many members the group has.
     pub fn len(&self) -> usize {
-        self.acked.len()
+        self.marks.len()
     }
 
     pub fn members(&self) -> impl Iterator<Item = u64> + '_ {
-        self.acked.keys().copied()
+        self.marks.keys().copied()
     }
 
     pub fn clear(&mut self) {
-        self.acked.clear();
+        self.marks.clear();
         self.unflushed.clear();
     }
 
-    /// Records a member's ack if it moves theirs forward; false if it does not (lower,
-    /// equal, or not a member).
-    pub fn record(&mut self, uid: u64, msgid: u64) -> bool {
-        match self.acked.get_mut(&uid) {
-            Some(acked) if msgid > *acked => {
-                *acked = msgid;
-                self.unflushed.insert(uid, msgid);
-                true
-            }
-            _ => false,
+    /// Records a member's mark, to be written, if it moves theirs forward; false if it does
+    /// not (lower, equal, or not a member).
+    pub fn record(&mut self, uid: u64, mark: Mark, msgid: u64) -> bool {
+        if !self.observe(uid, mark, msgid) {
+            return false;
         }
+        self.unflushed.insert((uid, mark), msgid);
+        true
+    }
+
+    /// Moves a member's mark forward without writing it: another node recorded it, and
+    /// writes it. False if it does not move.
+    pub fn observe(&mut self, uid: u64, mark: Mark, msgid: u64) -> bool {
+        self.marks
+            .get_mut(&uid)
+            .is_some_and(|marks| marks.advance(mark, msgid))
     }
 
     pub fn has_unflushed(&self) -> bool {
         !self.unflushed.is_empty()
     }
 
-    /// The acks not yet written, as (uid, msgid), each once.
-    pub fn take_unflushed(&mut self) -> Vec<(u64, u64)> {
-        self.unflushed.drain().collect()
+    /// The marks not yet written, as (uid, mark, msgid), each once.
+    pub fn take_unflushed(&mut self) -> Vec<(u64, Mark, u64)> {
+        self.unflushed
+            .drain()
+            .map(|((uid, mark), msgid)| (uid, mark, msgid))
+            .collect()
     }
 }
 
@@ -499,32 +512,59 @@ mod tests {
     }
 
     #[test]
-    fn acks_only_move_forward_and_coalesce_to_one_write_per_member() {
-        let mut acks = MemberAcks::new([(1, 5), (2, 0)]);
-        assert!(acks.record(1, 7));
-        assert!(acks.record(1, 9));
-        assert!(!acks.record(1, 8), "lower than the member's ack");
-        assert!(!acks.record(1, 9), "equal to it");
-        assert!(!acks.record(3, 9), "not a member");
-        assert!(acks.record(2, 1));
+    fn marks_only_move_forward_and_coalesce_to_one_write_per_member_and_mark() {
+        let mut acks = MemberAcks::new([(1, Marks::at(5)), (2, Marks::at(0))]);
+        assert!(acks.record(1, Mark::Received, 7));
+        assert!(acks.record(1, Mark::Received, 9));
+        assert!(
+            !acks.record(1, Mark::Received, 8),
+            "lower than the member's ack"
+        );
+        assert!(!acks.record(1, Mark::Received, 9), "equal to it");
+        assert!(!acks.record(3, Mark::Received, 9), "not a member");
+        assert!(acks.record(1, Mark::Read, 6), "read apart from received");
+        assert!(acks.record(2, Mark::Received, 1));
         let mut written = acks.take_unflushed();
         written.sort();
-        assert_eq!(written, [(1, 9), (2, 1)]);
+        assert_eq!(
+            written,
+            [
+                (1, Mark::Received, 9),
+                (1, Mark::Read, 6),
+                (2, Mark::Received, 1)
+            ]
+        );
         assert!(!acks.has_unflushed());
-        assert_eq!(acks.acked(1), Some(9));
+        assert_eq!(
+            acks.marks(1),
+            Some(Marks {
+                received: 9,
+                read: 6
+            })
+        );
+        assert!(
+            acks.observe(1, Mark::Read, 8),
+            "another node's read moves it here"
+        );
+        assert!(!acks.has_unflushed(), "and is not written here");
     }
 
     #[test]
-    fn a_member_who_leaves_takes_their_unwritten_ack_along_and_a_rejoin_starts_caught_up() {
-        let mut acks = MemberAcks::new([(1, 5)]);
-        acks.record(1, 6);
+    fn a_member_who_leaves_takes_their_unwritten_marks_along_and_a_rejoin_starts_caught_up() {
+        let mut acks = MemberAcks::new([(1, Marks::at(5))]);
+        acks.record(1, Mark::Received, 6);
+        acks.record(1, Mark::Read, 6);
         acks.leave(1);
         assert!(!acks.has_unflushed());
         assert!(!acks.is_member(1));
         acks.join(1, 40);
-        assert_eq!(acks.acked(1), Some(40));
+        assert_eq!(acks.marks(1), Some(Marks::at(40)));
         acks.join(1, 50);
-        assert_eq!(acks.acked(1), Some(40), "a known member keeps their ack");
+        assert_eq!(
+            acks.marks(1),
+            Some(Marks::at(40)),
+            "a known member keeps their marks"
+        );
     }
 
     #[test]

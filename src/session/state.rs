@@ -31,7 +31,7 @@ use crate::messages::{
 use crate::metrics;
 use crate::model::refusal::Refusal;
 use crate::model::sync::{SyncNotice, SyncReply, SyncRequest};
-use crate::model::GroupCursor;
+use crate::model::{GroupCursor, Mark};
 use crate::protocol::{self, ClientRequest, RequestId, ServerFrame, SignalKind};
 use crate::registry::directory::{ask_group, Connect, Directory, Disconnect, GroupFor};
 use crate::store::{Appended, Membership, Page, Store};
@@ -112,10 +112,10 @@ pub enum Outcome {
         id: Option<RequestId>,
         reply: Result<Box<SyncReply>, ApiError>,
     },
-    /// A signal's relay (only a refusal is answered).
-    Signalled {
+    /// A request answered only if it was refused (a signal, a read position).
+    Quiet {
         id: Option<RequestId>,
-        relayed: Result<(), ApiError>,
+        outcome: Result<(), ApiError>,
     },
     /// Who of a group is online.
     Online {
@@ -265,9 +265,9 @@ impl SessionState {
             Outcome::Acked { gid, outcome } => self.acked(gid, outcome, conn),
             Outcome::Pulled { id, gid, page } => self.pulled(id, gid, page, conn),
             Outcome::Synced { id, reply } => self.synced(id, reply, conn),
-            Outcome::Signalled { id, relayed } => {
+            Outcome::Quiet { id, outcome } => {
                 self.in_flight -= 1;
-                if let Err(refused) = relayed {
+                if let Err(refused) = outcome {
                     self.answer(id, Err(refused), conn);
                 }
             }
@@ -303,6 +303,7 @@ impl SessionState {
                 group.tell(AckUpTo {
                     uid: self.uid(),
                     msgid,
+                    mark: Mark::Received,
                 });
             }
             group.tell(Leave(self.id));
@@ -509,6 +510,7 @@ impl SessionState {
             ClientRequest::Sync(request) => self.sync(id, kind, request, conn),
             ClientRequest::Online { gid } => self.online(id, gid, conn),
             ClientRequest::Signal { gid, kind } => self.signal(id, gid, kind, conn),
+            ClientRequest::Read { gid, msgid } => self.mark_read(id, gid, msgid, conn),
         }
     }
 
@@ -529,8 +531,32 @@ impl SessionState {
         };
         let relaying = self.ask_group(gid, relay);
         conn.spawn(self.work(async move {
-            let relayed = relaying.await.and_then(|relayed| relayed);
-            Outcome::Signalled { id, relayed }
+            let outcome = relaying.await.and_then(|relayed| relayed);
+            Outcome::Quiet { id, outcome }
+        }));
+    }
+
+    /// Moves the member's read position. Unlike acks, reads are not coalesced here: a client
+    /// marks read as the user reads, far less often than messages arrive.
+    fn mark_read(
+        &mut self,
+        id: Option<RequestId>,
+        gid: u64,
+        msgid: u64,
+        conn: &mut impl Connection,
+    ) {
+        if !self.begin_in_flight(id.clone(), RequestKind::MarkRead, conn) {
+            return;
+        }
+        let read = AckUpTo {
+            uid: self.uid(),
+            msgid,
+            mark: Mark::Read,
+        };
+        let marking = self.ask_group(gid, read);
+        conn.spawn(self.work(async move {
+            let outcome = marking.await.and_then(|marked| marked);
+            Outcome::Quiet { id, outcome }
         }));
     }
 
@@ -624,6 +650,7 @@ impl SessionState {
         let ack = AckUpTo {
             uid: self.uid(),
             msgid,
+            mark: Mark::Received,
         };
         let acking = self.ask_group(gid, ack);
         conn.spawn(self.work(async move {
@@ -779,6 +806,7 @@ fn kind_of(request: &ClientRequest) -> RequestKind {
         ClientRequest::Sync(sync) => RequestKind::sync(sync),
         ClientRequest::Online { .. } => RequestKind::Read,
         ClientRequest::Signal { .. } => RequestKind::Signal,
+        ClientRequest::Read { .. } => RequestKind::MarkRead,
     }
 }
 

@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[SqlFile] = sql_files!("migrations":
     "0001_core",
     "0002_append_function",
     "0003_sync",
+    "0004_reads",
 );
 
 /// Every function file, in name order, which is the order they are applied in.

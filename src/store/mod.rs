@@ -20,7 +20,7 @@ use tokio_postgres::NoTls;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics;
 use crate::model::refusal::Refusal;
-use crate::model::{GroupCursor, MessageView};
+use crate::model::{GroupCursor, Mark, Marks, MessageView};
 
 pub use conversations::Conversation;
 pub use directory::{FriendRequest, Friends, NewGroup, UserUpsert};
@@ -196,7 +196,7 @@ pub struct AppendOutcome {
 pub struct GroupSnapshot {
     pub latest: u64,
     pub version: u64,
-    pub members: Vec<(u64, u64)>,
+    pub members: Vec<(u64, Marks)>,
 }
 
 /// Where a group stands: its newest msgid and its newest event's version.
@@ -207,9 +207,10 @@ pub struct GroupPosition {
     pub version: u64,
 }
 
-/// One member's new ack watermark.
+/// One member's new watermark: received (ack) or read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AckUpdate {
+    pub mark: Mark,
     pub gid: u64,
     pub uid: u64,
     pub msgid: u64,
@@ -238,7 +239,8 @@ const MEMBERSHIP: &str = "
     WHERE g.gid = $1 AND NOT g.disbanded";
 
 const GROUP_SNAPSHOT: &str = "
-    SELECT g.last_msgid, coalesce(v.user_list_version, 0), m.uid, m.last_ack_msgid
+    SELECT g.last_msgid, coalesce(v.user_list_version, 0), m.uid, m.last_ack_msgid,
+           m.last_read_msgid
     FROM groups g
     LEFT JOIN group_versions v ON v.gid = g.gid
     LEFT JOIN group_members m ON m.gid = g.gid
@@ -252,7 +254,7 @@ const GROUP_POSITIONS: &str = "
     WHERE g.gid = ANY($1)";
 
 const USER_GROUPS: &str = "
-    SELECT m.gid, m.last_ack_msgid, g.last_msgid FROM group_members m
+    SELECT m.gid, m.last_ack_msgid, m.last_read_msgid, g.last_msgid FROM group_members m
     JOIN groups g ON g.gid = m.gid
     WHERE m.uid = $1
     ORDER BY m.gid";
@@ -276,6 +278,12 @@ const FLUSH_ACKS: &str = "
     UPDATE group_members AS m SET last_ack_msgid = a.msgid
     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS a (gid, uid, msgid)
     WHERE m.gid = a.gid AND m.uid = a.uid AND m.last_ack_msgid < a.msgid";
+
+/// Read positions only move forward too.
+const FLUSH_READS: &str = "
+    UPDATE group_members AS m SET last_read_msgid = a.msgid
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS a (gid, uid, msgid)
+    WHERE m.gid = a.gid AND m.uid = a.uid AND m.last_read_msgid < a.msgid";
 
 /// One statement parameter.
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
@@ -416,7 +424,13 @@ impl Store {
             .iter()
             .filter_map(|r| {
                 let uid: Option<i64> = r.get(2);
-                uid.map(|uid| (id(uid), id(r.get(3))))
+                uid.map(|uid| {
+                    let marks = Marks {
+                        received: id(r.get(3)),
+                        read: id(r.get(4)),
+                    };
+                    (id(uid), marks)
+                })
             })
             .collect();
         Ok(Some(GroupSnapshot {
@@ -467,7 +481,8 @@ impl Store {
             .map(|r| GroupCursor {
                 gid: id(r.get(0)),
                 last_ack: id(r.get(1)),
-                latest: id(r.get(2)),
+                last_read: id(r.get(2)),
+                latest: id(r.get(3)),
             })
             .collect())
     }
@@ -552,17 +567,26 @@ impl Store {
             .collect())
     }
 
-    /// Writes a batch of ack watermarks in one statement; returns the rows moved forward.
-    /// The batch is sorted so concurrent flushes lock rows in one order.
+    /// Writes a batch of watermarks in one statement per mark; returns the rows moved
+    /// forward. The batch is sorted so concurrent flushes lock rows in one order.
     pub async fn flush_acks(&self, acks: &mut [AckUpdate]) -> Result<u64, StoreError> {
         let _t = timed("flush_acks");
         acks.sort_unstable();
-        let gids: Vec<i64> = acks.iter().map(|a| db(a.gid)).collect();
-        let uids: Vec<i64> = acks.iter().map(|a| db(a.uid)).collect();
-        let msgids: Vec<i64> = acks.iter().map(|a| db(a.msgid)).collect();
+        let reads_from = acks.partition_point(|a| a.mark == Mark::Received);
+        let (received, read) = acks.split_at(reads_from);
         let client = self.client().await?;
-        let stmt = client.prepare_cached(FLUSH_ACKS).await?;
-        Ok(client.execute(&stmt, &[&gids, &uids, &msgids]).await?)
+        let mut moved = 0;
+        for (statement, batch) in [(FLUSH_ACKS, received), (FLUSH_READS, read)] {
+            if batch.is_empty() {
+                continue;
+            }
+            let gids: Vec<i64> = batch.iter().map(|a| db(a.gid)).collect();
+            let uids: Vec<i64> = batch.iter().map(|a| db(a.uid)).collect();
+            let msgids: Vec<i64> = batch.iter().map(|a| db(a.msgid)).collect();
+            let stmt = client.prepare_cached(statement).await?;
+            moved += client.execute(&stmt, &[&gids, &uids, &msgids]).await?;
+        }
+        Ok(moved)
     }
 }
 

@@ -17,5 +17,6 @@ mod operations;
 mod properties;
 mod protocol_errors;
 mod pull_ack;
+mod reads;
 mod signals;
 mod sync_ops;

@@ -372,7 +372,7 @@ async fn a_re_added_member_is_live_again_on_its_existing_session_and_adding_twic
     assert_eq!(status, 200, "{groups}");
     assert_eq!(
         groups["groups"],
-        json!([{"gid": gid, "last_ack": 3, "latest": 3}])
+        json!([{"gid": gid, "last_ack": 3, "last_read": 3, "latest": 3}])
     );
 
     // The same session, never reconnected, receives and sends again.
@@ -429,7 +429,7 @@ async fn a_re_added_member_is_live_again_on_its_existing_session_and_adding_twic
     let mut cid = server.connect(3).await;
     assert_eq!(
         cid.hello["groups"],
-        json!([{"gid": gid, "last_ack": reply["msgid"], "latest": barrier}])
+        json!([{"gid": gid, "last_ack": reply["msgid"], "last_read": reply["msgid"], "latest": barrier}])
     );
     send_ok(&mut cid, gid, "hello-all").await;
 }

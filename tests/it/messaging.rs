@@ -13,7 +13,7 @@ async fn a_message_reaches_every_session_of_every_member_including_the_sender() 
     let mut bob = server.connect(2).await;
     assert_eq!(
         ann_phone.hello["groups"],
-        json!([{"gid": gid, "last_ack": 0, "latest": 0}])
+        json!([{"gid": gid, "last_ack": 0, "last_read": 0, "latest": 0}])
     );
 
     let body = json!({"text": "hi", "n": 12345678901234567u64, "nested": [1.5, null, "é"]});

@@ -194,7 +194,7 @@ async fn two_nodes_on_one_database_keep_msgids_dense_and_resends_idempotent() {
         let client = node.connect(uid).await;
         assert_eq!(
             client.hello["groups"],
-            json!([{"gid": gid, "last_ack": 0, "latest": 0}]),
+            json!([{"gid": gid, "last_ack": 0, "last_read": 0, "latest": 0}]),
             "hello of {uid}"
         );
         clients.push((uid, client));
@@ -266,12 +266,12 @@ async fn two_nodes_on_one_database_keep_msgids_dense_and_resends_idempotent() {
         let client = node.connect(2).await;
         assert_eq!(
             client.hello["groups"],
-            json!([{"gid": gid, "last_ack": 0, "latest": 400}]),
+            json!([{"gid": gid, "last_ack": 0, "last_read": 0, "latest": 400}]),
             "hello on node {name}"
         );
         assert_eq!(
             my_groups(node, 2).await,
-            json!([{"gid": gid, "last_ack": 0, "latest": 400}]),
+            json!([{"gid": gid, "last_ack": 0, "last_read": 0, "latest": 400}]),
             "/v1/me/groups on node {name}"
         );
         client.close().await;
@@ -329,7 +329,7 @@ async fn nodes_starting_together_apply_the_migrations_once() {
     let mut ann = second.connect(1).await;
     assert_eq!(
         ann.hello["groups"],
-        json!([{"gid": gid, "last_ack": 0, "latest": 0}])
+        json!([{"gid": gid, "last_ack": 0, "last_read": 0, "latest": 0}])
     );
     let sent = ann.send_msg(gid, "c-1", json!({"text": "hi"})).await;
     assert_eq!(sent["type"], "sent", "{sent}");
@@ -508,10 +508,10 @@ async fn my_groups_lists_every_group_of_the_user_with_last_ack_and_latest_as_hel
     ann.send(json!({"type": "ack", "gid": g2, "msgid": 1}))
         .await;
     let expected = vec![
-        json!({"gid": g1, "last_ack": 3, "latest": 5}),
-        json!({"gid": g2, "last_ack": 1, "latest": 2}),
-        json!({"gid": g3, "last_ack": 3, "latest": 3}),
-        json!({"gid": g5, "last_ack": 0, "latest": 0}),
+        json!({"gid": g1, "last_ack": 3, "last_read": 0, "latest": 5}),
+        json!({"gid": g2, "last_ack": 1, "last_read": 0, "latest": 2}),
+        json!({"gid": g3, "last_ack": 3, "last_read": 3, "latest": 3}),
+        json!({"gid": g5, "last_ack": 0, "last_read": 0, "latest": 0}),
     ];
     let listed = eventually("/v1/me/groups of ann", WAIT, async || {
         let groups = my_groups(&server, 1).await;

@@ -985,7 +985,7 @@ async fn creating_a_group_with_a_missing_member_is_404_and_with_a_taken_gid_409(
         assert_eq!(status, 200, "{groups}");
         assert_eq!(
             groups,
-            json!({"groups": [{"gid": 500, "last_ack": 0, "latest": 0}]}),
+            json!({"groups": [{"gid": 500, "last_ack": 0, "last_read": 0, "latest": 0}]}),
             "uid {uid}"
         );
     }

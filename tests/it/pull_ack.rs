@@ -131,7 +131,7 @@ async fn an_offline_member_pages_through_everything_it_missed_over_websocket() {
     let mut bob = server.connect(2).await;
     assert_eq!(
         bob.hello["groups"],
-        json!([{"gid": gid, "last_ack": 0, "latest": 250}])
+        json!([{"gid": gid, "last_ack": 0, "last_read": 0, "latest": 250}])
     );
 
     for (after, expected, more) in [
@@ -268,7 +268,7 @@ async fn acks_never_move_the_watermark_backwards_or_past_the_newest_message() {
         &server,
         2,
         gid,
-        json!({"gid": gid, "last_ack": 5, "latest": 10}),
+        json!({"gid": gid, "last_ack": 5, "last_read": 0, "latest": 10}),
     )
     .await;
     wait_stored_ack(&server, gid, 2, 5).await;
@@ -279,7 +279,7 @@ async fn acks_never_move_the_watermark_backwards_or_past_the_newest_message() {
     ack_too_high(&mut bob, gid, 11).await;
     assert_eq!(
         my_cursor(&server, 2, gid).await,
-        json!({"gid": gid, "last_ack": 5, "latest": 10})
+        json!({"gid": gid, "last_ack": 5, "last_read": 0, "latest": 10})
     );
     // Several flush intervals later the stored row still says 5.
     let until = Instant::now() + Duration::from_millis(600);
@@ -289,7 +289,7 @@ async fn acks_never_move_the_watermark_backwards_or_past_the_newest_message() {
     }
     assert_eq!(
         my_cursor(&server, 2, gid).await,
-        json!({"gid": gid, "last_ack": 5, "latest": 10})
+        json!({"gid": gid, "last_ack": 5, "last_read": 0, "latest": 10})
     );
 
     // Over HTTP: 204 and the same rules.
@@ -312,7 +312,7 @@ async fn acks_never_move_the_watermark_backwards_or_past_the_newest_message() {
     wait_stored_ack(&server, gid, 2, 8).await;
     assert_eq!(
         my_cursor(&server, 2, gid).await,
-        json!({"gid": gid, "last_ack": 8, "latest": 10})
+        json!({"gid": gid, "last_ack": 8, "last_read": 0, "latest": 10})
     );
 
     // Acks of non-members and of unknown groups are refused.
@@ -362,7 +362,7 @@ async fn after_a_reconnect_hello_shows_the_last_ack_and_the_newest_msgid() {
         &server,
         2,
         gid,
-        json!({"gid": gid, "last_ack": 7, "latest": 10}),
+        json!({"gid": gid, "last_ack": 7, "last_read": 0, "latest": 10}),
     )
     .await;
     bob.close().await;
@@ -370,7 +370,7 @@ async fn after_a_reconnect_hello_shows_the_last_ack_and_the_newest_msgid() {
     let mut bob = server.connect(2).await;
     assert_eq!(
         bob.hello["groups"],
-        json!([{"gid": gid, "last_ack": 7, "latest": 10}])
+        json!([{"gid": gid, "last_ack": 7, "last_read": 0, "latest": 10}])
     );
     // What the client does next: pull from its last ack.
     let page = bob
@@ -387,7 +387,7 @@ async fn after_a_reconnect_hello_shows_the_last_ack_and_the_newest_msgid() {
     let bob = server.connect(2).await;
     assert_eq!(
         bob.hello["groups"],
-        json!([{"gid": gid, "last_ack": 7, "latest": 10}])
+        json!([{"gid": gid, "last_ack": 7, "last_read": 0, "latest": 10}])
     );
 }
 
@@ -404,7 +404,7 @@ async fn a_graceful_stop_writes_the_acks_still_held_in_memory() {
         &server,
         2,
         gid,
-        json!({"gid": gid, "last_ack": 4, "latest": 5}),
+        json!({"gid": gid, "last_ack": 4, "last_read": 0, "latest": 5}),
     )
     .await;
     // Not written yet: the flush interval is ten minutes.
@@ -426,7 +426,7 @@ async fn a_graceful_stop_writes_the_acks_still_held_in_memory() {
     let bob = server.connect(2).await;
     assert_eq!(
         bob.hello["groups"],
-        json!([{"gid": gid, "last_ack": 4, "latest": 5}])
+        json!([{"gid": gid, "last_ack": 4, "last_read": 0, "latest": 5}])
     );
 }
 
@@ -446,7 +446,7 @@ async fn a_member_added_later_starts_caught_up_and_can_still_pull_older_messages
     let mut carl = server.connect(3).await;
     assert_eq!(
         carl.hello["groups"],
-        json!([{"gid": gid, "last_ack": 30, "latest": 30}])
+        json!([{"gid": gid, "last_ack": 30, "last_read": 30, "latest": 30}])
     );
     let page = carl
         .request(json!({"type": "pull", "id": "history", "gid": gid, "after": 0}))
@@ -475,7 +475,7 @@ async fn a_member_added_later_starts_caught_up_and_can_still_pull_older_messages
     );
     assert_eq!(
         my_cursor(&server, 4, gid).await,
-        json!({"gid": gid, "last_ack": 30, "latest": 30})
+        json!({"gid": gid, "last_ack": 30, "last_read": 30, "latest": 30})
     );
 
     // New messages reach both; their acks work like anyone's.
@@ -491,14 +491,14 @@ async fn a_member_added_later_starts_caught_up_and_can_still_pull_older_messages
         &server,
         3,
         gid,
-        json!({"gid": gid, "last_ack": 32, "latest": 35}),
+        json!({"gid": gid, "last_ack": 32, "last_read": 30, "latest": 35}),
     )
     .await;
     wait_cursor(
         &server,
         4,
         gid,
-        json!({"gid": gid, "last_ack": 35, "latest": 35}),
+        json!({"gid": gid, "last_ack": 35, "last_read": 30, "latest": 35}),
     )
     .await;
 
@@ -507,7 +507,7 @@ async fn a_member_added_later_starts_caught_up_and_can_still_pull_older_messages
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         my_cursor(&server, 3, gid).await,
-        json!({"gid": gid, "last_ack": 32, "latest": 35})
+        json!({"gid": gid, "last_ack": 32, "last_read": 30, "latest": 35})
     );
     wait_stored_ack(&server, gid, 3, 32).await;
 
@@ -521,12 +521,12 @@ async fn a_member_added_later_starts_caught_up_and_can_still_pull_older_messages
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         my_cursor(&server, 3, gid).await,
-        json!({"gid": gid, "last_ack": 40, "latest": 40})
+        json!({"gid": gid, "last_ack": 40, "last_read": 40, "latest": 40})
     );
     let carl = server.connect(3).await;
     assert_eq!(
         carl.hello["groups"],
-        json!([{"gid": gid, "last_ack": 40, "latest": 40}])
+        json!([{"gid": gid, "last_ack": 40, "last_read": 40, "latest": 40}])
     );
     let (status, page) = get(
         &server,
@@ -560,7 +560,7 @@ async fn a_burst_of_acks_within_one_flush_interval_writes_the_row_once() {
     let mut bob = server.connect(2).await;
     assert_eq!(
         bob.hello["groups"],
-        json!([{"gid": gid, "last_ack": 0, "latest": 200}])
+        json!([{"gid": gid, "last_ack": 0, "last_read": 0, "latest": 200}])
     );
     for msgid in 1..=200 {
         ack(&mut bob, gid, msgid).await;
@@ -587,7 +587,7 @@ async fn a_burst_of_acks_within_one_flush_interval_writes_the_row_once() {
     assert_eq!(stored_ack(&server, gid, 2).await, 200);
     assert_eq!(
         my_cursor(&server, 2, gid).await,
-        json!({"gid": gid, "last_ack": 200, "latest": 200})
+        json!({"gid": gid, "last_ack": 200, "last_read": 0, "latest": 200})
     );
 }
 
@@ -608,7 +608,7 @@ async fn an_ack_sent_just_before_closing_the_socket_still_counts() {
             &server,
             2,
             gid,
-            json!({"gid": gid, "last_ack": msgid, "latest": 5}),
+            json!({"gid": gid, "last_ack": msgid, "last_read": 0, "latest": 5}),
         )
         .await;
     }
@@ -631,7 +631,7 @@ async fn an_ack_sent_just_before_the_connection_drops_still_counts() {
             &server,
             2,
             gid,
-            json!({"gid": gid, "last_ack": msgid, "latest": 5}),
+            json!({"gid": gid, "last_ack": msgid, "last_read": 0, "latest": 5}),
         )
         .await;
     }

@@ -1682,18 +1682,21 @@ async fn conversations_are_listed_oldest_first_with_unread_for_group_channels_on
     );
     assert_eq!(listed[1]["id"], group["id"], "{listed:?}");
     assert_eq!(listed[1]["channel_id"], channel, "{listed:?}");
-    assert_eq!(listed[1]["unread"], 3, "latest 3 - last_ack 0: {listed:?}");
+    assert_eq!(listed[1]["unread"], 3, "latest 3 - last_read 0: {listed:?}");
 
-    let acked = server
-        .user(
-            2,
-            Method::POST,
-            &format!("/v1/groups/{gid}/ack"),
-            Some(json!({"msgid": 1})),
-        )
-        .await;
-    assert_eq!(acked.0, 204, "{}", acked.1);
-    unread_becomes(&server, 2, 2).await;
+    // Received is not read: an ack leaves the count, a read moves it.
+    for (mark, unread) in [("ack", 3), ("read", 2)] {
+        let moved = server
+            .user(
+                2,
+                Method::POST,
+                &format!("/v1/groups/{gid}/{mark}"),
+                Some(json!({"msgid": 1})),
+            )
+            .await;
+        assert_eq!(moved.0, 204, "{}", moved.1);
+        unread_becomes(&server, 2, unread).await;
+    }
     let left = server
         .user(2, Method::POST, &format!("/v1/groups/{gid}/leave"), None)
         .await;
