@@ -10,6 +10,7 @@ import { Backoff, type BackoffOptions } from "./backoff.js";
 import { Connection, type ConnectionState } from "./connection.js";
 import { Emitter, type Listener } from "./emitter.js";
 import { HeraldError } from "./errors.js";
+import { Liveness } from "./liveness.js";
 import { PresenceBook, type PresenceChange } from "./presence.js";
 import type {
   FriendRequestFrame,
@@ -22,7 +23,6 @@ import type {
   Msgid,
   ReplyTo,
   RequestFrame,
-  Role,
   ServerFrame,
   SyncNotifyFrame,
   Uid,
@@ -110,8 +110,7 @@ export class HeraldClient {
   private readonly autoAck: boolean;
   private readonly syncEnabled: boolean;
   private readonly pullLimit: number;
-  private heartbeat: ReturnType<typeof setInterval> | undefined;
-  private lastHeardAt = 0;
+  private readonly liveness: Liveness;
   /** The sync running now, if one is. */
   private syncRun: Promise<void> | undefined;
   /** Whether it must run once more: something newer was announced while it ran. */
@@ -135,6 +134,7 @@ export class HeraldClient {
       tokens: new TokenSource(options.token, options.getToken),
       WebSocket,
       backoff: new Backoff(options.backoff),
+      openTimeoutMs: this.requestTimeoutMs,
       handlers: {
         up: (hello) => this.up(hello),
         frame: (frame) => this.frame(frame),
@@ -154,6 +154,11 @@ export class HeraldClient {
       isUp: () => this.connection.isUp,
       request: (fields) => this.requestNow("send", fields),
       maxBodyBytes: options.maxBodyBytes ?? 16_384,
+    });
+    this.liveness = new Liveness({
+      ping: () => this.requestNow("ping", {}),
+      isSilence: (error) => error instanceof HeraldError && error.code === "timeout",
+      dead: () => this.connection.drop("no pong"),
     });
     this.acks = new Acks({
       send: (frame) => this.connection.send(frame),
@@ -360,8 +365,7 @@ export class HeraldClient {
 
   private up(hello: HelloFrame): void {
     this.uidValue = hello.uid;
-    this.lastHeardAt = Date.now();
-    this.startHeartbeat(hello.heartbeat_s);
+    this.liveness.start(hello.heartbeat_s);
     this.events.emit("hello", hello);
     this.acks.hello(hello.groups);
     this.resume.hello(hello.groups);
@@ -374,7 +378,7 @@ export class HeraldClient {
   }
 
   private down(): void {
-    this.stopHeartbeat();
+    this.liveness.stop();
     this.requests.failAll(new HeraldError("disconnected", "the session went down"));
   }
 
@@ -391,7 +395,7 @@ export class HeraldClient {
   }
 
   private frame(frame: ServerFrame): void {
-    this.lastHeardAt = Date.now();
+    this.liveness.heard();
     switch (frame.type) {
       case "sent":
       case "msgs":
@@ -467,24 +471,5 @@ export class HeraldClient {
     const failure = error instanceof HeraldError ? error : new HeraldError("internal", String(error));
     if (failure.code === "disconnected" || failure.code === "closed") return;
     this.events.emit("error", failure);
-  }
-
-  // -------------------------------------------------------------------------------------
-  // Liveness: browsers hide WebSocket pings, so a dead connection is found with `ping`.
-
-  private startHeartbeat(heartbeatS: number): void {
-    this.stopHeartbeat();
-    const intervalMs = Math.max(1, heartbeatS) * 1000;
-    this.heartbeat = setInterval(() => {
-      if (Date.now() - this.lastHeardAt < intervalMs) return;
-      this.requestNow("ping", {}).catch((error: unknown) => {
-        if (error instanceof HeraldError && error.code === "timeout") this.connection.drop("no pong");
-      });
-    }, intervalMs);
-  }
-
-  private stopHeartbeat(): void {
-    if (this.heartbeat !== undefined) clearInterval(this.heartbeat);
-    this.heartbeat = undefined;
   }
 }

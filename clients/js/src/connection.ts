@@ -39,6 +39,8 @@ export interface ConnectionOptions {
   tokens: TokenSource;
   WebSocket: WebSocketConstructor;
   backoff: Backoff;
+  /** Milliseconds an attempt may take to get its `hello` (a socket can open and then stall). */
+  openTimeoutMs: number;
   handlers: ConnectionHandlers;
 }
 
@@ -136,9 +138,11 @@ export class Connection {
     return new Promise<Outcome>((resolve) => {
       let greeted = false;
       let finished = false;
+      let helloTimer: ReturnType<typeof setTimeout> | undefined;
       const finish = (code: number, reason: string): void => {
         if (finished) return;
         finished = true;
+        clearTimeout(helloTimer);
         this.socket = undefined;
         this.endSession = undefined;
         if (greeted) handlers.down();
@@ -161,6 +165,7 @@ export class Connection {
         }
         finish(code, reason);
       };
+      helloTimer = setTimeout(() => this.endSession?.(ABNORMAL, "no hello"), this.options.openTimeoutMs);
       socket.addEventListener("message", (event) => {
         if (finished || typeof event.data !== "string") return;
         const frame = parseServerFrame(event.data);
@@ -168,6 +173,7 @@ export class Connection {
         if (!greeted) {
           if (frame.type !== "hello") return;
           greeted = true;
+          clearTimeout(helloTimer);
           this.socket = socket;
           backoff.reset();
           tokens.succeeded();

@@ -148,6 +148,10 @@ test("a server killed and restarted mid-stream: both clients come back, nothing 
   const stored = await herald.messages(1, gid);
   assert.equal(stored.length, total);
   assert.equal(new Set(stored.map((m) => m.cmid)).size, total);
+  assert.deepEqual(
+    stored.map((m) => (m.body as { text: string }).text).sort(),
+    range(1, total, "m").sort(),
+  );
   assert.ok(ann.states.some((s) => s.status === "waiting"));
   assert.ok(bo.states.some((s) => s.status === "waiting"));
 });
@@ -212,6 +216,30 @@ test("a send whose reply was lost is resent with its cmid and answered dup:true"
   );
   // The message the swallowed push carried is pulled after the reconnect, once.
   await eventually("ann has her message", () => ann.messages.length === 1);
+});
+
+test("a connection gone silent is found by ping and replaced", async () => {
+  await herald.stop();
+  herald = await Herald.start({ HERALD_HEARTBEAT_S: "1" });
+  await herald.users(1, 2);
+  const gid = await herald.group(1, [2]);
+  const relay = await Relay.start(() => herald.port);
+  relays.push(relay);
+  const ann = await connect(1, { url: relay.url, requestTimeoutMs: 1_000 });
+  const bo = await connect(2);
+
+  relay.swallow(true); // the socket stays open, but nothing comes through any more
+  await bo.client.send(gid, { text: "unheard" });
+  await eventually(
+    "ann gives the silent session up",
+    () => ann.states.some((s) => s.status === "waiting" && s.reason === "no pong"),
+    10_000,
+  );
+  // Attempts made meanwhile open a socket but get no `hello`: each is given up in turn.
+  await eventually("an attempt without hello given up", () => ann.states.some((s) => s.status === "waiting" && s.reason === "no hello"), 10_000);
+  relay.swallow(false);
+  await eventually("ann is back with the message", () => ann.messages.length === 1, 10_000);
+  assert.deepEqual(texts(ann.messages, gid), ["unheard"]);
 });
 
 test("an expired token (4001) is replaced through getToken and the session resumes", async () => {
@@ -287,6 +315,30 @@ test("sync copies follow a membership change made by the admin API", async () =>
   await herald.admin("DELETE", `/groups/${gid}/members/2`);
   await eventually("bo is gone from ann's copy", () => !ann.client.members(gid)?.members.has(2));
   assert.equal(ann.client.members(gid)?.members.size, 2);
+});
+
+test("friend requests, the friend list and profiles follow sync_notify", async () => {
+  await herald.users(1, 2);
+  const gid = await herald.group(1, [2]);
+  const ann = await connect(1);
+  const bo = await connect(2);
+  const requests: number[] = [];
+  bo.client.on("friendRequest", ({ from }) => requests.push(from));
+  await eventually("bo synced", () => bo.client.members(gid)?.users.get(1)?.nickname === "user1");
+
+  await herald.http("POST", "/v1/friends", await herald.token(1), { uid: 2 });
+  await eventually("bo is asked", () => requests.includes(1));
+  await herald.http("POST", "/v1/friends", await herald.token(2), { uid: 1 });
+  await eventually("ann's friends", () => ann.client.friends.has(2));
+  await eventually("bo's friends", () => bo.client.friends.has(1));
+  assert.equal(bo.client.friendProfiles.get(1)?.nickname, "user1");
+
+  let profile: string | undefined;
+  ann.client.on("profile", (me) => (profile = me.nickname));
+  await herald.http("PATCH", "/v1/me", await herald.token(1), { nickname: "ann" });
+  await eventually("ann's own profile", () => profile === "ann" && ann.client.profile?.nickname === "ann");
+  await eventually("bo's copy of ann as a friend", () => bo.client.friendProfiles.get(1)?.nickname === "ann");
+  await eventually("bo's copy of ann as a member", () => bo.client.members(gid)?.users.get(1)?.nickname === "ann");
 });
 
 test("presence: online() and presence events as members come and go", async () => {

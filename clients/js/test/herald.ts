@@ -36,9 +36,35 @@ function psql(): string {
   return "psql";
 }
 
-async function sql(statement: string): Promise<void> {
-  await run(psql(), [BASE_DATABASE_URL, "-qc", statement]);
+async function sql(statement: string): Promise<string> {
+  const { stdout } = await run(psql(), [BASE_DATABASE_URL, "-tAqc", statement]);
+  return stdout;
 }
+
+/** Databases left by test processes that died before dropping them (named herald_js_<pid>_<n>). */
+async function dropLeftovers(): Promise<void> {
+  const names = await sql("SELECT datname FROM pg_database WHERE datname LIKE 'herald\\_js\\_%'");
+  for (const name of names.split("\n").filter((line) => line !== "")) {
+    const pid = Number(name.split("_")[2]);
+    if (!Number.isInteger(pid) || pid === process.pid || isAlive(pid)) continue;
+    await sql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Every herald started and not yet stopped: killed if the test process exits early. */
+const running = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
 
 function databaseUrl(name: string): string {
   const url = new URL(BASE_DATABASE_URL);
@@ -59,6 +85,7 @@ export class Herald {
 
   /** A Herald on a database of its own. */
   static async start(env: Record<string, string> = {}): Promise<Herald> {
+    if (databases === 0) await dropLeftovers();
     databases += 1;
     const database = `herald_js_${process.pid}_${databases}`;
     await sql(`DROP DATABASE IF EXISTS ${database}`);
@@ -91,16 +118,19 @@ export class Herald {
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.process = child;
+    running.add(child);
+    child.once("exit", () => running.delete(child));
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`herald did not log ready in 20 s:\n${this.log.join("\n")}`)), 20_000);
       child.once("error", (error) => {
         clearTimeout(timer);
         reject(new Error(`starting ${BIN} (build it with cargo build --bin herald): ${error.message}`));
       });
-      child.once("exit", (code) => {
+      const exitedEarly = (code: number | null): void => {
         clearTimeout(timer);
         reject(new Error(`herald exited (${code}) before it was ready:\n${this.log.join("\n")}`));
-      });
+      };
+      child.once("exit", exitedEarly);
       createInterface({ input: child.stderr! }).on("line", (line) => this.log.push(line));
       createInterface({ input: child.stdout! }).on("line", (line) => {
         this.log.push(line);
@@ -113,6 +143,7 @@ export class Herald {
         if (entry.message === "herald ready" && typeof entry.addr === "string") {
           this.address = entry.addr;
           clearTimeout(timer);
+          child.off("exit", exitedEarly);
           resolve();
         }
       });
@@ -123,9 +154,7 @@ export class Herald {
   async kill(signal: "SIGKILL" | "SIGTERM" = "SIGKILL"): Promise<void> {
     const child = this.process;
     this.process = undefined;
-    if (child === undefined || child.exitCode !== null) return;
-    // The start-up's "exited before it was ready" listener no longer applies.
-    child.removeAllListeners("exit");
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once("exit", resolve));
     child.kill(signal);
     await exited;
