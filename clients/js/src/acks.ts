@@ -1,15 +1,18 @@
 /**
- * Acks, cumulative and debounced. Acking msgid N tells Herald the member has everything up
- * to N, so only the highest msgid of each group matters: marks made within the delay are
- * sent as one `ack` per group. The server never moves a watermark backwards, so an ack sent
- * twice (after a reconnect) is harmless.
+ * Acks and read positions, cumulative and debounced. Acking msgid N tells Herald the member
+ * has received everything up to N; reading N, that they have read it (the two are kept
+ * apart). Only the highest msgid of each group matters: marks made within the delay are sent
+ * as one frame per group. The server never moves either backwards, so one sent twice (after a
+ * reconnect) is harmless.
  */
 
-import type { AckFrame, Gid, GroupPosition, Msgid } from "./protocol.js";
+import type { AckFrame, Gid, GroupPosition, Msgid, ReadFrame } from "./protocol.js";
 
 export interface AcksOptions {
-  /** Sends a frame; false when no session is up (the ack waits for the next one). */
-  send(frame: AckFrame): boolean;
+  /** Which position: `ack` (received) or `read`. */
+  kind: "ack" | "read";
+  /** Sends a frame; false when no session is up (the mark waits for the next one). */
+  send(frame: AckFrame | ReadFrame): boolean;
   delayMs: number;
 }
 
@@ -32,7 +35,9 @@ export class Acks {
   /** A session opened: its `hello` says which watermarks the server holds. */
   hello(groups: readonly GroupPosition[]): void {
     this.acked.clear();
-    for (const group of groups) this.acked.set(group.gid, group.last_ack);
+    for (const group of groups) {
+      this.acked.set(group.gid, this.options.kind === "ack" ? group.last_ack : group.last_read);
+    }
     this.flush();
   }
 
@@ -42,7 +47,7 @@ export class Acks {
     this.timer = undefined;
     for (const [gid, msgid] of this.wanted) {
       if (msgid <= (this.acked.get(gid) ?? 0)) continue;
-      if (!this.options.send({ type: "ack", gid, msgid })) return;
+      if (!this.options.send({ type: this.options.kind, gid, msgid })) return;
       this.acked.set(gid, msgid);
     }
   }

@@ -21,9 +21,11 @@ import type {
   Json,
   Message,
   Msgid,
+  ReadsFrame,
   ReplyTo,
   RequestFrame,
   ServerFrame,
+  SignalPushFrame,
   SyncNotifyFrame,
   Uid,
   UserInfo,
@@ -68,6 +70,8 @@ type RequestFields<K extends keyof ReplyTo> = Omit<Extract<RequestFrame, { type:
 export type SyncNotify = Omit<SyncNotifyFrame, "type">;
 export type FriendRequest = Omit<FriendRequestFrame, "type">;
 export type Presence = PresenceChange;
+export type Reads = Omit<ReadsFrame, "type">;
+export type Signal = Omit<SignalPushFrame, "type">;
 
 /** Every event the client emits, with its payload. */
 export interface HeraldEvents {
@@ -85,6 +89,10 @@ export interface HeraldEvents {
   friendRequest: FriendRequest;
   /** A member of a watched group (see `online`) came online or went. */
   presence: Presence;
+  /** Read positions of a group's members moved (the user's own, from other devices, too). */
+  reads: Reads;
+  /** A member signalled (typing) in a group. */
+  signal: Signal;
   /** The user's own profile changed. */
   profile: UserInfo;
   /** The group list changed. */
@@ -104,6 +112,7 @@ export class HeraldClient {
   private readonly resume: Resume;
   private readonly sends: Sends;
   private readonly acks: Acks;
+  private readonly reads: Acks;
   private readonly store = new SyncStore();
   private readonly presenceBook = new PresenceBook();
   private readonly requestTimeoutMs: number;
@@ -161,6 +170,12 @@ export class HeraldClient {
       dead: () => this.connection.drop("no pong"),
     });
     this.acks = new Acks({
+      kind: "ack",
+      send: (frame) => this.connection.send(frame),
+      delayMs: options.ackDelayMs ?? 200,
+    });
+    this.reads = new Acks({
+      kind: "read",
       send: (frame) => this.connection.send(frame),
       delayMs: options.ackDelayMs ?? 200,
     });
@@ -178,8 +193,10 @@ export class HeraldClient {
   /** Closes the session and stops for good; acks gathered so far are sent first. */
   close(): void {
     if (this.closedError !== undefined) return;
-    this.acks.flush();
-    this.acks.stop();
+    for (const marks of [this.acks, this.reads]) {
+      marks.flush();
+      marks.stop();
+    }
     this.closedError = new HeraldError("closed", "the client was closed");
     this.connection.stop();
     this.sends.close(this.closedError);
@@ -220,6 +237,22 @@ export class HeraldClient {
   /** Acks everything of `gid` up to `msgid` (cumulative, debounced). Needed only with `autoAck: false`. */
   ack(gid: Gid, msgid: Msgid): void {
     this.acks.mark(gid, msgid);
+  }
+
+  /**
+   * The user has read everything of `gid` up to `msgid`: a read receipt (cumulative,
+   * debounced, sent again after a reconnect if it was not sent), apart from the ack.
+   */
+  markRead(gid: Gid, msgid: Msgid): void {
+    this.reads.mark(gid, msgid);
+  }
+
+  /**
+   * Tells the group's other online sessions the user signals `kind` (default `typing`).
+   * Ephemeral: dropped when no session is up; send it again every few seconds while it holds.
+   */
+  signal(gid: Gid, kind = "typing"): void {
+    this.connection.send({ type: "signal", gid, kind });
   }
 
   /** Per group, the highest msgid delivered: keep it to pass as `cursors` next time. */
@@ -368,6 +401,7 @@ export class HeraldClient {
     this.liveness.start(hello.heartbeat_s);
     this.events.emit("hello", hello);
     this.acks.hello(hello.groups);
+    this.reads.hello(hello.groups);
     this.resume.hello(hello.groups);
     this.sends.up();
     if (this.syncEnabled) this.syncInBackground();
@@ -432,6 +466,16 @@ export class HeraldClient {
       case "presence": {
         const change = { gid: frame.gid, uid: frame.uid, online: frame.online };
         if (this.presenceBook.apply(change)) this.events.emit("presence", change);
+        break;
+      }
+      case "reads": {
+        const { type: _type, ...reads } = frame;
+        this.events.emit("reads", reads);
+        break;
+      }
+      case "signal": {
+        const { type: _type, ...signal } = frame;
+        this.events.emit("signal", signal);
         break;
       }
       case "hello":

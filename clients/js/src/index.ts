@@ -4,7 +4,15 @@
  */
 
 export { HeraldClient } from "./client.js";
-export type { HeraldClientOptions, HeraldEvents, SyncNotify, FriendRequest, Presence } from "./client.js";
+export type {
+  HeraldClientOptions,
+  HeraldEvents,
+  SyncNotify,
+  FriendRequest,
+  Presence,
+  Reads,
+  Signal,
+} from "./client.js";
 export type { ConnectionState } from "./connection.js";
 export { closePolicy } from "./close-codes.js";
 export type { CloseAction, ClosePolicy } from "./close-codes.js";

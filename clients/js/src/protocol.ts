@@ -34,11 +34,21 @@ export type ErrorCode =
 // ---------------------------------------------------------------------------------------
 // Shared shapes
 
-/** A group as `hello` lists it: the member's watermark and the group's newest msgid. */
+/**
+ * A group as `hello` lists it: how far the member received it (`last_ack`), how far they read
+ * it (`last_read`; unread = latest − last_read) and the group's newest msgid.
+ */
 export interface GroupPosition {
   gid: Gid;
   last_ack: Msgid;
+  last_read: Msgid;
   latest: Msgid;
+}
+
+/** How far a member has read a group. */
+export interface ReadPosition {
+  uid: Uid;
+  msgid: Msgid;
 }
 
 /** A stored message, as pushed (`msg`) or pulled (`msgs`). */
@@ -197,6 +207,16 @@ export interface AckFrame {
   gid: Gid;
   msgid: Msgid;
 }
+export interface ReadFrame {
+  type: "read";
+  gid: Gid;
+  msgid: Msgid;
+}
+export interface SignalFrame {
+  type: "signal";
+  gid: Gid;
+  kind: string;
+}
 export interface PullFrame {
   type: "pull";
   id: string;
@@ -218,7 +238,15 @@ export interface SyncFrame extends SyncVersions {
   id: string;
 }
 
-export type ClientFrame = SendFrame | AckFrame | PullFrame | PingFrame | OnlineRequestFrame | SyncFrame;
+export type ClientFrame =
+  | SendFrame
+  | AckFrame
+  | ReadFrame
+  | SignalFrame
+  | PullFrame
+  | PingFrame
+  | OnlineRequestFrame
+  | SyncFrame;
 /** The client frames that get a reply, matched to it by `id`. */
 export type RequestFrame = SendFrame | PullFrame | PingFrame | OnlineRequestFrame | SyncFrame;
 
@@ -291,6 +319,17 @@ export interface PresenceFrame {
   uid: Uid;
   online: boolean;
 }
+export interface ReadsFrame {
+  type: "reads";
+  gid: Gid;
+  reads: ReadPosition[];
+}
+export interface SignalPushFrame {
+  type: "signal";
+  gid: Gid;
+  from: Uid;
+  kind: string;
+}
 
 /** The reply each request gets, by the request's `type`. */
 export interface ReplyTo {
@@ -310,7 +349,9 @@ export type ServerFrame =
   | EventFrame
   | SyncNotifyFrame
   | FriendRequestFrame
-  | PresenceFrame;
+  | PresenceFrame
+  | ReadsFrame
+  | SignalPushFrame;
 
 /**
  * Reads one text frame. The server is trusted to send the shapes the protocol documents, so

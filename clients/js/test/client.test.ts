@@ -6,7 +6,15 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, test } from "node:test";
 import WebSocket from "ws";
 
-import { HeraldClient, type ConnectionState, type HeraldClientOptions, type Message, type Presence } from "@herald/client";
+import {
+  HeraldClient,
+  type ConnectionState,
+  type HeraldClientOptions,
+  type Message,
+  type Presence,
+  type Reads,
+  type Signal,
+} from "@herald/client";
 
 import { Herald, Relay, eventually, sleep } from "./herald.js";
 
@@ -360,4 +368,34 @@ test("presence: online() and presence events as members come and go", async () =
     { gid, uid: 2, online: true },
     { gid, uid: 2, online: false },
   ]);
+});
+
+test("read receipts: markRead reaches the group and the server; typing reaches the others", async () => {
+  await herald.users(1, 2);
+  const gid = await herald.group(1, [2]);
+  const ann = await connect(1);
+  const bo = await connect(2);
+  const reads: Reads[] = [];
+  const signals: Signal[] = [];
+  ann.client.on("reads", (moved) => reads.push(moved));
+  ann.client.on("signal", (signal) => signals.push(signal));
+  for (const text of ["a", "b", "c"]) await ann.client.send(gid, { text });
+  await eventually("bo has all three", () => bo.messages.length === 3);
+
+  bo.client.signal(gid);
+  await eventually("ann sees bo typing", () => signals.length === 1);
+  assert.deepEqual(signals, [{ gid, from: 2, kind: "typing" }]);
+
+  bo.client.markRead(gid, 2);
+  await eventually("ann sees bo's read position", () =>
+    reads.some((moved) => moved.reads.some((read) => read.uid === 2 && read.msgid === 2)),
+  );
+  // Recorded before it was told, so the server's view holds it already.
+  const listed = (await herald.http("GET", "/v1/me/groups", await herald.token(2))) as {
+    groups: Array<{ gid: number; last_read: number; latest: number }>;
+  };
+  assert.deepEqual(
+    listed.groups.map(({ gid, last_read, latest }) => ({ gid, last_read, latest })),
+    [{ gid, last_read: 2, latest: 3 }],
+  );
 });
