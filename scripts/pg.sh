@@ -41,9 +41,24 @@ url() {
     echo "postgres://postgres@127.0.0.1:$port/herald"
 }
 
+# Makes the `herald` database on the server at $port if it has none.
+ensure_database() {
+    local bin=$1
+    if ! as_db_user "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname = 'herald'" | grep -q 1; then
+        as_db_user "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres herald
+    fi
+}
+
 start() {
     local bin
     bin=$(find_bin) || { install_server; bin=$(find_bin); }
+    # A server of another checkout already on the port: use it (its owner stops it).
+    if [ ! -f "$dir/postmaster.pid" ] && "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+        ensure_database "$bin"
+        url
+        return
+    fi
     mkdir -p "$dir"
     if [ "$(id -u)" -eq 0 ]; then
         chown postgres:postgres "$dir"
@@ -65,10 +80,7 @@ CONF
     if ! as_db_user "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
         as_db_user "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -o "-p $port" -w -t 60 start >/dev/null
     fi
-    if ! as_db_user "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
-        "SELECT 1 FROM pg_database WHERE datname = 'herald'" | grep -q 1; then
-        as_db_user "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres herald
-    fi
+    ensure_database "$bin"
     url
 }
 
