@@ -110,12 +110,18 @@ impl Application {
         });
         forget_idle_budgets(state.clone());
         let max_http_body = config.limits.max_http_body_bytes;
+        let demo = config.server.demo;
+        if demo {
+            tracing::warn!(
+                "HERALD_DEMO is on: /demo/ hands out tokens to anyone (development only)"
+            );
+        }
         let send_buffer = config.sessions.socket_send_buffer;
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(api::in_request_span))
                 .app_data(state.clone())
-                .configure(api::routes(max_http_body))
+                .configure(api::routes(max_http_body, demo))
         })
         .on_connect(move |connection, _| {
             if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {

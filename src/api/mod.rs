@@ -2,6 +2,7 @@
 
 mod admin;
 mod conversations;
+mod demo;
 mod error_response;
 mod friends;
 mod groups;
@@ -71,8 +72,8 @@ pub async fn in_request_span(
     next.call(req).instrument(span).await
 }
 
-/// Mounts every route.
-pub fn routes(max_http_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+/// Mounts every route; the demo's (`/demo/`, development only) when `demo` is on.
+pub fn routes(max_http_body: usize, demo: bool) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(
             web::JsonConfig::default()
@@ -188,6 +189,11 @@ pub fn routes(max_http_body: usize) -> impl FnOnce(&mut web::ServiceConfig) {
             "/v1/conversations",
             web::post().to(conversations::open_route),
         )
+        .configure(|cfg| {
+            if demo {
+                demo::routes(cfg);
+            }
+        })
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::not_found("no such endpoint"))
         }));

@@ -39,6 +39,17 @@ pub struct ServerConfig {
         value_parser = seconds
     )]
     pub shutdown_timeout: Duration,
+
+    /// Development only, never on in production: serves the browser chat demo at `/demo/`
+    /// and `POST /demo/token`, which hands anyone a token for the demo users 1–4.
+    #[arg(
+        long,
+        env = "HERALD_DEMO",
+        default_value = "false",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub demo: bool,
 }
 
 /// The PostgreSQL the gateway stores everything in.
