@@ -9,7 +9,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::helpers::{self, eventually, metric, sql, Client, Server, ADMIN_KEY, JWT_SECRET, WAIT};
+use crate::helpers::{
+    self, eventually, metric, respond, sql, Client, Server, ADMIN_KEY, JWT_SECRET, WAIT,
+};
 
 /// A sender's message: (sender uid, cmid).
 type Key = (u64, String);
@@ -562,4 +564,47 @@ async fn my_groups_lists_every_group_of_the_user_with_last_ack_and_latest_as_hel
     let lonely = server.connect(9).await;
     assert_eq!(lonely.hello["groups"], json!([]), "{}", lonely.hello);
     lonely.close().await;
+}
+
+#[tokio::test]
+async fn the_demo_and_its_token_route_exist_only_when_enabled_and_its_tokens_work() {
+    let off = Server::start().await;
+    for (method, path) in [
+        ("GET", "/demo/"),
+        ("GET", "/demo/demo.js"),
+        ("POST", "/demo/token"),
+    ] {
+        let request = off
+            .http
+            .request(method.parse().unwrap(), off.url(path))
+            .json(&serde_json::json!({"uid": 1}));
+        assert_eq!(
+            respond(request).await.0,
+            404,
+            "{method} {path} with the demo off"
+        );
+    }
+
+    let on = Server::start_with(&[("HERALD_DEMO", "1")]).await;
+    let page = on.http.get(on.url("/demo/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"));
+    let token = |uid: u64| {
+        on.http
+            .post(on.url("/demo/token"))
+            .json(&serde_json::json!({"uid": uid}))
+    };
+    assert_eq!(respond(token(9)).await.0, 400, "only the demo users");
+    // Asked twice at once, the users and their group are made once.
+    let ((status, ann), (_, bob)) = tokio::join!(respond(token(1)), respond(token(2)));
+    assert_eq!(status, 200, "{ann}");
+    assert_eq!(ann["gid"], bob["gid"]);
+    let gid = ann["gid"].as_u64().unwrap();
+    let mut ann_session = Client::connect(on.addr, ann["token"].as_str().unwrap())
+        .await
+        .expect("the demo token opens a session");
+    let sent = ann_session
+        .send_msg(gid, "hi", serde_json::json!("hi bob"))
+        .await;
+    assert_eq!(sent["type"], "sent", "{sent}");
 }
