@@ -837,7 +837,17 @@ async fn join_group(
     for _ in 0..2 {
         let group = directory.send(GroupFor(stored.gid)).await?;
         match group.ask(Join(session.clone())).await {
-            Ok(Ok(live)) => return Ok(Some((stored.merge(Some(live)), group))),
+            // `latest` is what the group had pushed when the session joined, not what the
+            // store held: pushes to the session begin right after it, so what the client
+            // pulls up to it and what it is pushed meet with no gap and no overlap (on a node
+            // still filling a gap, the store can be ahead).
+            Ok(Ok(live)) => {
+                let cursor = GroupCursor {
+                    latest: live.latest,
+                    ..stored.merge(Some(live))
+                };
+                return Ok(Some((cursor, group)));
+            }
             Ok(Err(refused))
                 if matches!(refused.code, ErrorCode::Forbidden | ErrorCode::NotFound) =>
             {
