@@ -156,7 +156,12 @@ group_requests! {
 /// A session of a member comes online in the group. Replies with the member's cursor.
 #[derive(Message)]
 #[rtype(result = "Result<GroupCursor, ApiError>")]
-pub struct Join(pub SessionHandle);
+pub struct Join {
+    pub session: SessionHandle,
+    /// The group's newest msgid as the session read it from the store: a group that pushed
+    /// less (another node committed, and no copy came) reads and pushes the rest.
+    pub stored_latest: u64,
+}
 
 /// A session goes away.
 #[derive(Message)]

@@ -493,7 +493,11 @@ impl Actor for GroupActor {
 impl Handler<Join> for GroupActor {
     type Result = Result<GroupCursor, ApiError>;
 
-    fn handle(&mut self, Join(session): Join, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, join: Join, ctx: &mut Self::Context) -> Self::Result {
+        let Join {
+            session,
+            stored_latest,
+        } = join;
         if let Some(refusal) = self.refusal(session.uid) {
             return Err(refusal);
         }
@@ -505,6 +509,8 @@ impl Handler<Join> for GroupActor {
         if self.online.insert(session.id, session).is_none() {
             self.session_came(uid);
         }
+        self.in_order.committed_up_to(stored_latest);
+        self.fill_gaps(ctx);
         Ok(self.cursor(marks))
     }
 }

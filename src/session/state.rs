@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use super::{Outbox, SessionContext};
 use crate::auth::Identity;
-use crate::budget::{Limit, RequestKind, SessionBudget, MAX_LIMITED_IN_A_ROW};
+use crate::budget::{Limit, RefusalCount, Refusals, RequestKind, SessionBudget};
 use crate::close::Close;
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
@@ -139,8 +139,8 @@ pub struct SessionState {
     budget: SessionBudget,
     /// Requests waiting for their replies: sends, pulls, syncs, acks on their way.
     in_flight: usize,
-    /// Requests refused `rate_limited` since the last one granted.
-    limited_in_a_row: u32,
+    /// Requests refused `rate_limited` lately.
+    refusals: Refusals,
     /// Bad frames and refusals of the client's fault since the last request that succeeded.
     bad_frames: u32,
     /// Each group's acks: only the highest is kept, and one is on its way at a time.
@@ -163,7 +163,7 @@ impl SessionState {
             last_heard: Instant::now(),
             budget: SessionBudget::default(),
             in_flight: 0,
-            limited_in_a_row: 0,
+            refusals: Refusals::default(),
             bad_frames: 0,
             acks: HashMap::new(),
             reads: None,
@@ -375,10 +375,7 @@ impl SessionState {
     ) -> bool {
         let limits = &self.shared.limits;
         match self.budget.charge(limits.budget, limits.send_rate, kind) {
-            Ok(()) => {
-                self.limited_in_a_row = 0;
-                true
-            }
+            Ok(()) => true,
             Err(limit) => {
                 self.refuse_limited(id, kind, limit, conn);
                 false
@@ -409,8 +406,8 @@ impl SessionState {
         conn: &mut impl Connection,
     ) {
         metrics::global().limited(kind.name(), limit.name());
-        self.limited_in_a_row += 1;
-        if self.limited_in_a_row == 1 {
+        let refusal = self.refusals.refused(Instant::now());
+        if refusal == RefusalCount::First {
             tracing::warn!(
                 kind = kind.name(),
                 limit = limit.name(),
@@ -419,7 +416,7 @@ impl SessionState {
         }
         let error = ApiError::new(ErrorCode::RateLimited, limit.explain());
         self.write_error(id, &error, conn);
-        if self.limited_in_a_row == MAX_LIMITED_IN_A_ROW {
+        if refusal == RefusalCount::TooMany {
             tracing::warn!(
                 kind = kind.name(),
                 "session kept asking past rate_limited: closing with 1008"
@@ -836,11 +833,15 @@ async fn join_group(
     // A group actor that stops just as we ask is replaced by the directory: ask once more.
     for _ in 0..2 {
         let group = directory.send(GroupFor(stored.gid)).await?;
-        match group.ask(Join(session.clone())).await {
+        let join = Join {
+            session: session.clone(),
+            stored_latest: stored.latest,
+        };
+        match group.ask(join).await {
             // `latest` is what the group had pushed when the session joined, not what the
             // store held: pushes to the session begin right after it, so what the client
-            // pulls up to it and what it is pushed meet with no gap and no overlap (on a node
-            // still filling a gap, the store can be ahead).
+            // pulls up to it and what it is pushed meet with no gap and no overlap. Where the
+            // store is ahead (a node filling a gap), the group pushes the rest.
             Ok(Ok(live)) => {
                 let cursor = GroupCursor {
                     latest: live.latest,

@@ -263,13 +263,29 @@ async fn two_nodes_on_one_database_keep_msgids_dense_and_resends_idempotent() {
         "resends stored again"
     );
 
-    // Both nodes know the group's newest msgid, in hello and in /v1/me/groups.
+    // Both nodes know the group's newest msgid. hello tells what the node's group pushed
+    // (without a bus, a node learns of the other's commits from the store), and the rest
+    // is pushed right after it: a client pulling up to hello's latest misses nothing.
     for (node, name) in [(&a, "A"), (&b, "B")] {
-        let client = node.connect(2).await;
+        let mut client = node.connect(2).await;
+        let joined = &client.hello["groups"][0];
         assert_eq!(
-            client.hello["groups"],
-            json!([{"gid": gid, "last_ack": 0, "last_read": 0, "latest": 400}]),
-            "hello on node {name}"
+            (&joined["gid"], &joined["last_ack"], &joined["last_read"]),
+            (&json!(gid), &json!(0), &json!(0)),
+            "hello on node {name}: {joined}"
+        );
+        let latest = joined["latest"].as_u64().expect("hello's latest");
+        assert!(latest <= 400, "hello on node {name}: {joined}");
+        let pushed: Vec<u64> = client
+            .msgs(gid, (400 - latest) as usize)
+            .await
+            .iter()
+            .map(|msg| msg["msgid"].as_u64().expect("a msgid"))
+            .collect();
+        assert_eq!(
+            pushed,
+            (latest + 1..=400).collect::<Vec<u64>>(),
+            "pushed after hello's latest {latest} on node {name}"
         );
         assert_eq!(
             my_groups(node, 2).await,
