@@ -7,7 +7,7 @@
 //! pull of 1,000 reads 1,000 rows, a full sync reads every scope of the user.
 
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -119,9 +119,48 @@ impl Limit {
     }
 }
 
-/// Refusals in a row after which a session is closed with 1008: a client that keeps asking
-/// past `rate_limited` is not backing off as it should.
-pub const MAX_LIMITED_IN_A_ROW: u32 = 50;
+/// Refusals within `REFUSALS_WINDOW` after which a session is closed with 1008: a client
+/// that keeps asking past `rate_limited` is not backing off as it should.
+const MAX_REFUSALS: u32 = 50;
+const REFUSALS_WINDOW: Duration = Duration::from_secs(1);
+
+/// What a refusal means for the session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefusalCount {
+    /// The first of a burst: worth a log line.
+    First,
+    Again,
+    /// `MAX_REFUSALS` within the window: the session is to be closed.
+    TooMany,
+}
+
+/// The session's refusals in the current window. A request served between refusals does
+/// not reset the count: the bucket refills a unit at a time, so a flood written faster than
+/// the node reads it is served now and then, and would never be refused 50 times in a row.
+#[derive(Default)]
+pub struct Refusals {
+    since: Option<Instant>,
+    count: u32,
+}
+
+impl Refusals {
+    pub fn refused(&mut self, now: Instant) -> RefusalCount {
+        match self.since {
+            Some(since) if now.duration_since(since) < REFUSALS_WINDOW => {
+                self.count += 1;
+                if self.count == MAX_REFUSALS {
+                    RefusalCount::TooMany
+                } else {
+                    RefusalCount::Again
+                }
+            }
+            _ => {
+                (self.since, self.count) = (Some(now), 1);
+                RefusalCount::First
+            }
+        }
+    }
+}
 
 /// A rate in units (or sends) per second, with a burst of two seconds' worth; `None` is
 /// unlimited.
@@ -253,6 +292,30 @@ mod tests {
         };
         assert!(full.cost() > incremental.cost());
         assert!(incremental.cost() > ping);
+    }
+
+    #[test]
+    fn fifty_refusals_within_a_second_are_too_many_however_they_are_spread() {
+        let start = Instant::now();
+        let mut refusals = Refusals::default();
+        assert_eq!(refusals.refused(start), RefusalCount::First);
+        for n in 1..49 {
+            let at = start + Duration::from_millis(n * 19);
+            assert_eq!(refusals.refused(at), RefusalCount::Again, "refusal {n}");
+        }
+        assert_eq!(
+            refusals.refused(start + Duration::from_millis(990)),
+            RefusalCount::TooMany
+        );
+
+        // 49 in one second, then a new window: a burst now and then is no flood.
+        let mut refusals = Refusals::default();
+        for _ in 0..49 {
+            refusals.refused(start);
+        }
+        let later = start + REFUSALS_WINDOW;
+        assert_eq!(refusals.refused(later), RefusalCount::First);
+        assert_eq!(refusals.refused(later), RefusalCount::Again);
     }
 
     #[test]

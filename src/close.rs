@@ -15,8 +15,8 @@ pub enum CloseCode {
     /// A text message, in one frame or reassembled from fragments, that is not UTF-8. The
     /// client should be fixed.
     InvalidPayload = 1007,
-    /// 10 bad frames (or refusals of the client's own fault) in a row, or 50 requests in a row
-    /// refused `rate_limited`. The client should be fixed.
+    /// 10 bad frames (or refusals of the client's own fault) in a row, or 50 requests refused
+    /// `rate_limited` within a second. The client should be fixed.
     Policy = 1008,
     /// A frame, or a message reassembled from fragments, over `HERALD_MAX_FRAME_BYTES`. The
     /// client should not resend it.

@@ -101,8 +101,15 @@ impl Flooder {
     }
 
     /// Floods on one connection until `until`; whether the server ended it (or refused it)
-    /// before.
-    async fn flood_once(&self, addr: SocketAddr, tally: &Arc<Tally>, until: Instant) -> bool {
+    /// before. A connection still open then is closed in `closing`, beside the next kind's
+    /// flood: waiting for its last replies here would eat into that kind's share.
+    async fn flood_once(
+        &self,
+        addr: SocketAddr,
+        tally: &Arc<Tally>,
+        until: Instant,
+        closing: &mut JoinSet<()>,
+    ) -> bool {
         let connected = tokio::time::timeout(
             session::CONNECT_TIMEOUT,
             client::connect(addr, self.n, &self.member.token),
@@ -132,10 +139,13 @@ impl Flooder {
                 // The kind's share is over: close, and count the replies still coming. A
                 // close the server sent just before ours still counts (the echo of ours
                 // carries no code).
-                let _ = tokio::time::timeout(DRAIN_WITHIN, sink.close()).await;
-                if let Some(end @ End::Closed(Some(_))) = drain(&mut replies).await {
-                    tally.ended(end);
-                }
+                let tally = tally.clone();
+                closing.spawn(async move {
+                    let _ = tokio::time::timeout(DRAIN_WITHIN, sink.close()).await;
+                    if let Some(end @ End::Closed(Some(_))) = drain(&mut replies).await {
+                        tally.ended(end);
+                    }
+                });
                 false
             }
         }
@@ -178,9 +188,10 @@ pub async fn run(flooder: Flooder, addr: SocketAddr, tallies: Vec<Arc<Tally>>, w
     let began = Instant::now();
     let share = window.div_f64(tallies.len() as f64);
     let mut reconnects = 0;
+    let mut closing = JoinSet::new();
     for (i, tally) in tallies.iter().enumerate() {
         let until = began + share.mul_f64(i as f64 + 1.0);
-        while flooder.flood_once(addr, tally, until).await
+        while flooder.flood_once(addr, tally, until, &mut closing).await
             && reconnects < MAX_RECONNECTS
             && Instant::now() + RECONNECT_AFTER < until
         {
@@ -189,6 +200,7 @@ pub async fn run(flooder: Flooder, addr: SocketAddr, tallies: Vec<Arc<Tally>>, w
         }
         tokio::time::sleep_until(until).await;
     }
+    closing.join_all().await;
 }
 
 /// What the flooders of one kind wrote and got back, over all of them.
