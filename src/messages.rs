@@ -168,13 +168,33 @@ pub struct Join {
 #[rtype(result = "()")]
 pub struct Leave(pub SessionId);
 
-/// A member sends a message; the reply comes once it is committed.
+/// A message is sent to the group; the reply comes once it is committed.
 #[derive(Message)]
 #[rtype(result = "Result<Appended, ApiError>")]
 pub struct Submit {
-    pub uid: u64,
+    pub author: Author,
     pub cmid: String,
     pub body: Box<RawValue>,
+}
+
+/// Who a message is from: a member of the group (a client's send, or the app's backend
+/// posting as a user), or the app itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Author {
+    Member(u64),
+    /// A system message, posted by the app's backend: stored and shown as `from` 0, which is
+    /// no user's id.
+    System,
+}
+
+impl Author {
+    /// The sender as stored and shown.
+    pub fn uid(self) -> u64 {
+        match self {
+            Author::Member(uid) => uid,
+            Author::System => 0,
+        }
+    }
 }
 
 /// A member has received (or read) everything up to `msgid` (cumulative).

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub groups_active: IntGauge,
     pub messages_stored: IntCounter,
     pub duplicate_sends: IntCounter,
+    /// Messages the app's backend posted through the admin API (and stored).
+    pub published: IntCounter,
     pub deliveries: IntCounter,
     pub acks_flushed: IntCounter,
     pub slow_consumers_closed: IntCounter,
@@ -144,6 +146,11 @@ impl Metrics {
                 "Sends answered dup:true (same sender and cmid stored before)",
             )
             .unwrap(),
+            published: IntCounter::new(
+                "published_total",
+                "Messages posted through the admin publish API and stored",
+            )
+            .unwrap(),
             deliveries: IntCounter::new("deliveries_total", "Message frames queued to sessions")
                 .unwrap(),
             acks_flushed: IntCounter::new("acks_flushed_total", "Member ack rows written").unwrap(),
@@ -193,11 +200,12 @@ impl Metrics {
             registry,
         };
         // Every name above is unique and valid, so registration cannot fail.
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(metrics.sessions.clone()),
             Box::new(metrics.groups_active.clone()),
             Box::new(metrics.messages_stored.clone()),
             Box::new(metrics.duplicate_sends.clone()),
+            Box::new(metrics.published.clone()),
             Box::new(metrics.deliveries.clone()),
             Box::new(metrics.acks_flushed.clone()),
             Box::new(metrics.slow_consumers_closed.clone()),

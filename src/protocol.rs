@@ -19,6 +19,30 @@ use crate::model::{no_nul, valid_id, GroupCursor, MessageView, ReadPosition};
 
 /// `cmid` length bounds, in characters.
 pub const CMID_MAX_CHARS: usize = 64;
+/// Checks a sender's id of a message (`field`: its name in the request), which makes its
+/// resends idempotent: 1..=64 characters, no NUL.
+pub fn valid_cmid(field: &str, cmid: &str) -> Result<(), ApiError> {
+    let chars = cmid.chars().count();
+    if chars == 0 || chars > CMID_MAX_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1..{CMID_MAX_CHARS} characters"
+        )));
+    }
+    no_nul(field, cmid)
+}
+
+/// Checks a message body's size, in bytes of JSON.
+pub fn valid_body(body: &RawValue, max_body: usize) -> Result<(), ApiError> {
+    let size = body.get().len();
+    if size > max_body {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("body is {size} bytes, the limit is {max_body}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Default and largest page of a `pull`.
 pub const PULL_DEFAULT_LIMIT: u32 = 100;
 pub const PULL_MAX_LIMIT: u32 = 1000;
@@ -200,23 +224,9 @@ fn request(envelope: Envelope, max_body: usize) -> Result<ClientRequest, ApiErro
         "send" => {
             let gid = gid()?;
             let cmid = envelope.cmid.ok_or_else(|| missing(kind, "cmid"))?;
-            let chars = cmid.chars().count();
-            if chars == 0 || chars > CMID_MAX_CHARS {
-                return Err(ApiError::bad_request(format!(
-                    "cmid must be 1..{CMID_MAX_CHARS} characters"
-                )));
-            }
-            no_nul("cmid", &cmid)?;
+            valid_cmid("cmid", &cmid)?;
             let body = envelope.body.ok_or_else(|| missing(kind, "body"))?;
-            if body.get().len() > max_body {
-                return Err(ApiError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "body is {} bytes, the limit is {max_body}",
-                        body.get().len()
-                    ),
-                ));
-            }
+            valid_body(body, max_body)?;
             Ok(ClientRequest::Send {
                 gid,
                 cmid,

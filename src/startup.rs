@@ -107,6 +107,7 @@ impl Application {
                 },
             }),
             budgets: UserBudgets::new(Rate::per_second(config.limits.request_budget)),
+            publish_max_groups: config.limits.publish_max_groups,
         });
         forget_idle_budgets(state.clone());
         let max_http_body = config.limits.max_http_body_bytes;

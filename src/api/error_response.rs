@@ -13,10 +13,20 @@ struct HttpErrorBody<'a> {
     error: HttpErrorDetail<'a>,
 }
 
+/// An error as the HTTP API shows it, alone or inside a batch's results.
 #[derive(Serialize)]
-struct HttpErrorDetail<'a> {
+pub(super) struct HttpErrorDetail<'a> {
     code: ErrorCode,
     message: &'a str,
+}
+
+impl<'a> From<&'a ApiError> for HttpErrorDetail<'a> {
+    fn from(error: &'a ApiError) -> Self {
+        HttpErrorDetail {
+            code: error.code,
+            message: &error.message,
+        }
+    }
 }
 
 impl ResponseError for ApiError {
@@ -27,10 +37,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         metrics::global().error(self.code);
         HttpResponse::build(self.code.status()).json(HttpErrorBody {
-            error: HttpErrorDetail {
-                code: self.code,
-                message: &self.message,
-            },
+            error: HttpErrorDetail::from(self),
         })
     }
 }

@@ -8,6 +8,7 @@ mod friends;
 mod groups;
 mod me;
 mod ops;
+mod publish;
 mod user;
 mod ws;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub sessions: Arc<SessionContext>,
     /// Each user's request budget over HTTP (the user API and WebSocket upgrades).
     pub budgets: UserBudgets,
+    /// Groups one admin publish request may post into.
+    pub publish_max_groups: usize,
 }
 
 /// Where clients open their WebSocket.
@@ -112,6 +115,7 @@ pub fn routes(max_http_body: usize, demo: bool) -> impl FnOnce(&mut web::Service
                     web::post().to(admin::deactivate_route),
                 )
                 .route("/groups", web::post().to(admin::create_group_route))
+                .route("/messages", web::post().to(publish::publish_route))
                 .route(
                     "/groups/{gid}",
                     web::patch().to(groups::update_route::<Admin>),

@@ -158,6 +158,15 @@ pub struct LimitsConfig {
         value_parser = positive::<usize>
     )]
     pub max_http_body_bytes: usize,
+
+    /// Groups one admin publish request may post into at once.
+    #[arg(
+        long,
+        env = "HERALD_PUBLISH_MAX_GROUPS",
+        default_value_t = 1000,
+        value_parser = positive::<usize>
+    )]
+    pub publish_max_groups: usize,
 }
 
 /// The WebSocket sessions a node holds, and what waits for each one's socket.

@@ -37,8 +37,8 @@ use crate::cluster::wire::GroupNews;
 use crate::cluster::Bus;
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
-    AckUpTo, CursorOf, FlushAcks, GroupHandle, GroupInbox, GroupStep, GroupStopped, Join, Leave,
-    ReadsOf, SessionHandle, SessionId, SessionsOf, Submit, ToSession, WriteAcks,
+    AckUpTo, Author, CursorOf, FlushAcks, GroupHandle, GroupInbox, GroupStep, GroupStopped, Join,
+    Leave, ReadsOf, SessionHandle, SessionId, SessionsOf, Submit, ToSession, WriteAcks,
 };
 use crate::metrics;
 use crate::model::refusal::Refusal;
@@ -531,13 +531,17 @@ impl Handler<Submit> for GroupActor {
 
     fn handle(&mut self, submit: Submit, ctx: &mut Self::Context) -> Self::Result {
         let _span = self.in_span();
-        if let Some(refusal) = self.refusal(submit.uid) {
+        let refusal = match submit.author {
+            Author::Member(uid) => self.refusal(uid),
+            Author::System => self.failed.clone(),
+        };
+        if let Some(refusal) = refusal {
             return Box::pin(async move { Err(refusal) });
         }
         let (reply, committed) = oneshot::channel();
         let send = PendingSend {
             message: NewMessage {
-                sender: submit.uid,
+                sender: submit.author.uid(),
                 cmid: submit.cmid,
                 body: submit.body,
                 ts: now_ms(),
@@ -545,7 +549,7 @@ impl Handler<Submit> for GroupActor {
             reply,
         };
         if self.queue.push(send).is_err() {
-            return Box::pin(std::future::ready(Err(self.refuse_busy(submit.uid))));
+            return Box::pin(std::future::ready(Err(self.refuse_busy(submit.author))));
         }
         self.busy = false;
         self.write_next(ctx);
@@ -556,12 +560,12 @@ impl Handler<Submit> for GroupActor {
 impl GroupActor {
     /// The refusal of a send that found the queue full: the queue is bounded so a flood of
     /// sends cannot grow it, and a busy group says so once per burst.
-    fn refuse_busy(&mut self, uid: u64) -> ApiError {
+    fn refuse_busy(&mut self, author: Author) -> ApiError {
         metrics::global().limited(RequestKind::Send.name(), Limit::GroupBusy.name());
         if !self.busy {
             self.busy = true;
             tracing::warn!(
-                uid,
+                uid = author.uid(),
                 queued = self.queue.len(),
                 "group queue full: refusing sends with rate_limited"
             );

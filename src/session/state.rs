@@ -25,8 +25,8 @@ use crate::budget::{Limit, RefusalCount, Refusals, RequestKind, SessionBudget};
 use crate::close::Close;
 use crate::error::{ApiError, ErrorCode};
 use crate::messages::{
-    AckUpTo, GroupHandle, GroupRequest, Join, Leave, OnlineIn, Relay, SessionHandle, SessionId,
-    Submit, ToSession,
+    AckUpTo, Author, GroupHandle, GroupRequest, Join, Leave, OnlineIn, Relay, SessionHandle,
+    SessionId, Submit, ToSession,
 };
 use crate::metrics;
 use crate::model::refusal::Refusal;
@@ -584,7 +584,7 @@ impl SessionState {
             return;
         }
         let submit = Submit {
-            uid: self.uid(),
+            author: Author::Member(self.uid()),
             cmid,
             body,
         };

@@ -16,6 +16,7 @@ mod migrations;
 mod operations;
 mod properties;
 mod protocol_errors;
+mod publish;
 mod pull_ack;
 mod reads;
 mod signals;
