@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let outcome = actix::System::new().block_on(async move {
         match command {
             Command::Migrate(config) => {
-                let store = Store::new(config.database.url.expose(), 1)?;
+                let store = Store::new(config.database.url.expose(), 1, false)?;
                 store.migrate().await?;
                 tracing::info!("storage is up to date");
                 Ok(())

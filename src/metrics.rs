@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -30,6 +30,60 @@ pub struct Metrics {
     requests_limited: IntCounterVec,
     /// The cluster bus (NATS); all stay 0 on a node that runs alone.
     pub cluster: ClusterMetrics,
+    /// Webhooks to the app's backend; all stay 0 without a webhook URL.
+    pub webhooks: WebhookMetrics,
+}
+
+/// How delivery to the app's backend keeps up.
+pub struct WebhookMetrics {
+    pub pending: IntGauge,
+    pub oldest_pending_seconds: Gauge,
+    deliveries: IntCounterVec,
+}
+
+impl WebhookMetrics {
+    fn new() -> Self {
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                "webhook_deliveries_total",
+                "Webhook events posted to the backend, by outcome (delivered, failed: retried later)",
+            ),
+            &["outcome"],
+        )
+        .unwrap();
+        for outcome in ["delivered", "failed"] {
+            deliveries.with_label_values(&[outcome]);
+        }
+        WebhookMetrics {
+            pending: IntGauge::new(
+                "webhook_pending",
+                "Webhook events recorded and not delivered yet (the whole cluster's outbox)",
+            )
+            .unwrap(),
+            oldest_pending_seconds: Gauge::new(
+                "webhook_oldest_pending_seconds",
+                "Age of the oldest webhook event not delivered yet; 0 when none waits",
+            )
+            .unwrap(),
+            deliveries,
+        }
+    }
+
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 3] {
+        [
+            Box::new(self.pending.clone()),
+            Box::new(self.oldest_pending_seconds.clone()),
+            Box::new(self.deliveries.clone()),
+        ]
+    }
+
+    /// Counts `events` posted in one request, by whether the backend took them.
+    pub fn posted(&self, events: usize, delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        self.deliveries
+            .with_label_values(&[outcome])
+            .inc_by(events as u64);
+    }
 }
 
 /// What crosses the cluster bus, and what the node repaired from PostgreSQL.
@@ -197,6 +251,7 @@ impl Metrics {
             )
             .unwrap(),
             cluster: ClusterMetrics::new(),
+            webhooks: WebhookMetrics::new(),
             registry,
         };
         // Every name above is unique and valid, so registration cannot fail.
@@ -216,7 +271,11 @@ impl Metrics {
             Box::new(metrics.errors.clone()),
             Box::new(metrics.requests_limited.clone()),
         ];
-        for collector in collectors.into_iter().chain(metrics.cluster.collectors()) {
+        let collectors = collectors
+            .into_iter()
+            .chain(metrics.cluster.collectors())
+            .chain(metrics.webhooks.collectors());
+        for collector in collectors {
             metrics
                 .registry
                 .register(collector)

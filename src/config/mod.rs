@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use sections::{
     AcksConfig, AuthConfig, ClusterConfig, DatabaseConfig, GroupsConfig, LimitsConfig, LogConfig,
-    PresenceConfig, ServerConfig, SessionsConfig,
+    PresenceConfig, ServerConfig, SessionsConfig, WebhooksConfig,
 };
 pub use values::{AllowedOrigins, LogFormat, Secret};
 
@@ -90,6 +90,8 @@ pub struct Config {
     #[command(flatten)]
     pub presence: PresenceConfig,
     #[command(flatten)]
+    pub webhooks: WebhooksConfig,
+    #[command(flatten)]
     pub log: LogConfig,
 }
 
@@ -123,6 +125,12 @@ impl Config {
             return Err(ConfigError {
                 variables: &["HERALD_NATS_TLS_CERT", "HERALD_NATS_TLS_KEY"],
                 problem: "go together: a client certificate needs its key",
+            });
+        }
+        if self.webhooks.url.is_some() && self.webhooks.secret.is_none() {
+            return Err(ConfigError {
+                variables: &["HERALD_WEBHOOK_URL", "HERALD_WEBHOOK_SECRET"],
+                problem: "go together: the backend needs the secret to check each request",
             });
         }
         Ok(())
