@@ -389,6 +389,7 @@ pub struct PresenceConfig {
 pub struct WebhooksConfig {
     /// URL the events are posted to (`https://…`); empty sends none and records none.
     #[arg(
+        id = "webhook_url",
         long = "webhook-url",
         env = "HERALD_WEBHOOK_URL",
         hide_env_values = true,
@@ -399,6 +400,7 @@ pub struct WebhooksConfig {
     /// Key of the `Herald-Signature` HMAC-SHA256 over each request; at least 16 bytes.
     /// Required with HERALD_WEBHOOK_URL.
     #[arg(
+        id = "webhook_secret",
         long = "webhook-secret",
         env = "HERALD_WEBHOOK_SECRET",
         hide_env_values = true,
@@ -408,6 +410,7 @@ pub struct WebhooksConfig {
 
     /// Milliseconds the backend has to answer a request; past it, the events are retried.
     #[arg(
+        id = "webhook_timeout_ms",
         long = "webhook-timeout-ms",
         env = "HERALD_WEBHOOK_TIMEOUT_MS",
         default_value = "5000",
@@ -418,6 +421,7 @@ pub struct WebhooksConfig {
     /// Longest wait, in seconds, between retries of a failed delivery (the wait doubles
     /// from half a second up to it). Events are retried until delivered.
     #[arg(
+        id = "webhook_retry_max_s",
         long = "webhook-retry-max-s",
         env = "HERALD_WEBHOOK_RETRY_MAX_S",
         default_value = "300",
@@ -427,6 +431,7 @@ pub struct WebhooksConfig {
 
     /// Most events posted in one request.
     #[arg(
+        id = "webhook_batch",
         long = "webhook-batch",
         env = "HERALD_WEBHOOK_BATCH",
         default_value_t = 100,
@@ -436,6 +441,7 @@ pub struct WebhooksConfig {
 
     /// Requests one node has in flight to the backend at once.
     #[arg(
+        id = "webhook_concurrency",
         long = "webhook-concurrency",
         env = "HERALD_WEBHOOK_CONCURRENCY",
         default_value_t = 2,

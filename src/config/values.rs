@@ -91,8 +91,8 @@ pub fn nats_url(urls: &str) -> Result<(), String> {
 
 /// The check of `HERALD_WEBHOOK_URL`: an `http://` or `https://` URL.
 pub fn webhook_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("is not a URL: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
+    let parsed: hyper::Uri = url.parse().map_err(|e| format!("is not a URL: {e}"))?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
         return Err("must be an http:// or https:// URL".into());
     }
     Ok(())

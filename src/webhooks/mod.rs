@@ -18,6 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -63,8 +69,10 @@ struct Delivery<'a> {
 /// The deliverers of one node.
 pub struct Webhooks {
     store: Store,
-    client: reqwest::Client,
-    url: reqwest::Url,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    url: hyper::Uri,
+    /// How long the backend has to answer.
+    timeout: Duration,
     signer: Signer,
     batch: i32,
     /// How long a claim keeps other deliverers off: longer than any request may take.
@@ -78,18 +86,17 @@ impl Webhooks {
         let (Some(url), Some(secret)) = (&config.url, &config.secret) else {
             return Ok(None);
         };
-        // reqwest's rustls needs a crypto provider: ring, as the NATS client's. Installing it
-        // fails only when one is installed already, which serves as well.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("HERALD_WEBHOOK_URL: cannot build the HTTP client")?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+            .context("HERALD_WEBHOOK_URL: cannot load the system's root certificates")?
+            .https_or_http()
+            .enable_http1()
+            .build();
         Ok(Some(Webhooks {
             store,
-            client,
-            url: reqwest::Url::parse(url.expose()).context("HERALD_WEBHOOK_URL")?,
+            client: Client::builder(TokioExecutor::new()).build(https),
+            url: url.expose().parse().context("HERALD_WEBHOOK_URL")?,
+            timeout: config.timeout,
             signer: Signer::new(secret.expose()),
             batch: i32::try_from(config.batch).unwrap_or(i32::MAX),
             lease: config.timeout + Duration::from_secs(2),
@@ -185,16 +192,26 @@ impl Webhooks {
         };
         let body = serde_json::to_vec(&batch).context("encoding the webhook batch")?;
         let now_s = (now_ms() / 1000) as u64;
-        let response = self
-            .client
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+        let request = hyper::Request::post(self.url.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("herald/", env!("CARGO_PKG_VERSION")),
+            )
             .header(SIGNATURE_HEADER, self.signer.sign(now_s, &body))
-            .body(body)
-            .send()
+            .body(Full::new(Bytes::from(body)))
+            .context("building the webhook request")?;
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            // Read to the end, so the connection serves the next request.
+            response.into_body().collect().await?;
+            anyhow::Ok(status)
+        };
+        let status = tokio::time::timeout(self.timeout, exchange)
             .await
+            .context("HERALD_WEBHOOK_URL did not answer in time")?
             .context("posting to HERALD_WEBHOOK_URL")?;
-        let status = response.status();
         anyhow::ensure!(status.is_success(), "HERALD_WEBHOOK_URL answered {status}");
         Ok(())
     }

@@ -39,6 +39,8 @@ pub struct Received {
     pub requests: usize,
     /// Every event of every request, answered or not.
     pub seen: Vec<Value>,
+    /// The body of every request, byte for byte, answered or not.
+    pub bodies: Vec<String>,
     /// Requests refused for a missing, wrong or stale signature.
     pub forged: usize,
 }
@@ -138,6 +140,9 @@ impl Shared {
             let mut received = self.received.lock().unwrap();
             received.requests += 1;
             received.seen.extend(events.iter().cloned());
+            received
+                .bodies
+                .push(String::from_utf8_lossy(&body).into_owned());
         }
         let answer = *self.answer.lock().unwrap();
         match answer {
