@@ -294,4 +294,20 @@ mod tests {
             ["HERALD_NATS_TLS_CERT", "HERALD_NATS_TLS_KEY"]
         );
     }
+
+    #[test]
+    fn a_webhook_url_is_checked_and_needs_its_secret() {
+        let url = ["--webhook-url", "https://backend.example/hooks"];
+        let error = config(&good_and(&url)).validate().unwrap_err();
+        assert_eq!(
+            error.variables,
+            ["HERALD_WEBHOOK_URL", "HERALD_WEBHOOK_SECRET"]
+        );
+        let signed = good_and(&[url[0], url[1], "--webhook-secret", "sixteen bytes at least"]);
+        assert!(config(&signed).validate().is_ok());
+        let error = parse(&good_and(&["--webhook-url", "ftp://backend.example/"])).unwrap_err();
+        assert!(error.to_string().contains("HERALD_WEBHOOK_URL"), "{error}");
+        let error = parse(&good_and(&["--webhook-secret", "short"])).unwrap_err();
+        assert!(error.to_string().contains("at least 16 bytes"), "{error}");
+    }
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use herald_loadtest::kit::webhooks::{Answer, WebhookReceiver};
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, metric, sql, Server};
+use herald_loadtest::kit::nats::NatsServer;
+use reqwest::Method;
+
+use crate::helpers::{eventually, metric, sql, Cluster, Server, WAIT};
 
 const SECRET: &str = "the webhook secret, shared";
 
@@ -285,4 +288,54 @@ async fn without_a_webhook_url_nothing_is_recorded() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(outbox_rows(&server).await, 0);
+}
+
+#[tokio::test]
+async fn in_a_cluster_the_members_offline_are_those_online_on_no_node_and_each_event_is_told_once()
+{
+    let receiver = WebhookReceiver::start(SECRET).await.expect("a receiver");
+    let nats = NatsServer::start().await.expect("start nats-server");
+    let (url, nats_url) = (receiver.url(), nats.url());
+    let env = [
+        ("HERALD_NATS_URL", nats_url.as_str()),
+        ("HERALD_WEBHOOK_URL", url.as_str()),
+        ("HERALD_WEBHOOK_SECRET", SECRET),
+    ];
+    let cluster = Cluster::start_on(nats, 2, &env).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let gid = a.group(&[1, 2, 3]).await;
+    let mut ann = a.connect(1).await;
+    let _bob = b.connect(2).await;
+    let path = format!("/v1/groups/{gid}/online");
+    eventually("node A sees bob online on node B", WAIT, async || {
+        let (status, body) = a.user(3, Method::GET, &path, None).await;
+        (status == 200 && body["uids"] == json!([1, 2]))
+            .then_some(())
+            .ok_or(format!("{status} {body}"))
+    })
+    .await;
+
+    for n in 1..=10 {
+        ann.send_msg(gid, &format!("c{n}"), json!(n)).await;
+    }
+    let told = accepted(&receiver, "messages.stored", |e| {
+        distinct_msgids(e).len() == 10
+    })
+    .await;
+    assert_eq!(distinct_msgids(&told), (1..=10).collect::<Vec<u64>>());
+    assert!(
+        told.iter().all(|e| e["data"]["offline"] == json!([3])),
+        "bob is online on the other node: {told:?}"
+    );
+    // Both nodes deliver from the one outbox: no event twice while the backend answers.
+    let mut ids: Vec<i64> = receiver.received(|r| {
+        r.accepted
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect()
+    });
+    let all = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "each event accepted once");
 }
