@@ -201,7 +201,7 @@ impl Target {
         let mut env = Vec::new();
         let webhooks = match args.webhook_delay_ms {
             Some(delay) => {
-                let receiver = WebhookReceiver::start(WEBHOOK_SECRET).await?;
+                let receiver = WebhookReceiver::counting(WEBHOOK_SECRET).await?;
                 receiver.answer(Answer::Accept(Duration::from_millis(delay)));
                 env.push(("HERALD_WEBHOOK_URL".to_owned(), receiver.url()));
                 env.push((
@@ -257,9 +257,9 @@ impl Target {
         let receiver = self.spawned.as_ref()?.webhooks.as_ref()?;
         Some(receiver.received(|r| {
             format!(
-                "webhooks: the slow receiver accepted {} events in {} requests ({} refused as forged)",
-                r.accepted.len(),
+                "webhooks: the slow receiver took {} requests, {:.1} MB ({} refused as forged)",
                 r.requests,
+                r.bytes as f64 / 1e6,
                 r.forged
             )
         }))

@@ -43,10 +43,15 @@ pub struct Received {
     pub bodies: Vec<String>,
     /// Requests refused for a missing, wrong or stale signature.
     pub forged: usize,
+    /// Bytes of every request whose signature checked.
+    pub bytes: usize,
 }
 
 struct Shared {
     secret: Vec<u8>,
+    /// Whether events and bodies are kept (tests), or only counted (load tests, where the
+    /// receiver shares the harness's cores).
+    keeps: bool,
     answer: Mutex<Answer>,
     received: Mutex<Received>,
 }
@@ -59,14 +64,24 @@ pub struct WebhookReceiver {
 }
 
 impl WebhookReceiver {
-    /// Listens on a free loopback port, accepting everything at once.
+    /// Listens on a free loopback port, accepting everything at once, and keeps what came.
     pub async fn start(secret: &str) -> anyhow::Result<WebhookReceiver> {
+        WebhookReceiver::listen(secret, true).await
+    }
+
+    /// As `start`, but only counts requests and bytes: what a load test can afford.
+    pub async fn counting(secret: &str) -> anyhow::Result<WebhookReceiver> {
+        WebhookReceiver::listen(secret, false).await
+    }
+
+    async fn listen(secret: &str, keeps: bool) -> anyhow::Result<WebhookReceiver> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the webhook receiver")?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             secret: secret.as_bytes().to_vec(),
+            keeps,
             answer: Mutex::new(Answer::Accept(Duration::ZERO)),
             received: Mutex::new(Received::default()),
         });
@@ -132,17 +147,22 @@ impl Shared {
             self.received.lock().unwrap().forged += 1;
             return respond(StatusCode::UNAUTHORIZED);
         }
-        let events: Vec<Value> = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|batch| batch["events"].as_array().cloned())
-            .unwrap_or_default();
+        let events: Vec<Value> = match self.keeps {
+            true => serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|batch| batch["events"].as_array().cloned())
+                .unwrap_or_default(),
+            false => Vec::new(),
+        };
         {
             let mut received = self.received.lock().unwrap();
             received.requests += 1;
-            received.seen.extend(events.iter().cloned());
-            received
-                .bodies
-                .push(String::from_utf8_lossy(&body).into_owned());
+            received.bytes += body.len();
+            if self.keeps {
+                received.seen.extend(events.iter().cloned());
+                let text = String::from_utf8_lossy(&body).into_owned();
+                received.bodies.push(text);
+            }
         }
         let answer = *self.answer.lock().unwrap();
         match answer {
