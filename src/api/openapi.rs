@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi as Spec, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -76,7 +76,7 @@ const SHARED_WITH_ADMIN: [&str; 4] = [
         conversations::open_route,
     ),
     components(schemas(HttpErrorBody)),
-    modifiers(&SecuritySchemes, &AdminGroupRoutes, &CommonErrors, &IdParameters),
+    modifiers(&SecuritySchemes, &AdminGroupRoutes, &CommonErrors, &IdParameters, &FlattenedOpen),
 )]
 struct ApiDoc;
 
@@ -249,6 +249,39 @@ impl Modify for IdParameters {
                         );
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Structs that refuse unknown fields in requests (`deny_unknown_fields`, so
+/// `additionalProperties: false`) are also flattened into replies, which utoipa writes as
+/// `allOf` with the rest: there the other parts' fields are not unknown, so those schemas stay
+/// open. Requests carrying unknown fields are still refused with 400.
+struct FlattenedOpen;
+
+impl Modify for FlattenedOpen {
+    fn modify(&self, spec: &mut Spec) {
+        let Some(components) = spec.components.as_mut() else {
+            return;
+        };
+        let flattened: Vec<String> = components
+            .schemas
+            .values()
+            .filter_map(|schema| match schema {
+                RefOr::T(Schema::AllOf(all_of)) => Some(&all_of.items),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|part| match part {
+                RefOr::Ref(r) => r.ref_location.strip_prefix("#/components/schemas/"),
+                RefOr::T(_) => None,
+            })
+            .map(str::to_owned)
+            .collect();
+        for name in flattened {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(&name) {
+                object.additional_properties = None;
             }
         }
     }
