@@ -82,7 +82,7 @@ fn channel_group(channel_id: &str) -> Result<u64, ApiError> {
     responses(
         (status = 200, description = "The conversation existed", body = ConversationView),
         (status = 201, description = "The conversation was created", body = ConversationView),
-        (status = 404, description = "not_found: no such group, or the user is not a member", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
     ),
 )]
 pub async fn open_route(

@@ -40,7 +40,7 @@ struct PageBody<'a> {
     params(("gid" = u64, Path, description = "The group"), PageQuery),
     responses(
         (status = 200, description = "A page of messages, oldest first", body = PageBody),
-        (status = 404, description = "not_found: no such group, or the user is not a member", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
     ),
 )]
 pub async fn messages_route(
@@ -75,7 +75,7 @@ pub struct MarkBody {
     request_body = MarkBody,
     responses(
         (status = 204, description = "Received up to msgid"),
-        (status = 404, description = "not_found: no such group, or the user is not a member", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
     ),
 )]
 pub async fn ack_route(
@@ -97,7 +97,7 @@ pub async fn ack_route(
     request_body = MarkBody,
     responses(
         (status = 204, description = "Read up to msgid"),
-        (status = 404, description = "not_found: no such group, or the user is not a member", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
     ),
 )]
 pub async fn read_route(
@@ -141,7 +141,7 @@ struct ReadsBody {
     params(("gid" = u64, Path, description = "The group")),
     responses(
         (status = 200, description = "Each member's read position", body = ReadsBody),
-        (status = 404, description = "not_found: no such group, or the user is not a member", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
     ),
 )]
 pub async fn reads_route(
@@ -170,7 +170,8 @@ struct OnlineBody {
     params(("gid" = u64, Path, description = "The group")),
     responses(
         (status = 200, description = "The members online", body = OnlineBody),
-        (status = 404, description = "not_found: no such group, or the user is not a member", body = super::error_response::HttpErrorBody),
+        (status = 413, description = "too_large: the group is over the presence size (HERALD_PRESENCE_MAX_GROUP)", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
     ),
 )]
 pub async fn online_route(
