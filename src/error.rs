@@ -5,7 +5,7 @@ use actix_web::http::StatusCode;
 use serde::Serialize;
 
 /// Every error code a client can see (`../shared/protocol.md`, "Errors").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,

@@ -60,7 +60,7 @@ END;
 $$;
 
 -- Creates a group owned by p_owner with p_members (the owner always among them). p_by is the
--- user creating it, NULL for the admin API. Fails with unique_violation for a taken gid.
+-- user creating it, NULL for the admin API. A chosen gid that is taken is refused (HR409).
 CREATE OR REPLACE FUNCTION herald_create_group(
     p_gid bigint, p_name text, p_description text, p_owner bigint, p_members bigint[],
     p_by bigint, OUT new_gid bigint, OUT effects jsonb[]
@@ -73,8 +73,14 @@ BEGIN
     FROM unnest(p_members || p_owner) AS u;
     PERFORM herald_require_active(v_everyone);
     IF p_gid IS NULL THEN
-        INSERT INTO groups (name, description, owner_uid) VALUES (p_name, p_description, p_owner)
-        RETURNING gid INTO new_gid;
+        -- The admin API may have chosen gids the sequence has not reached yet: skip them.
+        LOOP
+            INSERT INTO groups (gid, name, description, owner_uid)
+            VALUES (nextval('groups_gid_seq'), p_name, p_description, p_owner)
+            ON CONFLICT DO NOTHING
+            RETURNING gid INTO new_gid;
+            EXIT WHEN new_gid IS NOT NULL;
+        END LOOP;
     ELSE
         INSERT INTO groups (gid, name, description, owner_uid)
         VALUES (p_gid, p_name, p_description, p_owner)

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::user::live_cursors;
 use super::{AppState, User};
@@ -17,14 +18,17 @@ use crate::store::{Conversation, Membership};
 pub const GROUP_CHANNEL: u8 = 2;
 pub const MAX_CHANNEL_ID_CHARS: usize = 128;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenConversation {
+    /// `g<gid>` for a group channel (type 2).
+    #[schema(min_length = 1, max_length = 128)]
     channel_id: String,
+    #[schema(minimum = 1, maximum = 255)]
     channel_type: u8,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ConversationView<'a> {
     id: u64,
     channel_id: &'a str,
@@ -69,6 +73,18 @@ fn channel_group(channel_id: &str) -> Result<u64, ApiError> {
 
 /// `POST /v1/conversations`: the user's conversation on a channel: 201 when created, 200
 /// when it existed.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations",
+    tag = "conversations",
+    security(("user_token" = [])),
+    request_body = OpenConversation,
+    responses(
+        (status = 200, description = "The conversation existed", body = ConversationView),
+        (status = 201, description = "The conversation was created", body = ConversationView),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn open_route(
     user: User,
     body: web::Json<OpenConversation>,
@@ -108,13 +124,23 @@ pub async fn open_route(
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ConversationList<'a> {
     conversations: Vec<ConversationView<'a>>,
 }
 
 /// `GET /v1/conversations`: the user's conversations, oldest first, with unread counts for
 /// group channels.
+#[utoipa::path(
+    get,
+    operation_id = "list_conversations",
+    path = "/v1/conversations",
+    tag = "conversations",
+    security(("user_token" = [])),
+    responses(
+        (status = 200, description = "The user's conversations", body = ConversationList),
+    ),
+)]
 pub async fn list_route(user: User, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (conversations, unread) = futures_util::try_join!(
         async { Ok::<_, ApiError>(state.store.conversations(user.uid).await?) },

@@ -8,13 +8,15 @@ use serde::Serialize;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics;
 
-#[derive(Serialize)]
-struct HttpErrorBody<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorBody)]
+pub(super) struct HttpErrorBody<'a> {
     error: HttpErrorDetail<'a>,
 }
 
 /// An error as the HTTP API shows it, alone or inside a batch's results.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
 pub(super) struct HttpErrorDetail<'a> {
     code: ErrorCode,
     message: &'a str,

@@ -2,14 +2,14 @@
 //! the admin API (which may do anything), mounted once for each kind of [`Caller`].
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{publish, AppState, Caller, User};
 use crate::error::ApiError;
 use crate::model::check_length;
 use crate::model::effect::Effect;
-use crate::model::sync::{GroupEdit, MAX_GROUP_DESCRIPTION_CHARS, MAX_GROUP_NAME_CHARS};
+use crate::model::sync::{GroupEdit, GroupInfo, MAX_GROUP_DESCRIPTION_CHARS, MAX_GROUP_NAME_CHARS};
 use crate::model::valid_id;
 use crate::model::Role;
 use crate::store::NewGroup;
@@ -37,7 +37,7 @@ pub fn valid_group_info(name: &str, description: &str) -> Result<(), ApiError> {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
     name: String,
@@ -48,6 +48,17 @@ pub struct CreateGroup {
 }
 
 /// `POST /v1/groups`: a user creates a group and owns it.
+#[utoipa::path(
+    post,
+    path = "/v1/groups",
+    tag = "groups",
+    security(("user_token" = [])),
+    request_body = CreateGroup,
+    responses(
+        (status = 201, description = "The group created", body = GroupInfo),
+        (status = 404, description = "not_found: a member named is not an active user", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn create_route(
     user: User,
     body: web::Json<CreateGroup>,
@@ -74,6 +85,19 @@ pub async fn create_route(
 }
 
 /// `PATCH /v1/groups/{gid}`: changes the name and/or description (owner or admin).
+#[utoipa::path(
+    patch,
+    path = "/v1/groups/{gid}",
+    tag = "groups",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group")),
+    request_body = GroupEdit,
+    responses(
+        (status = 200, description = "The group as it is now", body = GroupInfo),
+        (status = 403, description = "forbidden: the caller's role does not allow it", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group, or a user named is not a member or not active", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn update_route<C: Caller>(
     caller: C,
     gid: web::Path<u64>,
@@ -90,13 +114,32 @@ pub async fn update_route<C: Caller>(
     Ok(HttpResponse::Ok().json(state.store.group_info(gid).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMembers {
     uids: Vec<u64>,
 }
 
+/// The members a request added: those not members before.
+#[derive(Serialize, ToSchema)]
+pub struct AddedMembers {
+    added: Vec<u64>,
+}
+
 /// `POST /v1/groups/{gid}/members`: adds members (owner or admin); adding twice is a no-op.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{gid}/members",
+    tag = "groups",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group")),
+    request_body = AddMembers,
+    responses(
+        (status = 200, description = "Who joined", body = AddedMembers),
+        (status = 403, description = "forbidden: the caller's role does not allow it", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group, or a user named is not a member or not active", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn add_members_route<C: Caller>(
     caller: C,
     gid: web::Path<u64>,
@@ -111,11 +154,23 @@ pub async fn add_members_route<C: Caller>(
         .await?;
     let added = Effect::joined(&effects);
     publish(&state, effects).await?;
-    Ok(HttpResponse::Ok().json(json!({ "added": added })))
+    Ok(HttpResponse::Ok().json(AddedMembers { added }))
 }
 
 /// `DELETE /v1/groups/{gid}/members/{uid}`: removes a member (204 also for a non-member);
 /// a user removing themself quits.
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{gid}/members/{uid}",
+    tag = "groups",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group"), ("uid" = u64, Path, description = "The member")),
+    responses(
+        (status = 204, description = "The user is not a member (any more)"),
+        (status = 403, description = "forbidden: the caller's role does not allow it", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group, or a user named is not a member or not active", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn remove_member_route<C: Caller>(
     caller: C,
     path: web::Path<(u64, u64)>,
@@ -132,6 +187,17 @@ pub async fn remove_member_route<C: Caller>(
 }
 
 /// `POST /v1/groups/{gid}/leave`: the user quits the group.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{gid}/leave",
+    tag = "groups",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group")),
+    responses(
+        (status = 204, description = "The user left"),
+        (status = 404, description = "not_found: no such group, or a user named is not a member or not active", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn leave_route(
     user: User,
     gid: web::Path<u64>,
@@ -146,13 +212,27 @@ pub async fn leave_route(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRole {
+    #[schema(examples("admin", "member"))]
     role: String,
 }
 
 /// `PUT /v1/groups/{gid}/members/{uid}/role`: makes a member admin or member (owner only).
+#[utoipa::path(
+    put,
+    path = "/v1/groups/{gid}/members/{uid}/role",
+    tag = "groups",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group"), ("uid" = u64, Path, description = "The member")),
+    request_body = SetRole,
+    responses(
+        (status = 204, description = "The role is set"),
+        (status = 403, description = "forbidden: the caller's role does not allow it", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group, or a user named is not a member or not active", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn set_role_route<C: Caller>(
     caller: C,
     path: web::Path<(u64, u64)>,
@@ -174,6 +254,18 @@ pub async fn set_role_route<C: Caller>(
 }
 
 /// `DELETE /v1/groups/{gid}`: disbands the group (owner only).
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{gid}",
+    tag = "groups",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group")),
+    responses(
+        (status = 204, description = "The group is disbanded"),
+        (status = 403, description = "forbidden: the caller's role does not allow it", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group, or a user named is not a member or not active", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn disband_route<C: Caller>(
     caller: C,
     gid: web::Path<u64>,

@@ -7,6 +7,7 @@ mod error_response;
 mod friends;
 mod groups;
 mod me;
+pub mod openapi;
 mod ops;
 mod publish;
 mod user;
@@ -75,6 +76,114 @@ pub async fn in_request_span(
     next.call(req).instrument(span).await
 }
 
+/// One route of the API: the method and path it answers, and its handler.
+pub struct Endpoint {
+    pub method: Method,
+    pub path: String,
+    route: actix_web::Route,
+}
+
+impl Endpoint {
+    fn new<F, Args>(method: Method, path: impl Into<String>, handler: F) -> Self
+    where
+        F: actix_web::Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        Endpoint {
+            route: web::method(method.clone()).to(handler),
+            method,
+            path: path.into(),
+        }
+    }
+}
+
+/// Every route of the API, the one list both `routes` mounts and the OpenAPI test compares
+/// with the spec: a route cannot be served without the test seeing it. The demo's are not
+/// here: they exist only with `HERALD_DEMO`, for development, and are not part of the API.
+pub fn endpoints() -> Vec<Endpoint> {
+    let mut endpoints = vec![
+        Endpoint::new(Method::GET, "/healthz", ops::healthz_route),
+        Endpoint::new(Method::GET, "/readyz", ops::readyz_route),
+        Endpoint::new(Method::GET, "/metrics", ops::metrics_route),
+        Endpoint::new(Method::GET, openapi::PATH, openapi::openapi_route),
+        Endpoint::new(Method::GET, WS_PATH, ws::ws_route),
+        Endpoint::new(Method::POST, "/v1/admin/tokens", admin::tokens_route),
+        Endpoint::new(Method::POST, "/v1/admin/users", admin::users_route),
+        Endpoint::new(
+            Method::POST,
+            "/v1/admin/users/{uid}/deactivate",
+            admin::deactivate_route,
+        ),
+        Endpoint::new(Method::POST, "/v1/admin/groups", admin::create_group_route),
+        Endpoint::new(Method::POST, "/v1/admin/messages", publish::publish_route),
+        Endpoint::new(
+            Method::POST,
+            "/v1/admin/friends",
+            friends::admin_befriend_route,
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            "/v1/admin/friends/{uid}/{friend}",
+            friends::admin_unfriend_route,
+        ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/groups/{gid}/messages",
+            user::messages_route,
+        ),
+        Endpoint::new(Method::POST, "/v1/groups/{gid}/ack", user::ack_route),
+        Endpoint::new(Method::GET, "/v1/groups/{gid}/online", user::online_route),
+        Endpoint::new(Method::POST, "/v1/groups/{gid}/read", user::read_route),
+        Endpoint::new(Method::GET, "/v1/groups/{gid}/reads", user::reads_route),
+        Endpoint::new(Method::POST, "/v1/groups", groups::create_route),
+        Endpoint::new(Method::POST, "/v1/groups/{gid}/leave", groups::leave_route),
+        Endpoint::new(Method::GET, "/v1/me", me::profile_route),
+        Endpoint::new(Method::PATCH, "/v1/me", me::edit_profile_route),
+        Endpoint::new(Method::GET, "/v1/me/groups", user::my_groups_route),
+        Endpoint::new(Method::POST, "/v1/sync", me::sync_route),
+        Endpoint::new(Method::GET, "/v1/friends", friends::list_route),
+        Endpoint::new(Method::POST, "/v1/friends", friends::request_route),
+        Endpoint::new(Method::DELETE, "/v1/friends/{uid}", friends::unfriend_route),
+        Endpoint::new(Method::GET, "/v1/conversations", conversations::list_route),
+        Endpoint::new(Method::POST, "/v1/conversations", conversations::open_route),
+    ];
+    endpoints.extend(group_endpoints::<User>("/v1"));
+    endpoints.extend(group_endpoints::<Admin>("/v1/admin"));
+    endpoints
+}
+
+/// The group operations users and the admin API share, under `prefix`.
+fn group_endpoints<C: Caller + 'static>(prefix: &str) -> [Endpoint; 5] {
+    [
+        Endpoint::new(
+            Method::PATCH,
+            format!("{prefix}/groups/{{gid}}"),
+            groups::update_route::<C>,
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            format!("{prefix}/groups/{{gid}}"),
+            groups::disband_route::<C>,
+        ),
+        Endpoint::new(
+            Method::POST,
+            format!("{prefix}/groups/{{gid}}/members"),
+            groups::add_members_route::<C>,
+        ),
+        Endpoint::new(
+            Method::DELETE,
+            format!("{prefix}/groups/{{gid}}/members/{{uid}}"),
+            groups::remove_member_route::<C>,
+        ),
+        Endpoint::new(
+            Method::PUT,
+            format!("{prefix}/groups/{{gid}}/members/{{uid}}/role"),
+            groups::set_role_route::<C>,
+        ),
+    ]
+}
+
 /// Mounts every route; the demo's (`/demo/`, development only) when `demo` is on.
 pub fn routes(max_http_body: usize, demo: bool) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
@@ -102,98 +211,10 @@ pub fn routes(max_http_body: usize, demo: bool) -> impl FnOnce(&mut web::Service
                 ApiError::bad_request(format!("invalid query: {err}")).into()
             }),
         )
-        .route("/healthz", web::get().to(ops::healthz_route))
-        .route("/readyz", web::get().to(ops::readyz_route))
-        .route("/metrics", web::get().to(ops::metrics_route))
-        .route(WS_PATH, web::get().to(ws::ws_route))
-        .service(
-            web::scope("/v1/admin")
-                .route("/tokens", web::post().to(admin::tokens_route))
-                .route("/users", web::post().to(admin::users_route))
-                .route(
-                    "/users/{uid}/deactivate",
-                    web::post().to(admin::deactivate_route),
-                )
-                .route("/groups", web::post().to(admin::create_group_route))
-                .route("/messages", web::post().to(publish::publish_route))
-                .route(
-                    "/groups/{gid}",
-                    web::patch().to(groups::update_route::<Admin>),
-                )
-                .route(
-                    "/groups/{gid}",
-                    web::delete().to(groups::disband_route::<Admin>),
-                )
-                .route(
-                    "/groups/{gid}/members",
-                    web::post().to(groups::add_members_route::<Admin>),
-                )
-                .route(
-                    "/groups/{gid}/members/{uid}",
-                    web::delete().to(groups::remove_member_route::<Admin>),
-                )
-                .route(
-                    "/groups/{gid}/members/{uid}/role",
-                    web::put().to(groups::set_role_route::<Admin>),
-                )
-                .route("/friends", web::post().to(friends::admin_befriend_route))
-                .route(
-                    "/friends/{uid}/{friend}",
-                    web::delete().to(friends::admin_unfriend_route),
-                ),
-        )
-        .route(
-            "/v1/groups/{gid}/messages",
-            web::get().to(user::messages_route),
-        )
-        .route("/v1/groups/{gid}/ack", web::post().to(user::ack_route))
-        .route("/v1/groups/{gid}/online", web::get().to(user::online_route))
-        .route("/v1/groups/{gid}/read", web::post().to(user::read_route))
-        .route("/v1/groups/{gid}/reads", web::get().to(user::reads_route))
-        .route("/v1/groups", web::post().to(groups::create_route))
-        .route(
-            "/v1/groups/{gid}",
-            web::patch().to(groups::update_route::<User>),
-        )
-        .route(
-            "/v1/groups/{gid}",
-            web::delete().to(groups::disband_route::<User>),
-        )
-        .route(
-            "/v1/groups/{gid}/members",
-            web::post().to(groups::add_members_route::<User>),
-        )
-        .route(
-            "/v1/groups/{gid}/members/{uid}",
-            web::delete().to(groups::remove_member_route::<User>),
-        )
-        .route(
-            "/v1/groups/{gid}/members/{uid}/role",
-            web::put().to(groups::set_role_route::<User>),
-        )
-        .route(
-            "/v1/groups/{gid}/leave",
-            web::post().to(groups::leave_route),
-        )
-        .route("/v1/me", web::get().to(me::profile_route))
-        .route("/v1/me", web::patch().to(me::edit_profile_route))
-        .route("/v1/me/groups", web::get().to(user::my_groups_route))
-        .route("/v1/sync", web::post().to(me::sync_route))
-        .route("/v1/friends", web::get().to(friends::list_route))
-        .route("/v1/friends", web::post().to(friends::request_route))
-        .route(
-            "/v1/friends/{uid}",
-            web::delete().to(friends::unfriend_route),
-        )
-        .route(
-            "/v1/conversations",
-            web::get().to(conversations::list_route),
-        )
-        .route(
-            "/v1/conversations",
-            web::post().to(conversations::open_route),
-        )
         .configure(|cfg| {
+            for endpoint in endpoints() {
+                cfg.route(&endpoint.path, endpoint.route);
+            }
             if demo {
                 demo::routes(cfg);
             }

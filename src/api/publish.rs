@@ -10,6 +10,7 @@ use actix_web::{web, HttpResponse};
 use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use super::error_response::HttpErrorDetail;
 use super::{Admin, AppState};
@@ -25,35 +26,54 @@ use crate::store::Appended;
 /// commit busy, few enough not to flood the directory's mailbox.
 const GROUPS_AT_ONCE: usize = 64;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct PublishRequest {
     /// The groups to post into, each named once.
     gids: Vec<u64>,
     /// The member the message is from; absent for a system message (`from` 0).
     from: Option<u64>,
     /// The caller's id of the message, idempotent per sender and group like `cmid`.
+    #[schema(min_length = 1, max_length = 64)]
     id: String,
+    /// Any JSON, up to HERALD_MAX_BODY_BYTES.
+    #[schema(value_type = serde_json::Value)]
     body: Box<RawValue>,
 }
 
 /// One group's outcome, in the order of the request's `gids`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Posted<'a> {
     gid: u64,
     #[serde(flatten)]
     outcome: Outcome<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 enum Outcome<'a> {
     Sent { msgid: u64, ts: i64, dup: bool },
     Failed { error: HttpErrorDetail<'a> },
 }
 
+/// The outcome of a publish, group by group.
+#[derive(Serialize, ToSchema)]
+struct PublishResults<'a> {
+    results: Vec<Posted<'a>>,
+}
+
 /// `POST /v1/admin/messages`: posts the message into every group of `gids`. Answers 200 with
 /// one result per group — its msgid, or why that group refused (not found, not a member,
 /// busy, storage unavailable); a retry posts only where the message is not stored yet.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/messages",
+    tag = "admin",
+    security(("admin_key" = [])),
+    request_body = PublishRequest,
+    responses(
+        (status = 200, description = "One result per group, in the order of gids", body = PublishResults),
+    ),
+)]
 pub async fn publish_route(
     _: Admin,
     body: web::Json<PublishRequest>,
@@ -111,7 +131,7 @@ pub async fn publish_route(
         .filter(|outcome| outcome.as_ref().is_ok_and(|sent| !sent.dup))
         .count();
     metrics::global().published.inc_by(stored as u64);
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "results": posted })))
+    Ok(HttpResponse::Ok().json(PublishResults { results: posted }))
 }
 
 /// One to `max` distinct, valid gids.

@@ -2,6 +2,7 @@
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{AppState, User};
 use crate::budget::RequestKind;
@@ -12,14 +13,18 @@ use crate::protocol::pull_limit;
 use crate::registry::directory::{ask_group, LiveCursors};
 use crate::session::pull_page;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// The page starts after this msgid.
     #[serde(default)]
     after: u64,
+    /// Messages in the page, 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PageBody<'a> {
     gid: u64,
     msgs: &'a [MessageView],
@@ -27,6 +32,17 @@ struct PageBody<'a> {
 }
 
 /// `GET /v1/groups/{gid}/messages?after=&limit=`: a page of messages, members only.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{gid}/messages",
+    tag = "user",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group"), PageQuery),
+    responses(
+        (status = 200, description = "A page of messages, oldest first", body = PageBody),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn messages_route(
     user: User,
     gid: web::Path<u64>,
@@ -44,12 +60,24 @@ pub async fn messages_route(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct MarkBody {
     msgid: u64,
 }
 
 /// `POST /v1/groups/{gid}/ack {"msgid"}`: cumulative ack, never backwards.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{gid}/ack",
+    tag = "user",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group")),
+    request_body = MarkBody,
+    responses(
+        (status = 204, description = "Received up to msgid"),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn ack_route(
     user: User,
     gid: web::Path<u64>,
@@ -60,6 +88,18 @@ pub async fn ack_route(
 }
 
 /// `POST /v1/groups/{gid}/read {"msgid"}`: the member has read up to it; never backwards.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{gid}/read",
+    tag = "user",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group")),
+    request_body = MarkBody,
+    responses(
+        (status = 204, description = "Read up to msgid"),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn read_route(
     user: User,
     gid: web::Path<u64>,
@@ -86,13 +126,24 @@ async fn move_mark(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ReadsBody {
     gid: u64,
     reads: Vec<ReadPosition>,
 }
 
 /// `GET /v1/groups/{gid}/reads`: how far each member has read the group.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{gid}/reads",
+    tag = "user",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group")),
+    responses(
+        (status = 200, description = "Each member's read position", body = ReadsBody),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn reads_route(
     user: User,
     gid: web::Path<u64>,
@@ -104,13 +155,25 @@ pub async fn reads_route(
     Ok(HttpResponse::Ok().json(ReadsBody { gid, reads }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct OnlineBody {
     gid: u64,
     uids: Vec<u64>,
 }
 
 /// `GET /v1/groups/{gid}/online`: the members online now, anywhere in the cluster.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{gid}/online",
+    tag = "user",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group")),
+    responses(
+        (status = 200, description = "The members online", body = OnlineBody),
+        (status = 413, description = "too_large: the group is over the presence size (HERALD_PRESENCE_MAX_GROUP)", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group (a non-member is refused with 403)", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn online_route(
     user: User,
     gid: web::Path<u64>,
@@ -130,12 +193,21 @@ pub async fn online_route(
     Ok(HttpResponse::Ok().json(OnlineBody { gid, uids }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct GroupsBody {
     groups: Vec<GroupCursor>,
 }
 
 /// `GET /v1/me/groups`: every group of the user with `last_ack` and `latest`.
+#[utoipa::path(
+    get,
+    path = "/v1/me/groups",
+    tag = "user",
+    security(("user_token" = [])),
+    responses(
+        (status = 200, description = "The user's groups and cursors", body = GroupsBody),
+    ),
+)]
 pub async fn my_groups_route(
     user: User,
     state: web::Data<AppState>,

@@ -11,10 +11,26 @@ use crate::session;
 
 #[derive(Deserialize)]
 struct TokenQuery {
+    /// The user token, for clients (browsers) that cannot send an `Authorization` header.
     token: Option<String>,
 }
 
 /// `GET /v1/ws`: authenticates (401/403 before any upgrade), then starts a session.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "user",
+    security(("user_token" = []), ()),
+    params(("token" = Option<String>, Query, description = "The user token, when no bearer header is sent")),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket session of docs/protocol.md"),
+        (status = 400, description = "bad_request: not a WebSocket upgrade, or a bad query", body = super::error_response::HttpErrorBody),
+        (status = 401, description = "unauthorized: no token, or an invalid or expired one", body = super::error_response::HttpErrorBody),
+        (status = 403, description = "forbidden: the user is deactivated, or the origin is not allowed", body = super::error_response::HttpErrorBody),
+        (status = 429, description = "rate_limited: the user's request budget is spent", body = super::error_response::HttpErrorBody),
+        (status = 503, description = "unavailable: starting, or storage unavailable; retry", body = super::error_response::HttpErrorBody),
+    ),
+)]
 pub async fn ws_route(
     req: HttpRequest,
     stream: web::Payload,

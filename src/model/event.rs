@@ -7,7 +7,7 @@ use super::role::Role;
 
 /// One change of a group. `by` is the user who acted, absent when the admin API did (or
 /// when nobody did: an heir's promotion, a group disbanded by its last member leaving).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum GroupEvent {
     /// The group was created; its first event. The founding members get no `member_added`.
@@ -52,7 +52,7 @@ pub enum GroupEvent {
 }
 
 /// Why a member left a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Removal {
     /// Removed by someone else (or the admin API).
@@ -66,7 +66,7 @@ pub enum Removal {
 /// A group event with its place in the group's log: `version` is the group's
 /// `user_list_version` after it, `ts` the server's time of the change. This is the shape of
 /// `group_events.body`, of the `event` frame (with its `type`) and of a sync's `events`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoggedEvent {
     pub gid: u64,
     pub version: u64,

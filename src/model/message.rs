@@ -4,19 +4,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// A stored group message as clients see it, pushed or pulled.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub gid: u64,
     pub msgid: u64,
     pub from: u64,
     pub ts: i64,
     pub cmid: String,
+    #[schema(value_type = serde_json::Value)]
     pub body: Box<RawValue>,
 }
 
 /// A group the user belongs to, with how far they received it (`last_ack`), how far they
 /// read it (`last_read`: unread = latest − last_read), and its newest msgid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct GroupCursor {
     pub gid: u64,
     pub last_ack: u64,
@@ -25,7 +26,7 @@ pub struct GroupCursor {
 }
 
 /// How far a member has read a group, as the group's members see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReadPosition {
     pub uid: u64,
     pub msgid: u64,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What a member may do in a group: the owner (one), admins, members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Owner,

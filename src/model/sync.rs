@@ -10,7 +10,7 @@ use super::role::Role;
 use crate::error::ApiError;
 
 /// A user's profile: each field carries the `user_info_version` at which it last changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UserInfo {
     pub uid: u64,
     pub nickname: String,
@@ -24,7 +24,7 @@ pub struct UserInfo {
 }
 
 /// A group's info; `info_version` counts changes of its name and description.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct GroupInfo {
     pub gid: u64,
     pub name: String,
@@ -34,14 +34,14 @@ pub struct GroupInfo {
 }
 
 /// A member of a group, as a snapshot lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub uid: u64,
     pub role: Role,
 }
 
 /// The versions of one group's member list and of its members' profiles.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupVersions {
     pub gid: u64,
@@ -52,7 +52,7 @@ pub struct GroupVersions {
 }
 
 /// The versions of a user's group list and of the info of their groups.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupListVersions {
     #[serde(default)]
@@ -62,7 +62,7 @@ pub struct GroupListVersions {
 }
 
 /// The versions of a user's friend list and of their friends' profiles.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FriendVersions {
     #[serde(default)]
@@ -72,7 +72,7 @@ pub struct FriendVersions {
 }
 
 /// The version of a user's own profile.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileVersion {
     #[serde(default)]
@@ -80,7 +80,7 @@ pub struct ProfileVersion {
 }
 
 /// What a client holds, by version; anything absent is 0, "give me all of it".
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
     #[serde(default)]
@@ -111,7 +111,7 @@ impl SyncRequest {
 }
 
 /// The answer to a `sync`: what changed since the client's versions.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SyncReply {
     pub me: UserInfo,
     pub group_list: GroupListSync,
@@ -119,7 +119,7 @@ pub struct SyncReply {
     pub friends: FriendSync,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GroupListSync {
     #[serde(flatten)]
     pub versions: GroupListVersions,
@@ -130,7 +130,7 @@ pub struct GroupListSync {
     pub left: Vec<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GroupSync {
     #[serde(flatten)]
     pub versions: GroupVersions,
@@ -146,7 +146,7 @@ pub struct GroupSync {
     pub users: Vec<UserInfo>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FriendSync {
     #[serde(flatten)]
     pub versions: FriendVersions,
@@ -243,7 +243,7 @@ pub const MAX_GROUP_NAME_CHARS: usize = 128;
 pub const MAX_GROUP_DESCRIPTION_CHARS: usize = 1024;
 
 /// New values for some of a profile's fields; absent fields are left as they are.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileEdit {
     pub nickname: Option<String>,
@@ -261,7 +261,7 @@ impl ProfileEdit {
 }
 
 /// New values for a group's name and/or description.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupEdit {
     pub name: Option<String>,

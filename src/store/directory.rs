@@ -12,7 +12,7 @@ use crate::model::sync::{GroupEdit, GroupInfo, ProfileEdit, UserInfo};
 use crate::model::Role;
 
 /// A user to create or update; absent profile fields are left as they are.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpsert {
     pub uid: u64,
@@ -59,7 +59,7 @@ pub enum FriendRequest {
 }
 
 /// A user's friends and pending requests.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Friends {
     pub friends: Vec<UserInfo>,
     pub requests_in: Vec<u64>,

@@ -70,7 +70,14 @@ impl From<StoreError> for ApiError {
                 ApiError::new(ErrorCode::Internal, "internal error")
             }
             StoreError::Query(e) => {
-                tracing::error!(error = %e, "storage query failed");
+                // tokio-postgres's Display says only "db error"; the server's words are in
+                // its DbError.
+                match e.as_db_error() {
+                    Some(db) => {
+                        tracing::error!(code = db.code().code(), error = %db, "storage query failed")
+                    }
+                    None => tracing::error!(error = %e, "storage query failed"),
+                }
                 ApiError::new(ErrorCode::Internal, "internal error")
             }
             // Only start-up migrates: no request meets this.

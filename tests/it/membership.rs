@@ -763,3 +763,28 @@ async fn sends_over_the_rate_limit_are_answered_rate_limited_and_the_session_sta
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_user_creates_groups_past_the_gids_the_admin_api_chose() {
+    let server = Server::start().await;
+    server.users(&[1]).await;
+    for gid in [1, 2] {
+        let (status, body) = server
+            .admin_post(
+                "/v1/admin/groups",
+                json!({"gid": gid, "name": "chosen", "owner": 1}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = server
+        .user(
+            1,
+            reqwest::Method::POST,
+            "/v1/groups",
+            Some(json!({"name": "assigned"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["gid"], 3, "{body}");
+}
