@@ -10,8 +10,9 @@
 -- msgid and ts are the original's), and the group's newest msgid after the batch.
 --
 -- With webhooks on, the messages stored (resends left out) are recorded in the webhook outbox
--- in the same transaction, as one `messages.stored` event with p_offline: the members with no
--- session online when they were stored, as the gateway knows them (NULL: not known).
+-- in the same transaction, as one `messages.stored` event naming their msgids and p_offline:
+-- the members with no session online when they were stored, as the gateway knows them (NULL:
+-- not known).
 CREATE OR REPLACE FUNCTION herald_append(
     p_gid bigint,
     p_senders bigint[],
@@ -51,12 +52,11 @@ BEGIN
         INSERT INTO group_msgs (gid, msgid, sender_uid, cmid, ts, body)
         SELECT p_gid, f.msgid, f.sender, f.cmid, f.ts, f.body FROM fresh f
     ), told AS (
+        -- The msgids stored are one dense range: the deliverer reads the messages from
+        -- group_msgs when it posts them, so no body is written twice.
         INSERT INTO webhook_outbox (kind, data)
         SELECT 'messages.stored', json_build_object(
-            'gid', p_gid,
-            'messages', json_agg(json_build_object(
-                'msgid', f.msgid, 'from', f.sender, 'ts', f.ts, 'cmid', f.cmid,
-                'body', f.body::json) ORDER BY f.msgid),
+            'gid', p_gid, 'first', min(f.msgid), 'last', max(f.msgid),
             'offline', to_json(p_offline))
         FROM fresh f
         WHERE herald_webhooks_on()

@@ -22,22 +22,47 @@ $$;
 
 -- Claims up to p_limit events due for delivery, oldest first, for p_lease_ms: no other
 -- deliverer takes them meanwhile (rows another deliverer is claiming are skipped, not waited
--- for). Returns each with its age in milliseconds, for the backlog's metrics.
+-- for). Returns each as posted, oldest first.
 CREATE OR REPLACE FUNCTION herald_webhook_claim(p_limit integer, p_lease_ms bigint)
 RETURNS TABLE (id bigint, kind text, data text, created_ms bigint, attempts integer)
 LANGUAGE sql AS $$
-    UPDATE webhook_outbox o
-    SET due_at = now() + make_interval(secs => p_lease_ms / 1000.0), attempts = o.attempts + 1
-    FROM (
-        SELECT w.id FROM webhook_outbox w
-        WHERE w.due_at <= now()
-        ORDER BY w.id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    ) due
-    WHERE o.id = due.id
-    RETURNING o.id, o.kind, o.data::text,
-              (extract(epoch FROM o.created_at) * 1000)::bigint, o.attempts
+    WITH claimed AS (
+        UPDATE webhook_outbox o
+        SET due_at = now() + make_interval(secs => p_lease_ms / 1000.0),
+            attempts = o.attempts + 1
+        FROM (
+            SELECT w.id FROM webhook_outbox w
+            WHERE w.due_at <= now()
+            ORDER BY w.id
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED
+        ) due
+        WHERE o.id = due.id
+        RETURNING o.id, o.kind, o.data, o.created_at, o.attempts
+    )
+    SELECT c.id, c.kind,
+           CASE c.kind WHEN 'messages.stored' THEN herald_webhook_messages(c.data)
+                       ELSE c.data END::text,
+           (extract(epoch FROM c.created_at) * 1000)::bigint, c.attempts
+    FROM claimed c
+    ORDER BY c.id
+$$;
+
+-- A `messages.stored` event as posted: the messages of its msgid range, read from
+-- group_msgs (bodies exactly as stored), and the members who were offline.
+CREATE OR REPLACE FUNCTION herald_webhook_messages(p_stored json) RETURNS json
+LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+        'gid', (p_stored ->> 'gid')::bigint,
+        'messages', coalesce(
+            (SELECT json_agg(json_build_object(
+                        'msgid', m.msgid, 'from', m.sender_uid, 'ts', m.ts, 'cmid', m.cmid,
+                        'body', m.body::json) ORDER BY m.msgid)
+             FROM group_msgs m
+             WHERE m.gid = (p_stored ->> 'gid')::bigint
+               AND m.msgid BETWEEN (p_stored ->> 'first')::bigint AND (p_stored ->> 'last')::bigint),
+            '[]'),
+        'offline', p_stored -> 'offline')
 $$;
 
 -- The events the backend accepted: done.
