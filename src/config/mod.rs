@@ -365,6 +365,23 @@ mod tests {
     }
 
     #[test]
+    fn a_leading_config_file_flag_is_the_whole_programs() {
+        let argv = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            serve_by_default(argv(&["herald", "--config", "h.toml", "token"])),
+            argv(&["herald", "--config", "h.toml", "token"])
+        );
+        assert_eq!(
+            serve_by_default(argv(&["herald", "--config=h.toml", "--listen", "a"])),
+            argv(&["herald", "--config=h.toml", "serve", "--listen", "a"])
+        );
+        assert_eq!(
+            serve_by_default(argv(&["herald", "--config", "h.toml"])),
+            argv(&["herald", "--config", "h.toml", "serve"])
+        );
+    }
+
+    #[test]
     fn settings_without_a_command_serve_and_after_one_apply_to_it() {
         assert!(matches!(parse(&GOOD), Ok(Command::Serve(_))));
         let mut migrate = vec!["migrate"];

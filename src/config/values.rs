@@ -189,3 +189,20 @@ pub fn lifetime_s(text: &str) -> Result<u64, String> {
         .checked_mul(unit_s)
         .ok_or_else(|| "is far too long".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_are_seconds_bare_or_with_a_unit() {
+        assert_eq!(lifetime_s("3600"), Ok(3600));
+        assert_eq!(lifetime_s("90s"), Ok(90));
+        assert_eq!(lifetime_s("15m"), Ok(900));
+        assert_eq!(lifetime_s("1h"), Ok(3600));
+        assert_eq!(lifetime_s("7d"), Ok(7 * 24 * 3600));
+        for wrong in ["", "h", "1.5h", "-1s", "1w", "99999999999999999999d"] {
+            assert!(lifetime_s(wrong).is_err(), "{wrong}");
+        }
+    }
+}
