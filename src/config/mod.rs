@@ -172,7 +172,8 @@ fn serve_by_default(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         .get(first)
         .and_then(|first| first.to_str())
         .is_some_and(|first| {
-            Command::has_subcommand(first)
+            // Aliases too, which the derived `has_subcommand` does not know.
+            Cli::command().find_subcommand(first).is_some()
                 || ["help", "-h", "--help", "-V", "--version"].contains(&first)
         });
     if !names_a_command {
@@ -374,6 +375,10 @@ mod tests {
         assert_eq!(
             serve_by_default(argv(&["herald", "--config=h.toml", "--listen", "a"])),
             argv(&["herald", "--config=h.toml", "serve", "--listen", "a"])
+        );
+        assert_eq!(
+            serve_by_default(argv(&["herald", "gentoken"])),
+            argv(&["herald", "gentoken"])
         );
         assert_eq!(
             serve_by_default(argv(&["herald", "--config", "h.toml"])),
