@@ -19,6 +19,8 @@
 //! - [`group`]: one actor per active group — group commit, fan-out, ack coalescing — whose
 //!   decisions are plain functions in `group::policy`.
 //! - [`acks`]: ack writers, batching watermarks into one statement per flush.
+//!   [`webhooks`]: the deliverers posting the outbox's events to the app's backend, and the
+//!   users coming and going that the directory tells them of.
 //! - [`messages`]: the messages actors exchange, and the handles (of `Recipient`s) they
 //!   reach each other by.
 //! - [`store`]: every SQL statement, and the migrations and functions of `sql/`; returns
@@ -49,3 +51,4 @@ pub mod startup;
 pub mod store;
 
 pub mod telemetry;
+pub mod webhooks;

@@ -69,7 +69,7 @@ fn run(config: Config, work: impl AsyncFnOnce(Config) -> anyhow::Result<()>) -> 
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let store = Store::new(config.database.url.expose(), 1)?;
+    let store = Store::new(config.database.url.expose(), 1, false)?;
     store.migrate().await?;
     tracing::info!("storage is up to date");
     Ok(())

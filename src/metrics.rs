@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -30,6 +30,60 @@ pub struct Metrics {
     requests_limited: IntCounterVec,
     /// The cluster bus (NATS); all stay 0 on a node that runs alone.
     pub cluster: ClusterMetrics,
+    /// Webhooks to the app's backend; all stay 0 without a webhook URL.
+    pub webhooks: WebhookMetrics,
+}
+
+/// How delivery to the app's backend keeps up.
+pub struct WebhookMetrics {
+    pub pending: IntGauge,
+    pub oldest_pending_seconds: Gauge,
+    deliveries: IntCounterVec,
+}
+
+impl WebhookMetrics {
+    fn new() -> Self {
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                "webhook_deliveries_total",
+                "Webhook events posted to the backend, by outcome (delivered, failed: retried later)",
+            ),
+            &["outcome"],
+        )
+        .unwrap();
+        for outcome in ["delivered", "failed"] {
+            deliveries.with_label_values(&[outcome]);
+        }
+        WebhookMetrics {
+            pending: IntGauge::new(
+                "webhook_pending",
+                "Webhook events recorded and not delivered yet (the whole cluster's outbox)",
+            )
+            .unwrap(),
+            oldest_pending_seconds: Gauge::new(
+                "webhook_oldest_pending_seconds",
+                "Age of the oldest webhook event not delivered yet; 0 when none waits",
+            )
+            .unwrap(),
+            deliveries,
+        }
+    }
+
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 3] {
+        [
+            Box::new(self.pending.clone()),
+            Box::new(self.oldest_pending_seconds.clone()),
+            Box::new(self.deliveries.clone()),
+        ]
+    }
+
+    /// Counts `events` posted in one request, by whether the backend took them.
+    pub fn posted(&self, events: usize, delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        self.deliveries
+            .with_label_values(&[outcome])
+            .inc_by(events as u64);
+    }
 }
 
 /// What crosses the cluster bus, and what the node repaired from PostgreSQL.
@@ -197,26 +251,11 @@ impl Metrics {
             )
             .unwrap(),
             cluster: ClusterMetrics::new(),
+            webhooks: WebhookMetrics::new(),
             registry,
         };
         // Every name above is unique and valid, so registration cannot fail.
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
-            Box::new(metrics.sessions.clone()),
-            Box::new(metrics.groups_active.clone()),
-            Box::new(metrics.messages_stored.clone()),
-            Box::new(metrics.duplicate_sends.clone()),
-            Box::new(metrics.published.clone()),
-            Box::new(metrics.deliveries.clone()),
-            Box::new(metrics.acks_flushed.clone()),
-            Box::new(metrics.slow_consumers_closed.clone()),
-            Box::new(metrics.sessions_refused.clone()),
-            Box::new(metrics.send_batch_size.clone()),
-            Box::new(metrics.ack_batch_size.clone()),
-            Box::new(metrics.storage_seconds.clone()),
-            Box::new(metrics.errors.clone()),
-            Box::new(metrics.requests_limited.clone()),
-        ];
-        for collector in collectors.into_iter().chain(metrics.cluster.collectors()) {
+        for collector in metrics.collectors() {
             metrics
                 .registry
                 .register(collector)
@@ -234,6 +273,30 @@ impl Metrics {
             metrics.errors.with_label_values(&[code.as_str()]);
         }
         metrics
+    }
+
+    /// Every metric above, as collectors to register.
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        let own: [Box<dyn prometheus::core::Collector>; 14] = [
+            Box::new(self.sessions.clone()),
+            Box::new(self.groups_active.clone()),
+            Box::new(self.messages_stored.clone()),
+            Box::new(self.duplicate_sends.clone()),
+            Box::new(self.published.clone()),
+            Box::new(self.deliveries.clone()),
+            Box::new(self.acks_flushed.clone()),
+            Box::new(self.slow_consumers_closed.clone()),
+            Box::new(self.sessions_refused.clone()),
+            Box::new(self.send_batch_size.clone()),
+            Box::new(self.ack_batch_size.clone()),
+            Box::new(self.storage_seconds.clone()),
+            Box::new(self.errors.clone()),
+            Box::new(self.requests_limited.clone()),
+        ];
+        own.into_iter()
+            .chain(self.cluster.collectors())
+            .chain(self.webhooks.collectors())
+            .collect()
     }
 
     /// Counts an error answered to a client.
@@ -262,5 +325,79 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("writing to a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every family Herald exports, with its prefix, including those with labels that no
+    /// scrape shows before their first use.
+    fn exported() -> BTreeSet<String> {
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        let mut collectors = global().collectors();
+        collectors.push(Box::new(process));
+        collectors
+            .iter()
+            .flat_map(|c| {
+                c.desc()
+                    .into_iter()
+                    .map(|d| format!("herald_{}", d.fq_name))
+            })
+            .collect()
+    }
+
+    /// The `herald_…` metric names a file mentions.
+    fn named_in(text: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("herald_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+        names
+    }
+
+    /// Whether `name` is an exported family, or a histogram's series of one.
+    fn is_exported(exported: &BTreeSet<String>, name: &str) -> bool {
+        exported.contains(name)
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .any(|family| exported.contains(family))
+    }
+
+    #[test]
+    fn the_dashboard_and_the_alert_rules_name_only_metrics_herald_exports() {
+        let exported = exported();
+        let files = [
+            (
+                "deploy/grafana/herald.json",
+                include_str!("../deploy/grafana/herald.json"),
+            ),
+            (
+                "deploy/prometheus/herald.rules.yml",
+                include_str!("../deploy/prometheus/herald.rules.yml"),
+            ),
+        ];
+        for (file, text) in files {
+            let named = named_in(text);
+            assert!(named.len() > 5, "{file} names Herald's metrics: {named:?}");
+            let unknown: Vec<_> = named
+                .iter()
+                .filter(|name| !is_exported(&exported, name))
+                .collect();
+            assert!(
+                unknown.is_empty(),
+                "{file} names metrics Herald does not export: {unknown:?}"
+            );
+        }
     }
 }

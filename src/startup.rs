@@ -26,6 +26,7 @@ use crate::registry::directory::{CloseAll, FlushAll};
 use crate::registry::{Directory, GroupFactory, Publisher, SessionCaps};
 use crate::session::{SessionContext, SessionLimits};
 use crate::store::{Store, StoreError};
+use crate::webhooks::{UserPresence, Webhooks};
 
 /// A built gateway, listening but not yet serving.
 pub struct Application {
@@ -36,6 +37,8 @@ pub struct Application {
     ready: Arc<AtomicBool>,
     directory: Addr<Directory>,
     bus: Option<Bus>,
+    /// The webhook deliverers, started once storage is ready.
+    webhooks: Option<Webhooks>,
     arbiters: Vec<Arbiter>,
     addr: SocketAddr,
     config: Config,
@@ -45,15 +48,20 @@ impl Application {
     /// Builds the connection pool (connections open lazily), starts the actors and binds.
     /// Storage is prepared by `run_until_stopped`, which waits for PostgreSQL.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = Store::new(config.database.url.expose(), config.database.pool)
-            .context("DATABASE_URL: cannot build the connection pool")?;
+        let webhooks_on = config.webhooks.url.is_some();
+        let store = Store::new(
+            config.database.url.expose(),
+            config.database.pool,
+            webhooks_on,
+        )
+        .context("DATABASE_URL: cannot build the connection pool")?;
         let ready = Arc::new(AtomicBool::new(false));
         let node = NodeId::new(&config.cluster.node_id);
         crate::metrics::global()
             .cluster
             .name_node(&node.to_string());
         let bus = match &config.cluster.nats_url {
-            Some(urls) => Some(Bus::connect(&config.cluster, urls.expose(), node).await?),
+            Some(urls) => Some(Bus::connect(&config.cluster, urls.expose(), node.clone()).await?),
             None => None,
         };
         let arbiters: Vec<Arbiter> = (0..config.groups.threads).map(|_| Arbiter::new()).collect();
@@ -71,6 +79,7 @@ impl Application {
                     presence_max_group: config.presence.max_group,
                     presence_debounce: config.presence.debounce,
                     bus: bus.clone(),
+                    webhooks: webhooks_on,
                 },
                 ack_writers,
                 arbiters: arbiters.iter().map(Arbiter::handle).collect(),
@@ -81,6 +90,9 @@ impl Application {
                 total: config.sessions.max_sessions,
                 per_user: config.sessions.max_sessions_per_user,
             },
+            webhooks_on.then(|| {
+                UserPresence::new(store.clone(), node.to_string(), config.presence.debounce)
+            }),
         )
         .start();
         let publisher = Publisher::new(directory.clone().recipient(), bus.clone()).start();
@@ -110,6 +122,7 @@ impl Application {
             publish_max_groups: config.limits.publish_max_groups,
         });
         forget_idle_budgets(state.clone());
+        let webhooks = Webhooks::new(store.clone(), &config.webhooks)?;
         let max_http_body = config.limits.max_http_body_bytes;
         let demo = config.server.demo;
         if demo {
@@ -147,6 +160,7 @@ impl Application {
             ready,
             directory,
             bus,
+            webhooks,
             arbiters,
             addr,
             config,
@@ -169,6 +183,7 @@ impl Application {
             ready,
             directory,
             bus,
+            webhooks,
             arbiters,
             addr,
             config,
@@ -192,6 +207,9 @@ impl Application {
         }
         ready.store(true, Ordering::Release);
         trim_event_logs(store, config.groups.events_kept, config.groups.events_trim);
+        if let Some(webhooks) = webhooks {
+            webhooks.start(config.webhooks.concurrency);
+        }
         tracing::info!(%addr, "herald ready");
         signal.await;
         tracing::info!("stopping: no new connections, closing sessions, flushing acks");

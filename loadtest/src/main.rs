@@ -137,9 +137,13 @@ async fn run(cli: Cli) -> Result<Outcome> {
     let (report, series) = match &cli.scenario {
         Scenario::Fanout(args) => {
             let backend = open_herald(&cli.target, args.nodes).await?;
-            fanout::run(&backend, args, "fanout")
-                .await?
-                .into_parts("Herald")
+            let run = fanout::run(&backend, args, "fanout").await?;
+            if let Backend::Herald(target) = &backend {
+                if let Some(received) = target.webhooks_received() {
+                    eprintln!("{received}");
+                }
+            }
+            run.into_parts("Herald")
         }
         Scenario::BigGroup(args) => {
             let args = FanoutArgs {

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::kit::launcher::{self, Launch, Log, Process, ADMIN_KEY, JWT_SECRET, LISTENING, READY};
 use crate::kit::postgres::project_postgres;
+use crate::kit::webhooks::{Answer, WebhookReceiver};
 
 /// How to reach a Herald.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,7 +41,14 @@ pub struct TargetArgs {
     /// Extra settings for a started Herald, as NAME=VALUE.
     #[arg(long = "server-env", value_parser = parse_env)]
     pub server_env: Vec<(String, String)>,
+    /// Start a webhook receiver on loopback that answers each request after this many
+    /// milliseconds (a slow backend), and have the started Herald post its webhooks to it.
+    #[arg(long)]
+    pub webhook_delay_ms: Option<u64>,
 }
+
+/// The secret a started Herald signs webhooks with, and the receiver checks.
+const WEBHOOK_SECRET: &str = "load-test webhook secret";
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
@@ -95,6 +103,8 @@ struct Spawned {
     process: Option<Process>,
     launch: Launch,
     database: Option<RunDatabase>,
+    /// The slow backend of `--webhook-delay-ms`, stopped after the Herald posting to it.
+    webhooks: Option<WebhookReceiver>,
 }
 
 impl Drop for Spawned {
@@ -188,9 +198,24 @@ impl Target {
     async fn spawn(args: &TargetArgs) -> Result<Target> {
         // A failed start drops the database too: the guard exists before the process does.
         let database = RunDatabase::create(args)?;
-        let mut target = Target::serve(args, &database.url, Vec::new()).await?;
+        let mut env = Vec::new();
+        let webhooks = match args.webhook_delay_ms {
+            Some(delay) => {
+                let receiver = WebhookReceiver::counting(WEBHOOK_SECRET).await?;
+                receiver.answer(Answer::Accept(Duration::from_millis(delay)));
+                env.push(("HERALD_WEBHOOK_URL".to_owned(), receiver.url()));
+                env.push((
+                    "HERALD_WEBHOOK_SECRET".to_owned(),
+                    WEBHOOK_SECRET.to_owned(),
+                ));
+                Some(receiver)
+            }
+            None => None,
+        };
+        let mut target = Target::serve(args, &database.url, env).await?;
         if let Some(spawned) = &mut target.spawned {
             spawned.database = Some(database);
+            spawned.webhooks = webhooks;
         }
         Ok(target)
     }
@@ -216,6 +241,7 @@ impl Target {
             process: None,
             launch,
             database: None,
+            webhooks: None,
         };
         let addr = spawned
             .process
@@ -224,6 +250,19 @@ impl Target {
             .await
             .context("herald did not become ready")?;
         Ok(Target::spawned(addr, http_client()?, spawned))
+    }
+
+    /// What the receiver of `--webhook-delay-ms` took, for the report's last lines.
+    pub fn webhooks_received(&self) -> Option<String> {
+        let receiver = self.spawned.as_ref()?.webhooks.as_ref()?;
+        Some(receiver.received(|r| {
+            format!(
+                "webhooks: the slow receiver took {} requests, {:.1} MB ({} refused as forged)",
+                r.requests,
+                r.bytes as f64 / 1e6,
+                r.forged
+            )
+        }))
     }
 
     fn spawned(addr: SocketAddr, http: reqwest::Client, spawned: Spawned) -> Target {
@@ -264,6 +303,7 @@ impl Target {
             process: None,
             launch,
             database: None,
+            webhooks: None,
         };
         let addr = spawned
             .process

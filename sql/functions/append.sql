@@ -8,12 +8,17 @@
 -- Returns one row per input message, in input order (ord from 1): its msgid and ts, whether
 -- it was a resend of a (sender, cmid) stored before or earlier in the batch (dup: then the
 -- msgid and ts are the original's), and the group's newest msgid after the batch.
+--
+-- With webhooks on, the messages stored (resends left out) are recorded in the webhook outbox
+-- in the same transaction, as one `messages.stored` event with p_offline: the members with no
+-- session online when they were stored, as the gateway knows them (NULL: not known).
 CREATE OR REPLACE FUNCTION herald_append(
     p_gid bigint,
     p_senders bigint[],
     p_cmids text[],
     p_stamps bigint[],
-    p_bodies text[]
+    p_bodies text[],
+    p_offline bigint[]
 ) RETURNS TABLE (ord bigint, msgid bigint, ts bigint, dup boolean, latest bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -45,6 +50,17 @@ BEGIN
     ), stored AS (
         INSERT INTO group_msgs (gid, msgid, sender_uid, cmid, ts, body)
         SELECT p_gid, f.msgid, f.sender, f.cmid, f.ts, f.body FROM fresh f
+    ), told AS (
+        INSERT INTO webhook_outbox (kind, data)
+        SELECT 'messages.stored', json_build_object(
+            'gid', p_gid,
+            'messages', json_agg(json_build_object(
+                'msgid', f.msgid, 'from', f.sender, 'ts', f.ts, 'cmid', f.cmid,
+                'body', f.body::json) ORDER BY f.msgid),
+            'offline', to_json(p_offline))
+        FROM fresh f
+        WHERE herald_webhooks_on()
+        HAVING count(*) > 0
     ), counted AS (
         UPDATE groups g SET last_msgid = v_last + (SELECT count(*) FROM fresh)
         WHERE g.gid = p_gid AND EXISTS (SELECT 1 FROM fresh)

@@ -2,6 +2,7 @@
 
 -- Appends an event to a group's log as its next version. The log's body is the event with its
 -- place: kind and fields (nulls dropped), gid, version and ts. Returns it as an `event` effect.
+-- With webhooks on, it is recorded in the webhook outbox too, as a `group.event`.
 CREATE OR REPLACE FUNCTION herald_event(p_gid bigint, p_event jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -13,6 +14,9 @@ BEGIN
         'ts', herald_now_ms()));
     INSERT INTO group_events (gid, version, body)
     VALUES (p_gid, (v_event ->> 'version')::bigint, v_event);
+    IF herald_webhooks_on() THEN
+        INSERT INTO webhook_outbox (kind, data) VALUES ('group.event', v_event::json);
+    END IF;
     RETURN v_event || '{"effect": "event"}';
 END;
 $$;

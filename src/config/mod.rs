@@ -26,7 +26,7 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use file::ConfigFile;
 pub use sections::{
     AcksConfig, AuthConfig, ClusterConfig, DatabaseConfig, GroupsConfig, LimitsConfig, LogConfig,
-    PresenceConfig, ServerConfig, SessionsConfig, UserTokensConfig,
+    PresenceConfig, ServerConfig, SessionsConfig, UserTokensConfig, WebhooksConfig,
 };
 pub use values::{AllowedOrigins, LogFormat, Secret};
 
@@ -205,6 +205,8 @@ pub struct Config {
     #[command(flatten)]
     pub presence: PresenceConfig,
     #[command(flatten)]
+    pub webhooks: WebhooksConfig,
+    #[command(flatten)]
     pub log: LogConfig,
 }
 
@@ -238,6 +240,12 @@ impl Config {
             return Err(ConfigError {
                 variables: &["HERALD_NATS_TLS_CERT", "HERALD_NATS_TLS_KEY"],
                 problem: "go together: a client certificate needs its key",
+            });
+        }
+        if self.webhooks.url.is_some() && self.webhooks.secret.is_none() {
+            return Err(ConfigError {
+                variables: &["HERALD_WEBHOOK_URL", "HERALD_WEBHOOK_SECRET"],
+                problem: "go together: the backend needs the secret to check each request",
             });
         }
         Ok(())
@@ -424,5 +432,21 @@ mod tests {
             error.variables,
             ["HERALD_NATS_TLS_CERT", "HERALD_NATS_TLS_KEY"]
         );
+    }
+
+    #[test]
+    fn a_webhook_url_is_checked_and_needs_its_secret() {
+        let url = ["--webhook-url", "https://backend.example/hooks"];
+        let error = config(&good_and(&url)).validate().unwrap_err();
+        assert_eq!(
+            error.variables,
+            ["HERALD_WEBHOOK_URL", "HERALD_WEBHOOK_SECRET"]
+        );
+        let signed = good_and(&[url[0], url[1], "--webhook-secret", "sixteen bytes at least"]);
+        assert!(config(&signed).validate().is_ok());
+        let error = parse(&good_and(&["--webhook-url", "ftp://backend.example/"])).unwrap_err();
+        assert!(error.to_string().contains("HERALD_WEBHOOK_URL"), "{error}");
+        let error = parse(&good_and(&["--webhook-secret", "short"])).unwrap_err();
+        assert!(error.to_string().contains("at least 16 bytes"), "{error}");
     }
 }

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::values::{
     at_least_16_bytes, nats_url, node_id, positive, positive_milliseconds, positive_seconds,
-    postgres_url, seconds, AllowedOrigins, LogFormat, Secret, SecretParser,
+    postgres_url, seconds, webhook_url, AllowedOrigins, LogFormat, Secret, SecretParser,
 };
 
 /// Where and how the gateway serves HTTP and WebSockets.
@@ -389,6 +389,74 @@ pub struct PresenceConfig {
         value_parser = positive_milliseconds
     )]
     pub debounce: Duration,
+}
+
+/// Events posted to the app's backend: messages stored (with the members who were offline,
+/// for mobile push), users coming and going, group changes.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Webhooks")]
+pub struct WebhooksConfig {
+    /// URL the events are posted to (`https://…`); empty sends none and records none.
+    #[arg(
+        id = "webhook_url",
+        long = "webhook-url",
+        env = "HERALD_WEBHOOK_URL",
+        hide_env_values = true,
+        value_parser = SecretParser::new(webhook_url)
+    )]
+    pub url: Option<Secret>,
+
+    /// Key of the `Herald-Signature` HMAC-SHA256 over each request; at least 16 bytes.
+    /// Required with HERALD_WEBHOOK_URL.
+    #[arg(
+        id = "webhook_secret",
+        long = "webhook-secret",
+        env = "HERALD_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_parser = SecretParser::new(at_least_16_bytes)
+    )]
+    pub secret: Option<Secret>,
+
+    /// Milliseconds the backend has to answer a request; past it, the events are retried.
+    #[arg(
+        id = "webhook_timeout_ms",
+        long = "webhook-timeout-ms",
+        env = "HERALD_WEBHOOK_TIMEOUT_MS",
+        default_value = "5000",
+        value_parser = positive_milliseconds
+    )]
+    pub timeout: Duration,
+
+    /// Longest wait, in seconds, between retries of a failed delivery (the wait doubles
+    /// from half a second up to it). Events are retried until delivered.
+    #[arg(
+        id = "webhook_retry_max_s",
+        long = "webhook-retry-max-s",
+        env = "HERALD_WEBHOOK_RETRY_MAX_S",
+        default_value = "300",
+        value_parser = positive_seconds
+    )]
+    pub retry_max: Duration,
+
+    /// Most events posted in one request.
+    #[arg(
+        id = "webhook_batch",
+        long = "webhook-batch",
+        env = "HERALD_WEBHOOK_BATCH",
+        default_value_t = 100,
+        value_parser = positive::<usize>
+    )]
+    pub batch: usize,
+
+    /// Requests one node has in flight to the backend at once.
+    #[arg(
+        id = "webhook_concurrency",
+        long = "webhook-concurrency",
+        env = "HERALD_WEBHOOK_CONCURRENCY",
+        default_value_t = 2,
+        value_parser = positive::<usize>
+    )]
+    pub concurrency: usize,
 }
 
 /// How the gateway logs (`RUST_LOG` filters what it logs).

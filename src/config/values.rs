@@ -89,6 +89,15 @@ pub fn nats_url(urls: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The check of `HERALD_WEBHOOK_URL`: an `http://` or `https://` URL.
+pub fn webhook_url(url: &str) -> Result<(), String> {
+    let parsed: hyper::Uri = url.parse().map_err(|e| format!("is not a URL: {e}"))?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    Ok(())
+}
+
 /// The check of `HERALD_NODE_ID`: a name that fits in a NATS subject and a metric label.
 pub fn node_id(id: &str) -> Result<String, String> {
     let fits = id.len() <= 64

@@ -71,6 +71,8 @@ pub struct GroupSettings {
     pub presence_debounce: Duration,
     /// The cluster bus; `None` on a node that runs alone.
     pub bus: Option<Bus>,
+    /// Whether commits tell the webhook who of the members was offline.
+    pub webhooks: bool,
 }
 
 /// Who a group actor reports to and hands work to.
@@ -222,8 +224,9 @@ impl GroupActor {
         let (messages, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.message, p.reply)).unzip();
         let (store, gid) = (self.store.clone(), self.gid);
+        let offline = self.offline_members();
         let commit = async move {
-            let outcome = store.append(gid, &messages).await;
+            let outcome = store.append(gid, &messages, offline.as_deref()).await;
             (messages, outcome)
         };
         ctx.spawn(commit.instrument(self.span.clone()).into_actor(self).map(
@@ -235,6 +238,19 @@ impl GroupActor {
                 act.write_next(ctx);
             },
         ));
+    }
+
+    /// The members with no session online anywhere, for the webhook of the messages about to
+    /// be stored (the hook for mobile push). `None` without webhooks, and in a cluster for
+    /// groups too big for presence, where the other nodes do not tell who is online there.
+    fn offline_members(&self) -> Option<Vec<u64>> {
+        let known = self.settings.bus.is_none() || self.has_presence();
+        (self.settings.webhooks && known).then(|| {
+            self.acks
+                .members()
+                .filter(|uid| !self.presence.is_online(*uid))
+                .collect()
+        })
     }
 
     /// Replies to the senders, tells the other nodes, and pushes what was stored, in msgid

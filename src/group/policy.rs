@@ -436,6 +436,11 @@ impl Presence {
         self.changed |= self.remote.remove(node).is_some();
     }
 
+    /// Whether `uid` has a session online anywhere.
+    pub fn is_online(&self, uid: u64) -> bool {
+        self.local.contains_key(&uid) || self.remote.values().any(|(_, uids)| uids.contains(&uid))
+    }
+
     /// Members with a session on this node.
     pub fn here(&self) -> Vec<u64> {
         self.local.keys().copied().collect()

@@ -5,6 +5,7 @@
 //! PostgreSQL, in one query for all of them, so a message whose copy NATS lost is found.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -25,6 +26,7 @@ use crate::messages::{
 use crate::metrics;
 use crate::model::GroupCursor;
 use crate::store::Store;
+use crate::webhooks::{UserPresence, PRESENCE_RECORD_EVERY};
 
 /// What the directory needs to start group actors.
 pub struct GroupFactory {
@@ -79,10 +81,17 @@ pub struct Directory {
     next_generation: u64,
     /// The other nodes of the cluster, and when each was last heard from.
     nodes: HashMap<NodeId, Instant>,
+    /// Users coming and going, told to the webhook; `None` without webhooks.
+    user_presence: Option<UserPresence>,
 }
 
 impl Directory {
-    pub fn new(factory: GroupFactory, heartbeat: Duration, caps: SessionCaps) -> Self {
+    pub fn new(
+        factory: GroupFactory,
+        heartbeat: Duration,
+        caps: SessionCaps,
+        user_presence: Option<UserPresence>,
+    ) -> Self {
         Directory {
             factory,
             caps,
@@ -92,7 +101,19 @@ impl Directory {
             ticker: Ticker::new(heartbeat),
             next_generation: 0,
             nodes: HashMap::new(),
+            user_presence,
         }
+    }
+
+    /// Records the users' arrivals and departures due for the webhook (every departure, when
+    /// `everyone_left`).
+    fn record_user_presence(&mut self, everyone_left: bool) -> Option<impl Future<Output = ()>> {
+        let recording = self.user_presence.as_mut()?.record_due(everyone_left)?;
+        Some(async move {
+            if let Err(error) = recording.await {
+                tracing::warn!(%error, "cannot record users coming and going for the webhook");
+            }
+        })
     }
 
     /// Checks the live groups' newest msgids in PostgreSQL, and tells each group where it
@@ -244,6 +265,13 @@ impl Actor for Directory {
             }
         });
         ctx.run_interval(EXPIRY_SWEEP, |act, _| act.close_expired());
+        if self.user_presence.is_some() {
+            ctx.run_interval(PRESENCE_RECORD_EVERY, |act, ctx| {
+                if let Some(recording) = act.record_user_presence(false) {
+                    ctx.spawn(recording.into_actor(act));
+                }
+            });
+        }
         self.join_cluster(ctx);
     }
 }
@@ -308,6 +336,11 @@ impl Handler<Connect> for Directory {
             return Err(Close::TOO_MANY_SESSIONS);
         }
         self.open += 1;
+        if sessions.is_empty() {
+            if let Some(presence) = &mut self.user_presence {
+                presence.came(session.uid);
+            }
+        }
         self.ticker.track(token_exp, session.id, session.uid);
         sessions.push(Online {
             handle: session,
@@ -339,6 +372,9 @@ impl Handler<Disconnect> for Directory {
         }
         if sessions.is_empty() {
             self.sessions.remove(&msg.uid);
+            if let Some(presence) = &mut self.user_presence {
+                presence.went(msg.uid);
+            }
         }
     }
 }
@@ -476,7 +512,8 @@ impl Handler<CloseAll> for Directory {
     }
 }
 
-/// Write every ack held in memory; replies once they are stored.
+/// Write every ack held in memory, and every user's departure for the webhook (the node is
+/// stopping); replies once they are stored.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FlushAll;
@@ -490,8 +527,12 @@ impl Handler<FlushAll> for Directory {
             .values()
             .map(|(_, group)| group.ask(FlushAcks))
             .collect();
+        let departures = self.record_user_presence(true);
         Box::pin(async move {
             join_all(flushes).await;
+            if let Some(departures) = departures {
+                departures.await;
+            }
         })
     }
 }

@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[SqlFile] = sql_files!("migrations":
     "0002_append_function",
     "0003_sync",
     "0004_reads",
+    "0005_webhooks",
 );
 
 /// Every function file, in name order, which is the order they are applied in.
@@ -49,6 +50,7 @@ pub const FUNCTIONS: &[SqlFile] = sql_files!("functions":
     "members",
     "profiles",
     "versions",
+    "webhooks",
 );
 
 /// An arbitrary constant naming Herald's migration lock among the database's advisory locks.

@@ -7,6 +7,7 @@ mod conversations;
 mod directory;
 mod migrate;
 mod sync;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use crate::model::{GroupCursor, Mark, Marks, MessageView};
 pub use conversations::Conversation;
 pub use directory::{FriendRequest, Friends, NewGroup, UserUpsert};
 pub use migrate::{SqlFile, FUNCTIONS, MIGRATIONS};
+pub use webhooks::{OutboxEvent, WebhookBacklog, WebhookRecord};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +262,8 @@ const USER_GROUPS: &str = "
     ORDER BY m.gid";
 
 /// Group commit: see `sql/functions/append.sql`.
-const APPEND: &str = "SELECT ord, msgid, ts, dup, latest FROM herald_append($1, $2, $3, $4, $5)";
+const APPEND: &str =
+    "SELECT ord, msgid, ts, dup, latest FROM herald_append($1, $2, $3, $4, $5, $6)";
 
 const MESSAGES_AFTER: &str = "
     SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
@@ -329,11 +332,17 @@ fn timed(op: &'static str) -> Timed {
 }
 
 impl Store {
-    /// A pool over `url`. Connects lazily: start-up may precede PostgreSQL.
-    pub fn new(url: &str, size: usize) -> Result<Store, StoreError> {
-        let config: tokio_postgres::Config = url
+    /// A pool over `url`. Connects lazily: start-up may precede PostgreSQL. With
+    /// `records_webhooks`, changes committed through it are recorded in the webhook outbox.
+    pub fn new(url: &str, size: usize, records_webhooks: bool) -> Result<Store, StoreError> {
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
+        if records_webhooks {
+            // The SQL functions record only on connections that say so (sql/functions/webhooks.sql).
+            let options = config.get_options().unwrap_or_default();
+            config.options(format!("{options} -c herald.webhooks=on").trim_start());
+        }
         let storage_thread =
             OnStorageThread::start().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let pool = |size: usize| {
@@ -491,21 +500,27 @@ impl Store {
     /// commit; the logic is `herald_append` in `sql/`).
     ///
     /// Resends of a (sender, cmid) stored before, or repeated inside the batch, are not
-    /// stored again: they come back `dup` with the original msgid.
+    /// stored again: they come back `dup` with the original msgid. `offline`, the members
+    /// with no session online (if known), goes to the webhook outbox with the messages.
     pub async fn append(
         &self,
         gid: u64,
         batch: &[NewMessage],
+        offline: Option<&[u64]>,
     ) -> Result<AppendOutcome, StoreError> {
         let _t = timed("append");
         let senders: Vec<i64> = batch.iter().map(|m| db(m.sender)).collect();
         let cmids: Vec<&str> = batch.iter().map(|m| m.cmid.as_str()).collect();
         let stamps: Vec<i64> = batch.iter().map(|m| m.ts).collect();
         let bodies: Vec<&str> = batch.iter().map(|m| m.body.get()).collect();
+        let offline: Option<Vec<i64>> = offline.map(|uids| uids.iter().copied().map(db).collect());
         let client = self.client().await?;
         let stmt = client.prepare_cached(APPEND).await?;
         let rows = client
-            .query(&stmt, &[&db(gid), &senders, &cmids, &stamps, &bodies])
+            .query(
+                &stmt,
+                &[&db(gid), &senders, &cmids, &stamps, &bodies, &offline],
+            )
             .await?;
         let latest = rows.first().map_or(0, |r| id(r.get(4)));
         let results = rows

@@ -64,6 +64,7 @@ fn started_herald(postgres_url: Option<String>) -> TargetArgs {
         postgres_url,
         herald_bin: Some(env!("CARGO_BIN_EXE_herald").into()),
         server_env: vec![],
+        webhook_delay_ms: None,
     }
 }
 
@@ -84,6 +85,7 @@ async fn herald(server: &Server) -> Backend {
         postgres_url: None,
         herald_bin: None,
         server_env: vec![],
+        webhook_delay_ms: None,
     };
     Backend::Herald(Target::open(&args).await.expect("reach the test server"))
 }

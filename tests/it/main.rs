@@ -22,3 +22,4 @@ mod pull_ack;
 mod reads;
 mod signals;
 mod sync_ops;
+mod webhooks;
