@@ -81,6 +81,20 @@ impl TokenKeys {
     }
 }
 
+/// Longest lifetime of an issued token: 30 days.
+const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
+/// Lifetime of an issued token when none is asked for: an hour.
+const DEFAULT_TOKEN_TTL_S: u64 = 3600;
+
+/// The lifetime, in seconds, of a token asked for with `requested` (the admin API and
+/// `herald token` issue the same ones).
+pub fn token_ttl_s(requested: Option<u64>) -> Result<u64, String> {
+    match requested.unwrap_or(DEFAULT_TOKEN_TTL_S) {
+        ttl_s @ 1..=MAX_TOKEN_TTL_S => Ok(ttl_s),
+        _ => Err(format!("must be 1..={MAX_TOKEN_TTL_S} seconds (30 days)")),
+    }
+}
+
 /// The admin API's bearer key, compared in constant time.
 #[derive(Clone)]
 pub struct AdminKey(String);
@@ -162,6 +176,14 @@ mod tests {
         let now = jsonwebtoken::get_current_timestamp();
         assert!(keys.verify(&signed("alice", now + 60)).is_err());
         assert!(keys.verify(&signed("0", now + 60)).is_err());
+    }
+
+    #[test]
+    fn token_lifetimes_are_an_hour_unless_asked_and_at_most_30_days() {
+        assert_eq!(token_ttl_s(None), Ok(3600));
+        assert_eq!(token_ttl_s(Some(30 * 24 * 3600)), Ok(30 * 24 * 3600));
+        assert!(token_ttl_s(Some(0)).is_err());
+        assert!(token_ttl_s(Some(30 * 24 * 3600 + 1)).is_err());
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! - [`metrics`]: Prometheus metrics. [`telemetry`]: structured logs.
 //! - Leaves: [`model`] (ids and checks, messages and cursors, roles, the sync model, events,
 //!   effects, refusals), [`error`] (every error a client sees), [`close`] (every close code),
-//!   [`config`] (every setting, defined once).
+//!   [`config`] (the command line and every setting, defined once).
 
 pub mod acks;
 pub mod api;

@@ -1,29 +1,64 @@
 use std::process::ExitCode;
 
-use herald::config::Command;
+use herald::auth::{token_ttl_s, TokenKeys};
+use herald::config::{Command, CommandLine, Config, TokenRequest};
 use herald::startup::Application;
 use herald::store::Store;
 
+/// The exit code of a command line or settings that cannot be used (as clap's own).
+const USAGE_ERROR: u8 = 2;
+
 fn main() -> ExitCode {
-    let command = Command::from_command_line();
-    herald::telemetry::init(command.config().log.format);
-    if let Err(error) = command.config().validate() {
-        eprintln!("herald: configuration error: {error}");
-        return ExitCode::from(2);
-    }
-    raise_open_files_limit();
-    let outcome = actix::System::new().block_on(async move {
-        match command {
-            Command::Migrate(config) => {
-                let store = Store::new(config.database.url.expose(), 1, false)?;
-                store.migrate().await?;
-                tracing::info!("storage is up to date");
-                Ok(())
-            }
-            Command::Serve(config) => Application::build(config).await?.run_until_stopped().await,
+    let command_line = CommandLine::from_process().unwrap_or_else(|error| error.exit());
+    match &command_line.command {
+        Command::Serve(config) => if_valid(config, || run(config.clone(), serve)),
+        Command::Migrate(config) => if_valid(config, || run(config.clone(), migrate)),
+        Command::CheckConfig(config) => if_valid(config, || {
+            print!("{}", command_line.effective_settings());
+            ExitCode::SUCCESS
+        }),
+        Command::Token(request) => print_token(request),
+        Command::Sample(_) => {
+            print!("{}", herald::config::sample_config_file());
+            ExitCode::SUCCESS
         }
-    });
-    match outcome {
+        Command::Completions { shell } => {
+            herald::config::write_completions(*shell, &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Does `then` if the settings go together, or names the ones that do not.
+fn if_valid(config: &Config, then: impl FnOnce() -> ExitCode) -> ExitCode {
+    match config.validate() {
+        Ok(()) => then(),
+        Err(error) => {
+            eprintln!("herald: configuration error: {error}");
+            ExitCode::from(USAGE_ERROR)
+        }
+    }
+}
+
+/// `herald token`: signed as the admin API signs, with the same lifetimes.
+fn print_token(request: &TokenRequest) -> ExitCode {
+    match token_ttl_s(request.ttl) {
+        Ok(ttl_s) => {
+            let keys = TokenKeys::new(request.user_tokens.jwt_secret.expose());
+            println!("{}", keys.issue(request.uid, ttl_s, request.dev.clone()));
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("herald: --ttl {problem}");
+            ExitCode::from(USAGE_ERROR)
+        }
+    }
+}
+
+/// `serve` or `migrate`: the gateway's own work, logged.
+fn run(config: Config, work: impl AsyncFnOnce(Config) -> anyhow::Result<()>) -> ExitCode {
+    herald::telemetry::init(config.log.format);
+    match actix::System::new().block_on(work(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -31,6 +66,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let store = Store::new(config.database.url.expose(), 1, false)?;
+    store.migrate().await?;
+    tracing::info!("storage is up to date");
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
+    Application::build(config).await?.run_until_stopped().await
 }
 
 /// One descriptor per connection: as many as allowed (root may lift the hard limit too).

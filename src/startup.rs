@@ -101,7 +101,7 @@ impl Application {
             store: store.clone(),
             directory: directory.clone(),
             publisher,
-            tokens: TokenKeys::new(config.auth.jwt_secret.expose()),
+            tokens: TokenKeys::new(config.auth.user_tokens.jwt_secret.expose()),
             admin_key: AdminKey::new(config.auth.admin_key.expose().to_owned()),
             allowed_origins: config.server.allowed_origins.to_vec(),
             sessions: Arc::new(SessionContext {

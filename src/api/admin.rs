@@ -7,14 +7,11 @@ use utoipa::ToSchema;
 
 use super::groups::{valid_group_info, valid_uids};
 use super::{publish, Admin, AppState};
+use crate::auth::token_ttl_s;
 use crate::error::ApiError;
 use crate::model::refusal::Refusal;
 use crate::model::valid_id;
 use crate::store::{NewGroup, UserUpsert};
-
-/// Longest token lifetime the admin API issues: 30 days.
-const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
-const DEFAULT_TOKEN_TTL_S: u64 = 3600;
 
 #[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
@@ -52,12 +49,8 @@ pub async fn tokens_route(
 ) -> Result<HttpResponse, ApiError> {
     let TokenRequest { uid, ttl_s, dev } = body.into_inner();
     let uid = valid_id(uid)?;
-    let ttl_s = ttl_s.unwrap_or(DEFAULT_TOKEN_TTL_S);
-    if ttl_s == 0 || ttl_s > MAX_TOKEN_TTL_S {
-        return Err(ApiError::bad_request(format!(
-            "ttl_s must be 1..={MAX_TOKEN_TTL_S}"
-        )));
-    }
+    let ttl_s =
+        token_ttl_s(ttl_s).map_err(|problem| ApiError::bad_request(format!("ttl_s {problem}")))?;
     match state.store.user_active(uid).await? {
         Some(true) => {}
         Some(false) => return Err(Refusal::UserDeactivated { uid }.into()),

@@ -1,68 +1,183 @@
-//! Settings, read from flags or environment variables. Each is defined once, in
-//! `sections`: the parsed sections are the typed configuration the gateway reads. Values
-//! are checked as they are parsed; what only settings together can show, by
-//! [`Config::validate`].
+//! The `herald` command line and its settings, read from flags, environment variables or a
+//! config file. Each setting is defined once, in `sections`: the parsed sections are the
+//! typed configuration the gateway reads. Values are checked as they are parsed; what only
+//! settings together can show, by [`Config::validate`].
 //!
 //! - `sections`: every setting, grouped by what it configures.
 //! - `values`: the types settings take and the parsers that check them.
+//! - `file`: the TOML config file, read into the settings' defaults.
+//! - `effective`: the settings as parsed and where each came from (`check-config`).
+//! - `sample`: a commented config file of the defaults (`config --defaults`).
 //! - `readme` (tests): the README's table of settings, rendered from the definitions.
 
+mod effective;
+mod file;
 #[cfg(test)]
 mod readme;
+mod sample;
 mod sections;
 mod values;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use file::ConfigFile;
 pub use sections::{
     AcksConfig, AuthConfig, ClusterConfig, DatabaseConfig, GroupsConfig, LimitsConfig, LogConfig,
-    PresenceConfig, ServerConfig, SessionsConfig, WebhooksConfig,
+    PresenceConfig, ServerConfig, SessionsConfig, UserTokensConfig, WebhooksConfig,
 };
 pub use values::{AllowedOrigins, LogFormat, Secret};
 
-/// The `herald` command line: a command and its settings.
+/// The `herald` command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "herald",
     version,
     about = "Realtime push gateway for instant messaging"
 )]
+struct Cli {
+    /// TOML file of settings, under the environment and flags (`herald config --defaults`
+    /// prints one).
+    #[arg(long, env = file::VARIABLE, global = true, value_name = file::VARIABLE)]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// A command and the settings it takes.
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply the migrations and serve (the default).
     Serve(Config),
     /// Apply the migrations and exit.
     Migrate(Config),
+    /// Print a user token signed with HERALD_JWT_SECRET.
+    #[command(visible_alias = "gentoken")]
+    Token(TokenRequest),
+    /// Check the settings as `serve` would read them and print them, secrets redacted,
+    /// without connecting to anything.
+    #[command(visible_alias = "checkconfig")]
+    CheckConfig(Config),
+    /// Print a config file of every setting at its default, with its help.
+    #[command(name = "config")]
+    Sample(SampleRequest),
+    /// Print the shell completions of `herald`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
-impl Command {
-    /// The command this process was started with.
-    pub fn from_command_line() -> Command {
-        Command::parse_from(serve_by_default(std::env::args_os()))
+/// `herald token`: the user and lifetime of the token, and the only setting it needs.
+#[derive(Debug, Clone, Args)]
+#[command(mut_args = value_named_by_variable)]
+pub struct TokenRequest {
+    /// The uid the token is for.
+    #[arg(long, value_parser = values::uid)]
+    pub uid: u64,
+    /// How long the token is valid: seconds, or with a unit (`90s`, `15m`, `1h`, `7d`); an
+    /// hour unless given, at most 30 days (as the admin API issues).
+    #[arg(long, value_parser = values::lifetime_s)]
+    pub ttl: Option<u64>,
+    /// A device id to put in the token.
+    #[arg(long)]
+    pub dev: Option<String>,
+    #[command(flatten)]
+    pub user_tokens: UserTokensConfig,
+}
+
+/// `herald config`: what to print.
+#[derive(Debug, Clone, Args)]
+pub struct SampleRequest {
+    /// Every setting at its default.
+    #[arg(long, required = true)]
+    pub defaults: bool,
+}
+
+/// The parsed command line.
+pub struct CommandLine {
+    pub command: Command,
+    /// The chosen command's own arguments, to tell where each setting came from.
+    matches: ArgMatches,
+    file: Option<ConfigFile>,
+}
+
+impl CommandLine {
+    /// The command line this process was started with, over the config file it names.
+    pub fn from_process() -> Result<CommandLine, clap::Error> {
+        CommandLine::parse_from(std::env::args_os())
     }
 
-    /// The settings, whichever the command.
-    pub fn config(&self) -> &Config {
-        match self {
-            Command::Serve(config) | Command::Migrate(config) => config,
+    fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<CommandLine, clap::Error> {
+        let args = serve_by_default(args);
+        let file = match file::path_in(&args) {
+            Some(path) => Some(ConfigFile::read(&path, &serve_command())?),
+            None => None,
+        };
+        let mut cli = Cli::command();
+        if let Some(file) = &file {
+            cli = file.apply(cli);
         }
+        let matches = cli.try_get_matches_from(args)?;
+        let command = Cli::from_arg_matches(&matches)?.command;
+        let (_, matches) = matches
+            .subcommand()
+            .expect("a command is required, and `serve` put in when none is named");
+        let matches = matches.clone();
+        Ok(CommandLine {
+            command,
+            matches,
+            file,
+        })
     }
+
+    /// Every setting as parsed, with where it came from, secrets redacted (`check-config`).
+    pub fn effective_settings(&self) -> String {
+        effective::effective(&serve_command(), &self.matches, self.file.as_ref())
+    }
+}
+
+/// A commented config file of every setting at its default (`config --defaults`).
+pub fn sample_config_file() -> String {
+    sample::sample(&serve_command())
+}
+
+/// Writes the completions of `herald` for `shell`.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "herald", out);
+}
+
+/// `herald serve`, which has every setting.
+fn serve_command() -> clap::Command {
+    Cli::command()
+        .find_subcommand("serve")
+        .expect("`serve` is a command")
+        .clone()
 }
 
 /// Names `serve` when the arguments name no command (clap has no default subcommand), so
-/// `herald --listen ...` serves; help and the version stay the whole program's.
+/// `herald --listen ...` serves; help and the version stay the whole program's. A leading
+/// `--config PATH` is the whole program's too.
 fn serve_by_default(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut args: Vec<OsString> = args.into_iter().collect();
+    let first = match args.get(1) {
+        Some(flag) if flag == file::FLAG => 3,
+        Some(flag) if flag.to_str().is_some_and(|f| f.starts_with("--config=")) => 2,
+        _ => 1,
+    };
     let names_a_command = args
-        .get(1)
+        .get(first)
         .and_then(|first| first.to_str())
         .is_some_and(|first| {
-            Command::has_subcommand(first)
+            // Aliases too, which the derived `has_subcommand` does not know.
+            Cli::command().find_subcommand(first).is_some()
                 || ["help", "-h", "--help", "-V", "--version"].contains(&first)
         });
     if !names_a_command {
-        args.insert(args.len().min(1), "serve".into());
+        args.insert(args.len().min(first), "serve".into());
     }
     args
 }
@@ -115,7 +230,7 @@ pub struct ConfigError {
 impl Config {
     /// Checks what no single setting's parser can: how settings go together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.auth.jwt_secret == self.auth.admin_key {
+        if self.auth.user_tokens.jwt_secret == self.auth.admin_key {
             return Err(ConfigError {
                 variables: &["HERALD_JWT_SECRET", "HERALD_ADMIN_KEY"],
                 problem: "must differ: whoever signs user tokens would also hold the admin API",
@@ -147,13 +262,13 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Command, clap::Error> {
         let argv = std::iter::once("herald").chain(args.iter().copied());
-        Command::try_parse_from(serve_by_default(argv.map(OsString::from)))
+        CommandLine::parse_from(argv.map(OsString::from)).map(|line| line.command)
     }
 
     fn config(args: &[&str]) -> Config {
         match parse(args).expect("flags parse") {
             Command::Serve(config) => config,
-            Command::Migrate(_) => panic!("{args:?} names no command: it serves"),
+            _ => panic!("{args:?} names no command: it serves"),
         }
     }
 
@@ -184,7 +299,10 @@ mod tests {
         for secret in ["postgres://u@", "0123456789abcdef", "fedcba9876543210"] {
             assert!(!shown.contains(secret), "{shown}");
         }
-        assert_eq!(config.auth.jwt_secret.expose(), "0123456789abcdef");
+        assert_eq!(
+            config.auth.user_tokens.jwt_secret.expose(),
+            "0123456789abcdef"
+        );
     }
 
     #[test]
@@ -252,6 +370,27 @@ mod tests {
         assert_eq!(
             *config.server.allowed_origins,
             ["https://a.example", "https://b.example"]
+        );
+    }
+
+    #[test]
+    fn a_leading_config_file_flag_is_the_whole_programs() {
+        let argv = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            serve_by_default(argv(&["herald", "--config", "h.toml", "token"])),
+            argv(&["herald", "--config", "h.toml", "token"])
+        );
+        assert_eq!(
+            serve_by_default(argv(&["herald", "--config=h.toml", "--listen", "a"])),
+            argv(&["herald", "--config=h.toml", "serve", "--listen", "a"])
+        );
+        assert_eq!(
+            serve_by_default(argv(&["herald", "gentoken"])),
+            argv(&["herald", "gentoken"])
+        );
+        assert_eq!(
+            serve_by_default(argv(&["herald", "--config", "h.toml"])),
+            argv(&["herald", "--config", "h.toml", "serve"])
         );
     }
 

@@ -1,9 +1,9 @@
 //! The README's table of settings, rendered from their definitions, and the test that keeps
 //! the README's copy the same.
 
-use clap::{Arg, CommandFactory};
+use clap::Arg;
 
-use super::Command;
+use super::serve_command;
 
 const BEGIN: &str = "<!-- settings:begin -->";
 const END: &str = "<!-- settings:end -->";
@@ -11,8 +11,7 @@ const END: &str = "<!-- settings:end -->";
 /// Every setting of `herald serve` in Markdown, a table per help heading: flag, variable,
 /// default, help.
 fn settings_table() -> String {
-    let cli = Command::command();
-    let serve = cli.find_subcommand("serve").expect("`serve` is a command");
+    let serve = serve_command();
     let mut tables = String::new();
     let mut heading = None;
     for arg in serve.get_arguments() {

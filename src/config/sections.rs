@@ -79,14 +79,8 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Authentication")]
 pub struct AuthConfig {
-    /// HS256 secret for user tokens; at least 16 bytes.
-    #[arg(
-        long,
-        env = "HERALD_JWT_SECRET",
-        hide_env_values = true,
-        value_parser = SecretParser::new(at_least_16_bytes)
-    )]
-    pub jwt_secret: Secret,
+    #[command(flatten)]
+    pub user_tokens: UserTokensConfig,
 
     /// Bearer key of the admin API; at least 16 bytes.
     #[arg(
@@ -96,6 +90,21 @@ pub struct AuthConfig {
         value_parser = SecretParser::new(at_least_16_bytes)
     )]
     pub admin_key: Secret,
+}
+
+/// The key user tokens are signed with: apart from the admin key, as `herald token` needs
+/// only this one.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Authentication")]
+pub struct UserTokensConfig {
+    /// HS256 secret for user tokens; at least 16 bytes.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        hide_env_values = true,
+        value_parser = SecretParser::new(at_least_16_bytes)
+    )]
+    pub jwt_secret: Secret,
 }
 
 /// What one client may ask of the gateway, and how fast.

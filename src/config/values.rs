@@ -175,3 +175,43 @@ pub enum LogFormat {
     /// One JSON object a line, for machines.
     Json,
 }
+
+/// A uid: positive and within the ids a client can hold.
+pub fn uid(text: &str) -> Result<u64, String> {
+    let uid = text.parse::<u64>().map_err(|e| e.to_string())?;
+    crate::model::valid_id(uid).map_err(|error| error.message)
+}
+
+/// A lifetime in whole seconds, written bare (`3600`) or with a unit: `90s`, `15m`, `1h`, `7d`.
+pub fn lifetime_s(text: &str) -> Result<u64, String> {
+    let (number, unit_s) = match text.char_indices().last() {
+        Some((at, 's')) => (&text[..at], 1),
+        Some((at, 'm')) => (&text[..at], 60),
+        Some((at, 'h')) => (&text[..at], 3600),
+        Some((at, 'd')) => (&text[..at], 24 * 3600),
+        _ => (text, 1),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| "must be whole seconds, or a number with s, m, h or d".to_owned())?;
+    number
+        .checked_mul(unit_s)
+        .ok_or_else(|| "is far too long".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_are_seconds_bare_or_with_a_unit() {
+        assert_eq!(lifetime_s("3600"), Ok(3600));
+        assert_eq!(lifetime_s("90s"), Ok(90));
+        assert_eq!(lifetime_s("15m"), Ok(900));
+        assert_eq!(lifetime_s("1h"), Ok(3600));
+        assert_eq!(lifetime_s("7d"), Ok(7 * 24 * 3600));
+        for wrong in ["", "h", "1.5h", "-1s", "1w", "99999999999999999999d"] {
+            assert!(lifetime_s(wrong).is_err(), "{wrong}");
+        }
+    }
+}

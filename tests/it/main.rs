@@ -1,6 +1,7 @@
 //! Integration tests: the real `herald` binary against a real PostgreSQL, driven by real
 //! WebSocket and HTTP clients on 127.0.0.1. Run with `scripts/test`.
 
+mod cli;
 mod cluster;
 mod cluster_tls;
 mod convergence;
