@@ -147,14 +147,7 @@ async fn a_stored_message_is_told_with_the_members_offline_signed_and_exact() {
 async fn group_changes_and_users_coming_and_going_are_told() {
     let (server, receiver) = server_posting_to(&[("HERALD_PRESENCE_DEBOUNCE_MS", "100")]).await;
     let gid = server.group(&[1, 2]).await;
-    server.users(&[3]).await;
-    let (status, body) = server
-        .admin_post(
-            &format!("/v1/admin/groups/{gid}/members"),
-            json!({"uids": [3]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    server.add_members(gid, &[3]).await;
     let changes = accepted(&receiver, "group.event", |e| {
         e.iter()
             .any(|e| e["data"]["event"] == "member_added" && e["data"]["uid"] == 3)
@@ -279,14 +272,7 @@ async fn without_a_webhook_url_nothing_is_recorded() {
     let gid = server.group(&[1, 2]).await;
     let mut ann = server.connect(1).await;
     ann.send_msg(gid, "c1", json!("hello")).await;
-    server.users(&[3]).await;
-    let (status, body) = server
-        .admin_post(
-            &format!("/v1/admin/groups/{gid}/members"),
-            json!({"uids": [3]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    server.add_members(gid, &[3]).await;
     assert_eq!(outbox_rows(&server).await, 0);
 }
 

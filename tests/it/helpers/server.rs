@@ -176,6 +176,14 @@ impl Server {
         body["gid"].as_u64().expect("a gid")
     }
 
+    /// Adds members (created as users first) to a group through the admin API.
+    pub async fn add_members(&self, gid: u64, uids: &[u64]) {
+        self.users(uids).await;
+        let path = format!("/v1/admin/groups/{gid}/members");
+        let (status, body) = self.admin_post(&path, json!({"uids": uids})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     pub async fn token(&self, uid: u64) -> String {
         let (status, body) = self
             .admin_post("/v1/admin/tokens", json!({"uid": uid, "ttl_s": 3600}))
