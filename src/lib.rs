@@ -27,7 +27,8 @@
 //!   model types, never wire frames. [`protocol`]: the wire frames, decoded and encoded.
 //!   [`auth`]: user tokens and the admin key. [`budget`]: what each request costs.
 //!   [`cluster`]: the bus to the other nodes (NATS), what travels on it and its checks.
-//! - [`metrics`]: Prometheus metrics. [`telemetry`]: structured logs.
+//! - [`metrics`]: Prometheus metrics. [`telemetry`]: structured logs. [`outbound`]: the HTTP
+//!   client of requests to others (webhooks, JWKS).
 //! - Leaves: [`model`] (ids and checks, messages and cursors, roles, the sync model, events,
 //!   effects, refusals), [`error`] (every error a client sees), [`close`] (every close code),
 //!   [`config`] (the command line and every setting, defined once).
@@ -44,6 +45,7 @@ pub mod group;
 pub mod messages;
 pub mod metrics;
 pub mod model;
+pub mod outbound;
 pub mod protocol;
 pub mod registry;
 pub mod session;

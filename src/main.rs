@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use herald::auth::{token_ttl_s, TokenKeys};
+use herald::auth::{token_ttl_s, TokenIssuer};
 use herald::config::{Command, CommandLine, Config, TokenRequest};
 use herald::startup::Application;
 use herald::store::Store;
@@ -42,14 +42,21 @@ fn if_valid(config: &Config, then: impl FnOnce() -> ExitCode) -> ExitCode {
 
 /// `herald token`: signed as the admin API signs, with the same lifetimes.
 fn print_token(request: &TokenRequest) -> ExitCode {
-    match token_ttl_s(request.ttl) {
-        Ok(ttl_s) => {
-            let keys = TokenKeys::new(request.user_tokens.jwt_secret.expose());
-            println!("{}", keys.issue(request.uid, ttl_s, request.dev.clone()));
-            ExitCode::SUCCESS
-        }
+    let ttl_s = match token_ttl_s(request.ttl) {
+        Ok(ttl_s) => ttl_s,
         Err(problem) => {
             eprintln!("herald: --ttl {problem}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let secret = request.user_tokens.jwt_secret.as_ref().map(|s| s.expose());
+    match TokenIssuer::new(secret).issue(request.uid, ttl_s, request.dev.clone()) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("herald: {}", error.message);
             ExitCode::from(USAGE_ERROR)
         }
     }

@@ -1,11 +1,11 @@
 //! Prometheus metrics: one process-wide set, rendered by `GET /metrics`.
 
-use std::sync::LazyLock;
-use std::time::Duration;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::error::ErrorCode;
@@ -32,6 +32,82 @@ pub struct Metrics {
     pub cluster: ClusterMetrics,
     /// Webhooks to the app's backend; all stay 0 without a webhook URL.
     pub webhooks: WebhookMetrics,
+    /// JWKS sources of token keys; none shows without one.
+    pub jwks: JwksMetrics,
+}
+
+/// The JWKS sources of token keys (`source` is `file` or `url`); none shows without one.
+pub struct JwksMetrics {
+    refreshes: IntCounterVec,
+    keys: IntGaugeVec,
+    age_seconds: GaugeVec,
+    /// When each source's keys were last loaded, for the age computed at each scrape.
+    loaded_at: Mutex<Vec<(&'static str, Instant)>>,
+}
+
+impl JwksMetrics {
+    fn new() -> Self {
+        JwksMetrics {
+            refreshes: IntCounterVec::new(
+                Opts::new(
+                    "jwks_refreshes_total",
+                    "Loads of a JWKS source, by outcome (ok; failed: the keys last loaded kept)",
+                ),
+                &["source", "outcome"],
+            )
+            .unwrap(),
+            keys: IntGaugeVec::new(
+                Opts::new("jwks_keys", "Usable keys of a JWKS source's last good load"),
+                &["source"],
+            )
+            .unwrap(),
+            age_seconds: GaugeVec::new(
+                Opts::new(
+                    "jwks_age_seconds",
+                    "Seconds since a JWKS source's keys were last loaded",
+                ),
+                &["source"],
+            )
+            .unwrap(),
+            loaded_at: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 3] {
+        [
+            Box::new(self.refreshes.clone()),
+            Box::new(self.keys.clone()),
+            Box::new(self.age_seconds.clone()),
+        ]
+    }
+
+    /// Counts a load of `source`; a good one holds `keys` usable keys.
+    pub fn loaded(&self, source: &'static str, keys: Option<usize>) {
+        let outcome = if keys.is_some() { "ok" } else { "failed" };
+        self.refreshes.with_label_values(&[source, outcome]).inc();
+        // The other outcome shows as 0, so a rate of failures can be graphed from the start.
+        let other = if keys.is_some() { "failed" } else { "ok" };
+        self.refreshes.with_label_values(&[source, other]);
+        let Some(keys) = keys else { return };
+        self.keys.with_label_values(&[source]).set(keys as i64);
+        let mut loaded_at = self
+            .loaded_at
+            .lock()
+            .expect("never poisoned: no panics inside");
+        loaded_at.retain(|(s, _)| *s != source);
+        loaded_at.push((source, Instant::now()));
+    }
+
+    fn update_ages(&self) {
+        let loaded_at = self
+            .loaded_at
+            .lock()
+            .expect("never poisoned: no panics inside");
+        for (source, at) in loaded_at.iter() {
+            let age = at.elapsed().as_secs_f64();
+            self.age_seconds.with_label_values(&[source]).set(age);
+        }
+    }
 }
 
 /// How delivery to the app's backend keeps up.
@@ -252,6 +328,7 @@ impl Metrics {
             .unwrap(),
             cluster: ClusterMetrics::new(),
             webhooks: WebhookMetrics::new(),
+            jwks: JwksMetrics::new(),
             registry,
         };
         // Every name above is unique and valid, so registration cannot fail.
@@ -296,6 +373,7 @@ impl Metrics {
         own.into_iter()
             .chain(self.cluster.collectors())
             .chain(self.webhooks.collectors())
+            .chain(self.jwks.collectors())
             .collect()
     }
 
@@ -320,6 +398,7 @@ impl Metrics {
 
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
+        self.jwks.update_ages();
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

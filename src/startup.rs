@@ -15,12 +15,12 @@ use anyhow::Context as _;
 
 use crate::acks::AckWriter;
 use crate::api::{self, AppState};
-use crate::auth::{AdminKey, TokenKeys};
+use crate::auth::{AdminKey, TokenIssuer, TokenVerifier};
 use crate::budget::{Rate, UserBudgets};
 use crate::close::Close;
 use crate::cluster::wire::NodeId;
 use crate::cluster::Bus;
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::group::GroupSettings;
 use crate::registry::directory::{CloseAll, FlushAll};
 use crate::registry::{Directory, GroupFactory, Publisher, SessionCaps};
@@ -96,12 +96,14 @@ impl Application {
         )
         .start();
         let publisher = Publisher::new(directory.clone().recipient(), bus.clone()).start();
+        let secret = config.auth.user_tokens.jwt_secret.as_ref();
         let state = web::Data::new(AppState {
             ready: ready.clone(),
             store: store.clone(),
             directory: directory.clone(),
             publisher,
-            tokens: TokenKeys::new(config.auth.user_tokens.jwt_secret.expose()),
+            tokens: TokenVerifier::new(&config.auth.user_tokens, &config.auth.token_checks)?,
+            issuer: TokenIssuer::new(secret.map(Secret::expose)),
             admin_key: AdminKey::new(config.auth.admin_key.expose().to_owned()),
             allowed_origins: config.server.allowed_origins.to_vec(),
             sessions: Arc::new(SessionContext {
@@ -121,6 +123,7 @@ impl Application {
             budgets: UserBudgets::new(Rate::per_second(config.limits.request_budget)),
             publish_max_groups: config.limits.publish_max_groups,
         });
+        state.tokens.start();
         forget_idle_budgets(state.clone());
         let webhooks = Webhooks::new(store.clone(), &config.webhooks)?;
         let max_http_body = config.limits.max_http_body_bytes;

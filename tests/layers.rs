@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Bottom first. A module belongs to the layer of the longest prefix listed.
 const LAYERS: &[&[&str]] = &[
     &["error", "close", "config", "model"],
-    &["telemetry", "metrics"],
+    &["telemetry", "metrics", "outbound"],
     &["store", "protocol", "auth", "budget", "cluster"],
     &["messages", "session::outbox"],
     &["acks", "webhooks"],

@@ -40,6 +40,7 @@ pub struct IssuedToken {
         (status = 200, description = "The token", body = IssuedToken),
         (status = 403, description = "forbidden: the user is deactivated", body = super::error_response::HttpErrorBody),
         (status = 404, description = "not_found: the user was never created", body = super::error_response::HttpErrorBody),
+        (status = 409, description = "conflict: the gateway issues no tokens (HERALD_JWT_SECRET is not set)", body = super::error_response::HttpErrorBody),
     ),
 )]
 pub async fn tokens_route(
@@ -57,7 +58,7 @@ pub async fn tokens_route(
         None => return Err(Refusal::UserMissing { uid }.into()),
     }
     Ok(HttpResponse::Ok().json(IssuedToken {
-        token: state.tokens.issue(uid, ttl_s, dev),
+        token: state.issuer.issue(uid, ttl_s, dev)?,
     }))
 }
 

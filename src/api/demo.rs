@@ -91,7 +91,7 @@ async fn token_route(
     }
     prepare(&state).await?;
     Ok(HttpResponse::Ok().json(json!({
-        "token": state.tokens.issue(uid, TOKEN_TTL_S, None),
+        "token": state.issuer.issue(uid, TOKEN_TTL_S, None)?,
         "uid": uid,
         "gid": DEMO_GID,
     })))

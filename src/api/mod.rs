@@ -26,7 +26,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpRequest};
 use tracing::Instrument;
 
-use crate::auth::{bearer, unauthorized, AdminKey, TokenKeys};
+use crate::auth::{bearer, unauthorized, AdminKey, TokenIssuer, TokenVerifier};
 use crate::budget::{RequestKind, UserBudgets};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::effect::Effect;
@@ -42,7 +42,10 @@ pub struct AppState {
     pub store: Store,
     pub directory: Addr<Directory>,
     pub publisher: Addr<Publisher>,
-    pub tokens: TokenKeys,
+    /// Verifies user tokens.
+    pub tokens: TokenVerifier,
+    /// Signs the tokens the gateway issues.
+    pub issuer: TokenIssuer,
     pub admin_key: AdminKey,
     /// Origins browsers may open WebSockets from; empty allows any.
     pub allowed_origins: Vec<String>,
@@ -278,7 +281,7 @@ impl FromRequest for User {
         Box::pin(async move {
             state.require_ready()?;
             let token = token.ok_or_else(|| unauthorized("missing bearer token"))?;
-            let identity = state.tokens.verify(&token)?;
+            let identity = state.tokens.verify(&token).await?;
             tracing::Span::current().record("uid", identity.uid);
             state.charge(identity.uid, kind)?;
             require_active(&state.store, identity.uid).await?;

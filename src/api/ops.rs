@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics;
 
 /// What a probe answers: `ok` (alive) or `ready`.
@@ -35,11 +35,14 @@ const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
     tag = "ops",
     responses(
         (status = 200, description = "Ready to serve", body = ProbeStatus),
-        (status = 503, description = "unavailable: starting, or storage does not answer", body = super::error_response::HttpErrorBody),
+        (status = 503, description = "unavailable: starting, storage does not answer, or the JWKS of HERALD_JWKS_URL never loaded", body = super::error_response::HttpErrorBody),
     ),
 )]
 pub async fn readyz_route(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.require_ready()?;
+    if let Some(reason) = state.tokens.not_ready() {
+        return Err(ApiError::new(ErrorCode::Unavailable, reason));
+    }
     tokio::time::timeout(READY_WITHIN, state.store.ping())
         .await
         .map_err(|_| ApiError::unavailable())??;

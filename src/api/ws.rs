@@ -48,7 +48,7 @@ pub async fn ws_route(
     let token = header
         .or(query.token.as_deref())
         .ok_or_else(|| unauthorized("missing token: send a bearer header or ?token="))?;
-    let identity = state.tokens.verify(token)?;
+    let identity = state.tokens.verify(token).await?;
     tracing::Span::current().record("uid", identity.uid);
     state.charge(identity.uid, RequestKind::Connect)?;
     require_active(&state.store, identity.uid).await?;

@@ -26,9 +26,10 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use file::ConfigFile;
 pub use sections::{
     AcksConfig, AuthConfig, ClusterConfig, DatabaseConfig, GroupsConfig, LimitsConfig, LogConfig,
-    PresenceConfig, ServerConfig, SessionsConfig, UserTokensConfig, WebhooksConfig,
+    PresenceConfig, ServerConfig, SessionsConfig, TokenChecksConfig, UserTokensConfig,
+    WebhooksConfig,
 };
-pub use values::{AllowedOrigins, LogFormat, Secret};
+pub use values::{AllowedOrigins, CommaList, LogFormat, PublicKeyFile, PublicKeyFiles, Secret};
 
 /// The `herald` command line.
 #[derive(Debug, Parser)]
@@ -230,7 +231,23 @@ pub struct ConfigError {
 impl Config {
     /// Checks what no single setting's parser can: how settings go together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.auth.user_tokens.jwt_secret == self.auth.admin_key {
+        let checks = &self.auth.token_checks;
+        let keys_configured = self.auth.user_tokens.jwt_secret.is_some()
+            || !checks.jwt_public_keys.is_empty()
+            || checks.jwks_file.is_some()
+            || checks.jwks_url.is_some();
+        if !keys_configured {
+            return Err(ConfigError {
+                variables: &[
+                    "HERALD_JWT_SECRET",
+                    "HERALD_JWT_PUBLIC_KEYS",
+                    "HERALD_JWKS_FILE",
+                    "HERALD_JWKS_URL",
+                ],
+                problem: "one at least is required: nothing else can verify user tokens",
+            });
+        }
+        if self.auth.user_tokens.jwt_secret.as_ref() == Some(&self.auth.admin_key) {
             return Err(ConfigError {
                 variables: &["HERALD_JWT_SECRET", "HERALD_ADMIN_KEY"],
                 problem: "must differ: whoever signs user tokens would also hold the admin API",
@@ -286,10 +303,36 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_secret_is_named() {
-        let error = parse(&["--database-url", "postgres://u@127.0.0.1/db"]).unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
-        assert!(error.to_string().contains("HERALD_JWT_SECRET"), "{error}");
+    fn without_any_key_for_user_tokens_the_settings_are_refused_naming_each_source() {
+        let config = config(&[
+            "--database-url",
+            "postgres://u@127.0.0.1/db",
+            "--admin-key",
+            "fedcba9876543210",
+        ]);
+        let error = config.validate().unwrap_err();
+        assert_eq!(
+            error.variables,
+            [
+                "HERALD_JWT_SECRET",
+                "HERALD_JWT_PUBLIC_KEYS",
+                "HERALD_JWKS_FILE",
+                "HERALD_JWKS_URL"
+            ]
+        );
+        let mut jwks = config.clone();
+        jwks.auth.token_checks.jwks_url = Some("https://id.example/jwks.json".parse().unwrap());
+        assert!(jwks.validate().is_ok(), "a JWKS alone verifies tokens");
+    }
+
+    #[test]
+    fn token_checks_default_to_a_30_second_leeway_and_no_audience_or_issuer() {
+        let checks = config(&GOOD).auth.token_checks;
+        assert_eq!(checks.jwt_leeway, Duration::from_secs(30));
+        assert_eq!(checks.jwks_refresh, Duration::from_secs(300));
+        assert!(checks.jwt_audience.is_empty() && checks.jwt_issuer.is_none());
+        let error = parse(&good_and(&["--jwks-url", "file:///etc/jwks.json"])).unwrap_err();
+        assert!(error.to_string().contains("HERALD_JWKS_URL"), "{error}");
     }
 
     #[test]
@@ -299,10 +342,13 @@ mod tests {
         for secret in ["postgres://u@", "0123456789abcdef", "fedcba9876543210"] {
             assert!(!shown.contains(secret), "{shown}");
         }
-        assert_eq!(
-            config.auth.user_tokens.jwt_secret.expose(),
-            "0123456789abcdef"
-        );
+        let secret = config
+            .auth
+            .user_tokens
+            .jwt_secret
+            .as_ref()
+            .map(Secret::expose);
+        assert_eq!(secret, Some("0123456789abcdef"));
     }
 
     #[test]

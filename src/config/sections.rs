@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::values::{
-    at_least_16_bytes, nats_url, node_id, positive, positive_milliseconds, positive_seconds,
-    postgres_url, seconds, webhook_url, AllowedOrigins, LogFormat, Secret, SecretParser,
+    at_least_16_bytes, http_uri, http_url, nats_url, node_id, positive, positive_milliseconds,
+    positive_seconds, postgres_url, seconds, AllowedOrigins, CommaList, LogFormat, PublicKeyFiles,
+    Secret, SecretParser,
 };
 
 /// Where and how the gateway serves HTTP and WebSockets.
@@ -82,6 +83,9 @@ pub struct AuthConfig {
     #[command(flatten)]
     pub user_tokens: UserTokensConfig,
 
+    #[command(flatten)]
+    pub token_checks: TokenChecksConfig,
+
     /// Bearer key of the admin API; at least 16 bytes.
     #[arg(
         long,
@@ -92,19 +96,69 @@ pub struct AuthConfig {
     pub admin_key: Secret,
 }
 
-/// The key user tokens are signed with: apart from the admin key, as `herald token` needs
-/// only this one.
+/// The key Herald signs the user tokens it issues with: apart from the rest, as `herald
+/// token` needs only this one.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Authentication")]
 pub struct UserTokensConfig {
-    /// HS256 secret for user tokens; at least 16 bytes.
+    /// Secret of HS256/384/512 user tokens, and the key of the tokens Herald issues (admin
+    /// API, `herald token`, demo); at least 16 bytes. Optional when public keys verify tokens.
     #[arg(
         long,
         env = "HERALD_JWT_SECRET",
         hide_env_values = true,
         value_parser = SecretParser::new(at_least_16_bytes)
     )]
-    pub jwt_secret: Secret,
+    pub jwt_secret: Option<Secret>,
+}
+
+/// The public keys user tokens may be signed with besides HERALD_JWT_SECRET, and the claims
+/// checked.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Authentication")]
+pub struct TokenChecksConfig {
+    /// PEM public keys (RSA, EC P-256 or P-384, Ed25519) of user tokens, comma-separated,
+    /// each `kid=path` or a path; the key's type decides the algorithms it verifies.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEYS", default_value = "")]
+    pub jwt_public_keys: PublicKeyFiles,
+
+    /// A JWKS file of the public keys of user tokens, re-read every HERALD_JWKS_REFRESH_S.
+    #[arg(long, env = "HERALD_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// The URL of the identity provider's JWKS (`https://…/jwks.json`), fetched every
+    /// HERALD_JWKS_REFRESH_S and early for an unknown `kid`; /readyz is 503 until it loads.
+    #[arg(long, env = "HERALD_JWKS_URL", value_parser = http_uri)]
+    pub jwks_url: Option<hyper::Uri>,
+
+    /// Seconds between reloads of HERALD_JWKS_FILE and HERALD_JWKS_URL; a failed one keeps
+    /// the keys last loaded.
+    #[arg(
+        long = "jwks-refresh-s",
+        env = "HERALD_JWKS_REFRESH_S",
+        default_value = "300",
+        value_parser = positive_seconds
+    )]
+    pub jwks_refresh: Duration,
+
+    /// Seconds of clock skew allowed on a token's `exp` and `nbf`; a session is closed this
+    /// long after its token's `exp`.
+    #[arg(
+        long = "jwt-leeway-s",
+        env = "HERALD_JWT_LEEWAY_S",
+        default_value = "30",
+        value_parser = seconds
+    )]
+    pub jwt_leeway: Duration,
+
+    /// Audiences accepted, comma-separated: when set, a token's `aud` must name one; when
+    /// empty, a token with an `aud` is refused.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE", default_value = "")]
+    pub jwt_audience: CommaList,
+
+    /// The issuer accepted: when set, a token's `iss` must be it.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
 }
 
 /// What one client may ask of the gateway, and how fast.
@@ -402,7 +456,7 @@ pub struct WebhooksConfig {
         long = "webhook-url",
         env = "HERALD_WEBHOOK_URL",
         hide_env_values = true,
-        value_parser = SecretParser::new(webhook_url)
+        value_parser = SecretParser::new(http_url)
     )]
     pub url: Option<Secret>,
 

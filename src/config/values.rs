@@ -2,6 +2,7 @@
 
 use std::ffi::OsStr;
 use std::fmt::Display;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,6 +17,13 @@ pub struct Secret(String);
 impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+#[cfg(test)]
+impl From<String> for Secret {
+    fn from(text: String) -> Secret {
+        Secret(text)
     }
 }
 
@@ -89,13 +97,18 @@ pub fn nats_url(urls: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The check of `HERALD_WEBHOOK_URL`: an `http://` or `https://` URL.
-pub fn webhook_url(url: &str) -> Result<(), String> {
+/// An `http://` or `https://` URL (`HERALD_JWKS_URL`).
+pub fn http_uri(url: &str) -> Result<hyper::Uri, String> {
     let parsed: hyper::Uri = url.parse().map_err(|e| format!("is not a URL: {e}"))?;
     if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
         return Err("must be an http:// or https:// URL".into());
     }
-    Ok(())
+    Ok(parsed)
+}
+
+/// The check of an `http://` or `https://` URL kept secret (`HERALD_WEBHOOK_URL`).
+pub fn http_url(url: &str) -> Result<(), String> {
+    http_uri(url).map(drop)
 }
 
 /// The check of `HERALD_NODE_ID`: a name that fits in a NATS subject and a metric label.
@@ -150,8 +163,9 @@ impl FromStr for AllowedOrigins {
 
     fn from_str(list: &str) -> Result<Self, Self::Err> {
         let origins = list
-            .split(',')
-            .map(|origin| origin.trim().trim_end_matches('/'))
+            .parse::<CommaList>()?
+            .iter()
+            .map(|origin| origin.trim_end_matches('/'))
             .filter(|origin| !origin.is_empty())
             .map(str::to_owned)
             .collect();
@@ -163,6 +177,77 @@ impl std::ops::Deref for AllowedOrigins {
     type Target = [String];
 
     fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// A comma-separated list, each entry trimmed, empty ones dropped (`HERALD_JWT_AUDIENCE`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommaList(Vec<String>);
+
+impl FromStr for CommaList {
+    type Err = std::convert::Infallible;
+
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        let entries = list
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok(CommaList(entries))
+    }
+}
+
+impl std::ops::Deref for CommaList {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// A PEM public key file, and the key id (`kid`) tokens name it by, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKeyFile {
+    pub kid: Option<String>,
+    pub path: PathBuf,
+}
+
+/// PEM public key files, from a comma-separated list of `kid=path` or bare paths
+/// (`HERALD_JWT_PUBLIC_KEYS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublicKeyFiles(Vec<PublicKeyFile>);
+
+impl FromStr for PublicKeyFiles {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        let Ok(entries) = list.parse::<CommaList>();
+        let files = entries
+            .iter()
+            .map(|entry| match entry.split_once('=') {
+                Some((kid, path)) if kid.trim().is_empty() || path.trim().is_empty() => {
+                    Err(format!("{entry:?} is not `kid=path` nor a path"))
+                }
+                Some((kid, path)) => Ok(PublicKeyFile {
+                    kid: Some(kid.trim().to_owned()),
+                    path: path.trim().into(),
+                }),
+                None => Ok(PublicKeyFile {
+                    kid: None,
+                    path: entry.into(),
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(PublicKeyFiles(files))
+    }
+}
+
+impl std::ops::Deref for PublicKeyFiles {
+    type Target = [PublicKeyFile];
+
+    fn deref(&self) -> &[PublicKeyFile] {
         &self.0
     }
 }
@@ -213,5 +298,26 @@ mod tests {
         for wrong in ["", "h", "1.5h", "-1s", "1w", "99999999999999999999d"] {
             assert!(lifetime_s(wrong).is_err(), "{wrong}");
         }
+    }
+
+    #[test]
+    fn public_key_files_are_paths_each_with_an_optional_kid() {
+        let files: PublicKeyFiles = " 2025-01=/keys/a.pem, /keys/b.pem ,".parse().unwrap();
+        assert_eq!(
+            *files,
+            [
+                PublicKeyFile {
+                    kid: Some("2025-01".into()),
+                    path: "/keys/a.pem".into()
+                },
+                PublicKeyFile {
+                    kid: None,
+                    path: "/keys/b.pem".into()
+                },
+            ]
+        );
+        assert!("=/keys/a.pem".parse::<PublicKeyFiles>().is_err());
+        assert!("kid=".parse::<PublicKeyFiles>().is_err());
+        assert!("".parse::<PublicKeyFiles>().unwrap().is_empty());
     }
 }

@@ -196,7 +196,7 @@ impl SessionState {
         metrics::global().sessions.inc();
         let admitting = self.shared.directory.send(Connect {
             session: self.session_handle(conn),
-            token_exp: self.identity.exp,
+            token_exp: self.identity.valid_until,
         });
         // `map`, not an `async` block awaiting `admitting`: such a block holds the future it
         // awaits twice over, and the connect path's futures are boxed per session.

@@ -18,12 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -34,6 +30,7 @@ pub use signature::{Signer, HEADER as SIGNATURE_HEADER};
 use crate::config::WebhooksConfig;
 use crate::metrics;
 use crate::model::ids::now_ms;
+use crate::outbound::{self, HttpClient};
 use crate::store::{OutboxEvent, Store};
 
 /// How long a deliverer with nothing due waits before looking again: the latency of an event
@@ -45,6 +42,12 @@ const RETRY_FIRST: Duration = Duration::from_millis(500);
 
 /// How often the backlog's size and age are read for `/metrics`.
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
+/// The most of a backend's answer read: its status is what counts, the body is only drained.
+const ANSWER_MAX_BYTES: usize = 1 << 20;
+
+/// The setting the backend's URL comes from, as errors name it.
+const URL_SETTING: &str = "HERALD_WEBHOOK_URL";
 
 /// One request's body: `{"events": [...]}`.
 #[derive(Serialize)]
@@ -69,7 +72,7 @@ struct Delivery<'a> {
 /// The deliverers of one node.
 pub struct Webhooks {
     store: Store,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     url: hyper::Uri,
     /// How long the backend has to answer.
     timeout: Duration,
@@ -86,16 +89,10 @@ impl Webhooks {
         let (Some(url), Some(secret)) = (&config.url, &config.secret) else {
             return Ok(None);
         };
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-            .context("HERALD_WEBHOOK_URL: cannot load the system's root certificates")?
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(Some(Webhooks {
             store,
-            client: Client::builder(TokioExecutor::new()).build(https),
-            url: url.expose().parse().context("HERALD_WEBHOOK_URL")?,
+            client: outbound::client(URL_SETTING)?,
+            url: url.expose().parse().context(URL_SETTING)?,
             timeout: config.timeout,
             signer: Signer::new(secret.expose()),
             batch: i32::try_from(config.batch).unwrap_or(i32::MAX),
@@ -191,25 +188,19 @@ impl Webhooks {
         let now_s = (now_ms() / 1000) as u64;
         let request = hyper::Request::post(self.url.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("herald/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(hyper::header::USER_AGENT, outbound::USER_AGENT)
             .header(SIGNATURE_HEADER, self.signer.sign(now_s, &body))
             .body(Full::new(Bytes::from(body)))
             .context("building the webhook request")?;
-        let exchange = async {
-            let response = self.client.request(request).await?;
-            let status = response.status();
-            // Read to the end, so the connection serves the next request.
-            response.into_body().collect().await?;
-            anyhow::Ok(status)
-        };
-        let status = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .context("HERALD_WEBHOOK_URL did not answer in time")?
-            .context("posting to HERALD_WEBHOOK_URL")?;
-        anyhow::ensure!(status.is_success(), "HERALD_WEBHOOK_URL answered {status}");
+        let (status, _) = outbound::exchange(
+            &self.client,
+            request,
+            self.timeout,
+            ANSWER_MAX_BYTES,
+            URL_SETTING,
+        )
+        .await?;
+        anyhow::ensure!(status.is_success(), "{URL_SETTING} answered {status}");
         Ok(())
     }
 
