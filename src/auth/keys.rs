@@ -219,7 +219,7 @@ mod tests {
         VerifyingKey::from_jwk(&jwk).unwrap()
     }
 
-    fn kids(chosen: &[&VerifyingKey]) -> Vec<Option<&str>> {
+    fn kids<'k>(chosen: &[&'k VerifyingKey]) -> Vec<Option<&'k str>> {
         chosen.iter().map(|k| k.kid.as_deref()).collect()
     }
 

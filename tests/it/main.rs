@@ -22,4 +22,5 @@ mod pull_ack;
 mod reads;
 mod signals;
 mod sync_ops;
+mod tokens;
 mod webhooks;

@@ -5,8 +5,13 @@ tests/it/tokens.rs. Reads one JSON request on stdin, writes one JSON answer on s
                     {<type>: {"private": PEM, "jwk": public JWK}}
   {"tokens": [{"alg": ..., "key": PEM or secret or null, "claims": {...}, "headers": {...}}]}
                  -> ["<jwt>", ...]
+  A token of "alg": "HS256-with-public-key" is HS256 with a public PEM as its secret (the
+  algorithm-confusion attack), which PyJWT rightly refuses to make: it is made by hand.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import sys
 from pathlib import Path
@@ -41,7 +46,16 @@ def keys(folder):
     return answer
 
 
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 def token(spec):
+    if spec["alg"] == "HS256-with-public-key":
+        header = {"alg": "HS256", "typ": "JWT", **spec.get("headers", {})}
+        signed = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(spec['claims']).encode())}"
+        mac = hmac.new(spec["key"].encode(), signed.encode(), hashlib.sha256).digest()
+        return f"{signed}.{b64(mac)}"
     return jwt.encode(
         spec["claims"], spec.get("key"), algorithm=spec["alg"], headers=spec.get("headers")
     )
