@@ -26,7 +26,8 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use file::ConfigFile;
 pub use sections::{
     AcksConfig, AuthConfig, ClusterConfig, DatabaseConfig, GroupsConfig, LimitsConfig, LogConfig,
-    PresenceConfig, ServerConfig, SessionsConfig, UserTokensConfig, WebhooksConfig,
+    PresenceConfig, RetentionConfig, ServerConfig, SessionsConfig, UserTokensConfig,
+    WebhooksConfig,
 };
 pub use values::{AllowedOrigins, LogFormat, Secret};
 
@@ -198,6 +199,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     #[command(flatten)]
     pub groups: GroupsConfig,
+    #[command(flatten)]
+    pub retention: RetentionConfig,
     #[command(flatten)]
     pub acks: AcksConfig,
     #[command(flatten)]
