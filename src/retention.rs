@@ -128,7 +128,11 @@ impl Pruner {
                 pruned += gone;
             }
             turn.pruned(cut).await?;
-            tracing::debug!(gid = cut.gid, through = cut.through, "retention: group pruned");
+            tracing::debug!(
+                gid = cut.gid,
+                through = cut.through,
+                "retention: group pruned"
+            );
         }
         Ok((dropped, pruned))
     }

@@ -71,8 +71,8 @@ DECLARE
 BEGIN
     EXECUTE format('ALTER TABLE group_msgs_first ADD CONSTRAINT group_msgs_first_ts CHECK (ts < %s)', v_to);
     ALTER TABLE group_msgs_first DROP CONSTRAINT group_msgs_gid_sender_uid_cmid_key;
-    EXECUTE format('ALTER TABLE group_msgs ATTACH PARTITION group_msgs_first FOR VALUES FROM (MINVALUE) TO (%s)', v_to);
     ALTER TABLE group_msgs_first DROP CONSTRAINT group_msgs_first_pkey;
+    EXECUTE format('ALTER TABLE group_msgs ATTACH PARTITION group_msgs_first FOR VALUES FROM (MINVALUE) TO (%s)', v_to);
     ALTER TABLE group_msgs_first DROP CONSTRAINT group_msgs_first_ts;
     INSERT INTO group_msgs_partitions (name, from_ts, to_ts) VALUES ('group_msgs_first', NULL, v_to);
 END;

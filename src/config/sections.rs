@@ -10,7 +10,8 @@ use clap::Args;
 
 use super::values::{
     at_least_16_bytes, nats_url, node_id, positive, positive_milliseconds, positive_seconds,
-    positive_span, postgres_url, seconds, span, webhook_url, AllowedOrigins, LogFormat, Secret, SecretParser,
+    positive_span, postgres_url, seconds, span, webhook_url, AllowedOrigins, LogFormat, Secret,
+    SecretParser,
 };
 
 /// Where and how the gateway serves HTTP and WebSockets.

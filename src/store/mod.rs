@@ -585,14 +585,7 @@ impl Store {
         let client = self.client().await?;
         let stmt = client.prepare_cached(MESSAGES_AFTER).await?;
         let rows = client
-            .query(
-                &stmt,
-                &[
-                    &db(gid),
-                    &db(after),
-                    &(i64::from(limit) + 1),
-                ],
-            )
+            .query(&stmt, &[&db(gid), &db(after), &(i64::from(limit) + 1)])
             .await?;
         let latest = rows.first().map_or(0, |row| id(row.get(5)));
         let stored = |row: &&tokio_postgres::Row| row.get::<_, Option<i64>>(0).is_some();
