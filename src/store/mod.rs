@@ -746,6 +746,36 @@ mod tests {
         );
     }
 
+    /// The `first` of a page holding `msgids`.
+    fn page_of(msgids: &[u64], after: u64, latest: u64) -> Option<u64> {
+        let msgs = msgids
+            .iter()
+            .map(|&msgid| MessageView {
+                gid: 7,
+                msgid,
+                from: 1,
+                cmid: format!("c-{msgid}"),
+                ts: 0,
+                body: RawValue::from_string("{}".to_owned()).unwrap(),
+            })
+            .collect();
+        Page::pruned_below(msgs, false, after, latest).first
+    }
+
+    #[test]
+    fn a_page_says_where_retention_cut_only_when_it_cut_above_after() {
+        let kept = [8, 9, 10, 11, 12];
+        assert_eq!(page_of(&kept, 0, 12), Some(8));
+        assert_eq!(page_of(&kept, 6, 12), Some(8), "first - 2");
+        assert_eq!(page_of(&kept, 7, 12), None, "first - 1");
+        assert_eq!(page_of(&kept[2..], 9, 12), None, "inside");
+        assert_eq!(page_of(&[], 12, 12), None, "at the latest");
+        assert_eq!(page_of(&[], 20, 12), None, "past the latest");
+        // Everything pruned: history starts again after the latest.
+        assert_eq!(page_of(&[], 3, 12), Some(13));
+        assert_eq!(page_of(&[1, 2, 3], 0, 3), None, "nothing pruned");
+    }
+
     #[test]
     fn a_raise_herald_does_not_know_is_an_internal_error() {
         for (sqlstate, key, detail) in [
