@@ -20,7 +20,8 @@
 //!   decisions are plain functions in `group::policy`.
 //! - [`acks`]: ack writers, batching watermarks into one statement per flush.
 //!   [`webhooks`]: the deliverers posting the outbox's events to the app's backend, and the
-//!   users coming and going that the directory tells them of.
+//!   users coming and going that the directory tells them of. [`retention`]: the pruner,
+//!   making message partitions ahead and pruning each group's oldest messages.
 //! - [`messages`]: the messages actors exchange, and the handles (of `Recipient`s) they
 //!   reach each other by.
 //! - [`store`]: every SQL statement, and the migrations and functions of `sql/`; returns
@@ -48,6 +49,7 @@ pub mod model;
 pub mod outbound;
 pub mod protocol;
 pub mod registry;
+pub mod retention;
 pub mod session;
 pub mod startup;
 pub mod store;

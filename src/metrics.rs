@@ -34,6 +34,53 @@ pub struct Metrics {
     pub webhooks: WebhookMetrics,
     /// JWKS sources of token keys; none shows without one.
     pub jwks: JwksMetrics,
+    /// The pruner; counted on the node whose run did the work.
+    pub retention: RetentionMetrics,
+}
+
+/// What the pruner removed, how long its last run took, how often it failed.
+pub struct RetentionMetrics {
+    pub pruned: IntCounter,
+    pub partitions_dropped: IntCounter,
+    pub partitions_created: IntCounter,
+    pub last_run_seconds: Gauge,
+    pub errors: IntCounter,
+}
+
+impl RetentionMetrics {
+    fn new() -> Self {
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
+        RetentionMetrics {
+            pruned: counter(
+                "retention_pruned_messages_total",
+                "Messages deleted row by row for count limits and groups' own age limits",
+            ),
+            partitions_dropped: counter(
+                "retention_partitions_dropped_total",
+                "Message partitions dropped whole, past the deployment's age limit",
+            ),
+            partitions_created: counter(
+                "retention_partitions_created_total",
+                "Message partitions made ahead of time",
+            ),
+            last_run_seconds: Gauge::new(
+                "retention_last_run_seconds",
+                "How long this node's last pruner run took",
+            )
+            .unwrap(),
+            errors: counter("retention_errors_total", "Pruner runs that failed"),
+        }
+    }
+
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 5] {
+        [
+            Box::new(self.pruned.clone()),
+            Box::new(self.partitions_dropped.clone()),
+            Box::new(self.partitions_created.clone()),
+            Box::new(self.last_run_seconds.clone()),
+            Box::new(self.errors.clone()),
+        ]
+    }
 }
 
 /// The JWKS sources of token keys (`source` is `file` or `url`); none shows without one.
@@ -329,6 +376,7 @@ impl Metrics {
             cluster: ClusterMetrics::new(),
             webhooks: WebhookMetrics::new(),
             jwks: JwksMetrics::new(),
+            retention: RetentionMetrics::new(),
             registry,
         };
         // Every name above is unique and valid, so registration cannot fail.
@@ -374,6 +422,7 @@ impl Metrics {
             .chain(self.cluster.collectors())
             .chain(self.webhooks.collectors())
             .chain(self.jwks.collectors())
+            .chain(self.retention.collectors())
             .collect()
     }
 

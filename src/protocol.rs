@@ -344,6 +344,9 @@ pub enum ServerFrame<'a> {
         gid: u64,
         msgs: &'a [MessageView],
         more: bool,
+        /// The first retained msgid, when retention pruned messages above `after`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        first: Option<u64>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]

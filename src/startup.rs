@@ -24,6 +24,7 @@ use crate::config::{Config, Secret};
 use crate::group::GroupSettings;
 use crate::registry::directory::{CloseAll, FlushAll};
 use crate::registry::{Directory, GroupFactory, Publisher, SessionCaps};
+use crate::retention::Pruner;
 use crate::session::{SessionContext, SessionLimits};
 use crate::store::{Store, StoreError};
 use crate::webhooks::{UserPresence, Webhooks};
@@ -195,8 +196,9 @@ impl Application {
         let serving = actix::spawn(server);
         let signal = shutdown_signal();
         tokio::pin!(signal);
+        let pruner = Pruner::new(store.clone(), config.retention.clone());
         tokio::select! {
-            prepared = prepare_storage(&store) => {
+            prepared = prepare_storage(&store, &pruner) => {
                 if let Err(error) = prepared {
                     handle.stop(false).await;
                     return Err(error).context("cannot prepare storage");
@@ -210,6 +212,7 @@ impl Application {
         }
         ready.store(true, Ordering::Release);
         trim_event_logs(store, config.groups.events_kept, config.groups.events_trim);
+        pruner.start();
         if let Some(webhooks) = webhooks {
             webhooks.start(config.webhooks.concurrency);
         }
@@ -265,12 +268,17 @@ async fn shutdown_signal() {
 const STORAGE_RETRY_FIRST: Duration = Duration::from_millis(250);
 const STORAGE_RETRY_MAX: Duration = Duration::from_secs(10);
 
-/// Applies the migrations and functions, retrying with exponential backoff until PostgreSQL
-/// answers. A changed migration is not retried: no retry can fix it.
-async fn prepare_storage(store: &Store) -> Result<(), StoreError> {
+/// Applies the migrations and functions and makes the message partitions ahead, retrying
+/// with exponential backoff until PostgreSQL answers. A changed migration is not retried: no
+/// retry can fix it.
+async fn prepare_storage(store: &Store, pruner: &Pruner) -> Result<(), StoreError> {
     let mut delay = STORAGE_RETRY_FIRST;
     loop {
-        match store.migrate().await {
+        let prepared = match store.migrate().await {
+            Ok(()) => pruner.prepare().await.map(drop),
+            Err(error) => Err(error),
+        };
+        match prepared {
             Ok(()) => return Ok(()),
             Err(error @ StoreError::MigrationChanged { .. }) => return Err(error),
             Err(error) => {

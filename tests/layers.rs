@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["telemetry", "metrics", "outbound"],
     &["store", "protocol", "auth", "budget", "cluster"],
     &["messages", "session::outbox"],
-    &["acks", "webhooks"],
+    &["acks", "webhooks", "retention"],
     &["group"],
     &["registry"],
     &["session"],

@@ -9,6 +9,12 @@
 -- it was a resend of a (sender, cmid) stored before or earlier in the batch (dup: then the
 -- msgid and ts are the original's), and the group's newest msgid after the batch.
 --
+-- Each message's ts is the gateway's stamp, raised to at least the ts of the message before it
+-- (groups.last_ts, then the batch's own) and lowered to at most PostgreSQL's clock: ts never
+-- decreases with msgid inside a group, whatever the gateways' clocks, so the messages older
+-- than any age are a prefix of the group's msgids (what retention prunes), and no message
+-- lands beyond the partitions made ahead of now (sql/functions/retention.sql).
+--
 -- With webhooks on, the messages stored (resends left out) are recorded in the webhook outbox
 -- in the same transaction, as one `messages.stored` event naming their msgids and p_offline:
 -- the members with no session online when they were stored, as the gateway knows them (NULL:
@@ -24,8 +30,10 @@ CREATE OR REPLACE FUNCTION herald_append(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_last bigint;
+    v_last_ts bigint;
+    v_now bigint := herald_now_ms();
 BEGIN
-    SELECT g.last_msgid INTO v_last FROM groups g WHERE g.gid = p_gid FOR UPDATE;
+    SELECT g.last_msgid, g.last_ts INTO v_last, v_last_ts FROM groups g WHERE g.gid = p_gid FOR UPDATE;
     IF NOT FOUND THEN
         PERFORM herald_refuse('HR404', 'group_missing', jsonb_build_object('gid', p_gid));
     END IF;
@@ -36,7 +44,8 @@ BEGIN
         FROM unnest(p_senders, p_cmids, p_stamps, p_bodies) WITH ORDINALITY
             AS i (sender, cmid, ts, body, ord)
     ), earlier AS (
-        -- Resends of messages stored before.
+        -- Resends of messages stored before (and not pruned since: a resend of a pruned
+        -- message is stored again).
         SELECT i.ord, m.msgid, m.ts
         FROM input i
         JOIN group_msgs m ON m.gid = p_gid AND m.sender_uid = i.sender AND m.cmid = i.cmid
@@ -47,7 +56,10 @@ BEGIN
         WHERE NOT EXISTS (SELECT 1 FROM earlier e WHERE e.ord = i.ord)
         ORDER BY i.sender, i.cmid, i.ord
     ), fresh AS (
-        SELECT f.*, v_last + row_number() OVER (ORDER BY f.ord) AS msgid FROM firsts f
+        SELECT f.ord, f.sender, f.cmid, f.body,
+               v_last + row_number() OVER (ORDER BY f.ord) AS msgid,
+               least(v_now, greatest(v_last_ts, max(f.ts) OVER (ORDER BY f.ord))) AS ts
+        FROM firsts f
     ), stored AS (
         INSERT INTO group_msgs (gid, msgid, sender_uid, cmid, ts, body)
         SELECT p_gid, f.msgid, f.sender, f.cmid, f.ts, f.body FROM fresh f
@@ -62,7 +74,9 @@ BEGIN
         WHERE herald_webhooks_on()
         HAVING count(*) > 0
     ), counted AS (
-        UPDATE groups g SET last_msgid = v_last + (SELECT count(*) FROM fresh)
+        UPDATE groups g
+        SET last_msgid = v_last + (SELECT count(*) FROM fresh),
+            last_ts = (SELECT max(f.ts) FROM fresh f)
         WHERE g.gid = p_gid AND EXISTS (SELECT 1 FROM fresh)
     )
     SELECT i.ord,

@@ -48,21 +48,25 @@ LANGUAGE sql AS $$
     ORDER BY c.id
 $$;
 
--- A `messages.stored` event as posted: the messages of its msgid range, read from
--- group_msgs (bodies exactly as stored), and the members who were offline.
+-- A `messages.stored` event as posted: the messages of its msgid range still stored, read
+-- from group_msgs (bodies exactly as stored), how many of the range retention pruned before
+-- the delivery (always the oldest: pruning takes a prefix), and the members who were offline.
 CREATE OR REPLACE FUNCTION herald_webhook_messages(p_stored json) RETURNS json
 LANGUAGE sql STABLE AS $$
     SELECT json_build_object(
-        'gid', (p_stored ->> 'gid')::bigint,
+        'gid', r.gid,
         'messages', coalesce(
             (SELECT json_agg(json_build_object(
                         'msgid', m.msgid, 'from', m.sender_uid, 'ts', m.ts, 'cmid', m.cmid,
                         'body', m.body::json) ORDER BY m.msgid)
              FROM group_msgs m
-             WHERE m.gid = (p_stored ->> 'gid')::bigint
-               AND m.msgid BETWEEN (p_stored ->> 'first')::bigint AND (p_stored ->> 'last')::bigint),
+             WHERE m.gid = r.gid AND m.msgid BETWEEN r.first AND r.last),
             '[]'),
+        'pruned', r.last - r.first + 1 - (SELECT count(*) FROM group_msgs m
+                                          WHERE m.gid = r.gid AND m.msgid BETWEEN r.first AND r.last),
         'offline', p_stored -> 'offline')
+    FROM (SELECT (p_stored ->> 'gid')::bigint AS gid, (p_stored ->> 'first')::bigint AS first,
+                 (p_stored ->> 'last')::bigint AS last) r
 $$;
 
 -- The events the backend accepted: done.

@@ -1,5 +1,5 @@
 //! The admin API, for the app's own backend (admin bearer key): tokens, users, group
-//! creation, deactivation. Group operations it shares with users are in `groups`.
+//! creation, deactivation, groups' retention limits. Group operations it shares with users are in `groups`.
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -10,8 +10,8 @@ use super::{publish, Admin, AppState};
 use crate::auth::token_ttl_s;
 use crate::error::ApiError;
 use crate::model::refusal::Refusal;
-use crate::model::valid_id;
-use crate::store::{NewGroup, UserUpsert};
+use crate::model::{valid_id, MAX_ID};
+use crate::store::{GroupRetention, NewGroup, UserUpsert};
 
 #[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
@@ -178,4 +178,119 @@ pub async fn deactivate_route(
     let effects = state.store.deactivate_user(uid).await?;
     publish(&state, effects).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// A group's own retention limits: `null` (or absent) takes the deployment's
+/// (`HERALD_RETENTION_MAX_AGE`, `HERALD_RETENTION_MAX_MESSAGES`); the stricter of the two
+/// applies.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionLimits {
+    /// Seconds a message is kept, at least 1.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    max_age_s: Option<u64>,
+    /// Newest messages kept, at least 1.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    max_messages: Option<u64>,
+}
+
+/// A group's retention as the admin API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct RetentionView {
+    gid: u64,
+    /// The group's own age limit in seconds; `null`: the deployment's.
+    max_age_s: Option<u64>,
+    /// The group's own count limit; `null`: the deployment's.
+    max_messages: Option<u64>,
+    /// The oldest msgid still stored; `null` when the group holds no message.
+    first: Option<u64>,
+    /// The group's newest msgid.
+    latest: u64,
+}
+
+impl From<GroupRetention> for RetentionView {
+    fn from(retention: GroupRetention) -> Self {
+        RetentionView {
+            gid: retention.gid,
+            max_age_s: retention.max_age_s,
+            max_messages: retention.max_messages,
+            first: retention.first,
+            latest: retention.latest,
+        }
+    }
+}
+
+/// A limit given: at least 1, and within what PostgreSQL's milliseconds hold.
+fn valid_limit(name: &str, limit: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match limit {
+        Some(0) => Err(ApiError::bad_request(format!(
+            "{name} must be at least 1 (null: the deployment's)"
+        ))),
+        Some(limit) if limit > MAX_ID => Err(ApiError::bad_request(format!(
+            "{name} must be at most {MAX_ID}"
+        ))),
+        limit => Ok(limit),
+    }
+}
+
+/// `GET /v1/admin/groups/{gid}/retention`: the group's own retention limits and the msgids it
+/// holds.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/groups/{gid}/retention",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("gid" = u64, Path, description = "The group")),
+    responses(
+        (status = 200, description = "The group's retention", body = RetentionView),
+        (status = 404, description = "not_found: no such group", body = super::error_response::HttpErrorBody),
+    ),
+)]
+pub async fn retention_route(
+    _: Admin,
+    gid: web::Path<u64>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let gid = valid_id(*gid)?;
+    let retention = state.store.group_retention(gid).await?;
+    Ok(HttpResponse::Ok().json(RetentionView::from(retention)))
+}
+
+/// `PUT /v1/admin/groups/{gid}/retention`: sets the group's own retention limits (idempotent);
+/// the pruner applies them at its next run.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/groups/{gid}/retention",
+    tag = "admin",
+    security(("admin_key" = [])),
+    params(("gid" = u64, Path, description = "The group")),
+    request_body = RetentionLimits,
+    responses(
+        (status = 200, description = "The group's retention as it is now", body = RetentionView),
+        (status = 400, description = "bad_request: a limit below 1", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group", body = super::error_response::HttpErrorBody),
+    ),
+)]
+pub async fn set_retention_route(
+    _: Admin,
+    gid: web::Path<u64>,
+    body: web::Json<RetentionLimits>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let gid = valid_id(*gid)?;
+    let RetentionLimits {
+        max_age_s,
+        max_messages,
+    } = body.into_inner();
+    let retention = state
+        .store
+        .set_group_retention(
+            gid,
+            valid_limit("max_age_s", max_age_s)?,
+            valid_limit("max_messages", max_messages)?,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(RetentionView::from(retention)))
 }

@@ -119,6 +119,16 @@ pub fn endpoints() -> Vec<Endpoint> {
             admin::deactivate_route,
         ),
         Endpoint::new(Method::POST, "/v1/admin/groups", admin::create_group_route),
+        Endpoint::new(
+            Method::GET,
+            "/v1/admin/groups/{gid}/retention",
+            admin::retention_route,
+        ),
+        Endpoint::new(
+            Method::PUT,
+            "/v1/admin/groups/{gid}/retention",
+            admin::set_retention_route,
+        ),
         Endpoint::new(Method::POST, "/v1/admin/messages", publish::publish_route),
         Endpoint::new(
             Method::POST,

@@ -50,6 +50,8 @@ const SHARED_WITH_ADMIN: [&str; 4] = [
         admin::users_route,
         admin::deactivate_route,
         admin::create_group_route,
+        admin::retention_route,
+        admin::set_retention_route,
         publish::publish_route,
         friends::admin_befriend_route,
         friends::admin_unfriend_route,

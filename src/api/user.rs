@@ -29,6 +29,10 @@ struct PageBody<'a> {
     gid: u64,
     msgs: &'a [MessageView],
     more: bool,
+    /// The group's first retained msgid, present when retention pruned messages above
+    /// `after`: the page starts there, and history before it is gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first: Option<u64>,
 }
 
 /// `GET /v1/groups/{gid}/messages?after=&limit=`: a page of messages, members only.
@@ -57,6 +61,7 @@ pub async fn messages_route(
         gid,
         msgs: &page.msgs,
         more: page.more,
+        first: page.first,
     }))
 }
 

@@ -26,8 +26,8 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 use file::ConfigFile;
 pub use sections::{
     AcksConfig, AuthConfig, ClusterConfig, DatabaseConfig, GroupsConfig, LimitsConfig, LogConfig,
-    PresenceConfig, ServerConfig, SessionsConfig, TokenChecksConfig, UserTokensConfig,
-    WebhooksConfig,
+    PresenceConfig, RetentionConfig, ServerConfig, SessionsConfig, TokenChecksConfig,
+    UserTokensConfig, WebhooksConfig,
 };
 pub use values::{AllowedOrigins, CommaList, LogFormat, PublicKeyFile, PublicKeyFiles, Secret};
 
@@ -199,6 +199,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     #[command(flatten)]
     pub groups: GroupsConfig,
+    #[command(flatten)]
+    pub retention: RetentionConfig,
     #[command(flatten)]
     pub acks: AcksConfig,
     #[command(flatten)]

@@ -10,8 +10,8 @@ use clap::Args;
 
 use super::values::{
     at_least_16_bytes, http_uri, http_url, nats_url, node_id, positive, positive_milliseconds,
-    positive_seconds, postgres_url, seconds, AllowedOrigins, CommaList, LogFormat, PublicKeyFiles,
-    Secret, SecretParser,
+    positive_seconds, positive_span, postgres_url, seconds, span, AllowedOrigins, CommaList,
+    LogFormat, PublicKeyFiles, Secret, SecretParser,
 };
 
 /// Where and how the gateway serves HTTP and WebSockets.
@@ -343,6 +343,61 @@ pub struct GroupsConfig {
         value_parser = positive_seconds
     )]
     pub events_trim: Duration,
+}
+
+/// How long group messages are kept: by age and by count, for every group, and stricter per
+/// group through the admin API.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Retention")]
+pub struct RetentionConfig {
+    /// Age past which messages are pruned: seconds, or with a unit (`90s`, `15m`, `12h`,
+    /// `30d`); 0 keeps them forever. Kept at least this long, and pruned within one
+    /// HERALD_RETENTION_PARTITION after (a whole partition at a time).
+    #[arg(
+        long = "retention-max-age",
+        env = "HERALD_RETENTION_MAX_AGE",
+        default_value = "0",
+        value_parser = span
+    )]
+    pub max_age: Duration,
+
+    /// Newest messages each group keeps; older ones are pruned. 0 keeps them all.
+    #[arg(
+        long = "retention-max-messages",
+        env = "HERALD_RETENTION_MAX_MESSAGES",
+        default_value_t = 0
+    )]
+    pub max_messages: u64,
+
+    /// Width of the partitions of the message table, by message ts: seconds, or with a unit
+    /// (`6h`, `1d`). Partitions are made ahead of time and dropped whole once past
+    /// HERALD_RETENTION_MAX_AGE.
+    #[arg(
+        long = "retention-partition",
+        env = "HERALD_RETENTION_PARTITION",
+        default_value = "1d",
+        value_parser = positive_span
+    )]
+    pub partition: Duration,
+
+    /// Seconds between runs of the pruner (one node of a cluster at a time), which also makes
+    /// the partitions ahead.
+    #[arg(
+        long = "retention-interval-s",
+        env = "HERALD_RETENTION_INTERVAL_S",
+        default_value = "60",
+        value_parser = positive_seconds
+    )]
+    pub interval: Duration,
+
+    /// Most messages the pruner deletes in one statement (each its own short transaction).
+    #[arg(
+        long = "retention-batch",
+        env = "HERALD_RETENTION_BATCH",
+        default_value_t = 1000,
+        value_parser = positive::<u64>
+    )]
+    pub batch: u64,
 }
 
 /// How acks are coalesced and written.

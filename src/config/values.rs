@@ -284,6 +284,19 @@ pub fn lifetime_s(text: &str) -> Result<u64, String> {
         .ok_or_else(|| "is far too long".to_owned())
 }
 
+/// A duration in whole seconds, written as a lifetime is (`90s`, `12h`, `30d`).
+pub fn span(text: &str) -> Result<Duration, String> {
+    lifetime_s(text).map(Duration::from_secs)
+}
+
+/// A duration written as a lifetime is, at least one second.
+pub fn positive_span(text: &str) -> Result<Duration, String> {
+    match span(text)? {
+        Duration::ZERO => Err("must be greater than 0".into()),
+        span => Ok(span),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +332,14 @@ mod tests {
         assert!("=/keys/a.pem".parse::<PublicKeyFiles>().is_err());
         assert!("kid=".parse::<PublicKeyFiles>().is_err());
         assert!("".parse::<PublicKeyFiles>().unwrap().is_empty());
+    }
+
+    #[test]
+    fn spans_are_lifetimes_and_positive_ones_refuse_zero() {
+        assert_eq!(span("0"), Ok(Duration::ZERO));
+        assert_eq!(span("2d"), Ok(Duration::from_secs(2 * 24 * 3600)));
+        assert_eq!(positive_span("6h"), Ok(Duration::from_secs(6 * 3600)));
+        assert!(positive_span("0").is_err());
+        assert!(positive_span("0d").is_err());
     }
 }

@@ -285,7 +285,8 @@ impl GroupActor {
                     gid: self.gid,
                     msgid: result.msgid,
                     from: message.sender,
-                    ts: message.ts,
+                    // As stored: raised to keep ts growing with msgid (append.sql).
+                    ts: result.ts,
                     cmid: message.cmid,
                     body: message.body,
                 });

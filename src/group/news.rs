@@ -47,6 +47,11 @@ impl GroupActor {
                 match read {
                     Ok(msgs) if msgs.is_empty() => act.in_order.nothing_stored_above_pushed(),
                     Ok(msgs) => {
+                        // msgids are dense: a read starting above the gap's start met
+                        // messages retention pruned.
+                        if msgs[0].msgid > after + 1 {
+                            act.in_order.pruned_through(msgs[0].msgid - 1);
+                        }
                         let metrics = &metrics::global().cluster;
                         metrics.gaps_filled.inc();
                         metrics.gap_messages_filled.inc_by(msgs.len() as u64);

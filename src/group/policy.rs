@@ -262,6 +262,15 @@ impl InOrder {
         Some((self.pushed, before))
     }
 
+    /// A read of a gap found its first messages gone: retention pruned everything up to
+    /// `msgid` (pruning takes a prefix), which no session can be given any more, so what
+    /// follows may go.
+    pub fn pruned_through(&mut self, msgid: u64) {
+        self.pushed = self.pushed.max(msgid);
+        self.known = self.known.max(msgid);
+        self.waiting = self.waiting.split_off(&(self.pushed + 1));
+    }
+
     /// A read of the gap found nothing: storage holds nothing above `pushed`, whatever was
     /// claimed (commit order is msgid order, so nothing above can be committed either).
     /// What waits above it cannot be checked, so it goes.
@@ -646,6 +655,20 @@ mod tests {
             [1, 2, 3, 4]
         );
         assert_eq!(in_order.gap(100), Some((4, 6)), "5 was dropped: read it");
+    }
+
+    #[test]
+    fn a_gap_retention_pruned_is_skipped_and_what_follows_goes_out() {
+        let mut in_order = InOrder::new(10, 100);
+        assert!(in_order.admit([message(20), message(21)]).is_empty());
+        assert_eq!(in_order.gap(100), Some((10, 20)));
+        // The read of 11..19 found 11..16 pruned.
+        in_order.pruned_through(16);
+        assert_eq!(
+            msgids(&in_order.admit((17..=19).map(message))),
+            [17, 18, 19, 20, 21]
+        );
+        assert_eq!(in_order.gap(100), None);
     }
 
     #[test]

@@ -717,6 +717,7 @@ impl SessionState {
             gid,
             msgs: &page.msgs,
             more: page.more,
+            first: page.first,
         });
         self.answer(id, reply.map_err(Clone::clone), conn);
     }

@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[SqlFile] = sql_files!("migrations":
     "0003_sync",
     "0004_reads",
     "0005_webhooks",
+    "0006_retention",
 );
 
 /// Every function file, in name order, which is the order they are applied in.
@@ -49,6 +50,7 @@ pub const FUNCTIONS: &[SqlFile] = sql_files!("functions":
     "groups",
     "members",
     "profiles",
+    "retention",
     "versions",
     "webhooks",
 );

@@ -6,6 +6,7 @@
 mod conversations;
 mod directory;
 mod migrate;
+mod retention;
 mod sync;
 mod webhooks;
 
@@ -26,6 +27,7 @@ use crate::model::{GroupCursor, Mark, Marks, MessageView};
 pub use conversations::Conversation;
 pub use directory::{FriendRequest, Friends, NewGroup, UserUpsert};
 pub use migrate::{SqlFile, FUNCTIONS, MIGRATIONS};
+pub use retention::{ExpiredPartition, GroupRetention, PruneCut, PrunerTurn};
 pub use webhooks::{OutboxEvent, WebhookBacklog, WebhookRecord};
 
 /// Why a storage operation failed.
@@ -230,6 +232,23 @@ pub struct AckUpdate {
 pub struct Page {
     pub msgs: Vec<MessageView>,
     pub more: bool,
+    /// The group's first retained msgid, when retention pruned messages the page asked for
+    /// (those above `after`): the page starts there.
+    pub first: Option<u64>,
+}
+
+impl Page {
+    /// The page of the messages above `after`, read with the group's newest msgid in one
+    /// snapshot. msgids are dense and committed in order, so a page whose head is above
+    /// `after + 1`, or an empty one while `after` is below the newest, shows where
+    /// retention cut.
+    fn pruned_below(msgs: Vec<MessageView>, more: bool, after: u64, latest: u64) -> Page {
+        let first = match msgs.first() {
+            Some(head) => (head.msgid > after + 1).then_some(head.msgid),
+            None => (after < latest).then_some(latest + 1),
+        };
+        Page { msgs, more, first }
+    }
 }
 
 /// Whether a user may use a group.
@@ -272,11 +291,18 @@ const USER_GROUPS: &str = "
 const APPEND: &str =
     "SELECT ord, msgid, ts, dup, latest FROM herald_append($1, $2, $3, $4, $5, $6)";
 
+/// The page and the group's newest msgid in one statement, so in one snapshot (no row for a
+/// group that does not exist; one row of NULLs after the newest for an empty page).
 const MESSAGES_AFTER: &str = "
-    SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
-    WHERE gid = $1 AND msgid > $2
-    ORDER BY msgid
-    LIMIT $3";
+    SELECT m.msgid, m.sender_uid, m.cmid, m.ts, m.body, g.last_msgid
+    FROM groups g
+    LEFT JOIN LATERAL (
+        SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
+        WHERE gid = $1 AND msgid > $2
+        ORDER BY msgid
+        LIMIT $3
+    ) m ON true
+    WHERE g.gid = $1";
 
 const MESSAGES_BETWEEN: &str = "
     SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
@@ -314,6 +340,9 @@ pub struct Store {
     /// One connection of its own for readiness probes, so a pool busy with client work
     /// never makes the node look unable to serve.
     probe: Pool,
+    /// One connection of its own for the pruner and the partitions: it holds the pruner's
+    /// session lock while it runs, and never takes a connection sends need.
+    maintenance: Pool,
     /// Client reads (pulls, syncs) hold one of these while they run: they never take more
     /// than half the pool, so group commits and ack writes always find a connection.
     client_reads: Arc<Semaphore>,
@@ -372,6 +401,7 @@ impl Store {
         Ok(Store {
             pool: pool(size)?,
             probe: pool(1)?,
+            maintenance: pool(1)?,
             client_reads: Arc::new(Semaphore::new((size / 2).max(1))),
         })
     }
@@ -541,34 +571,32 @@ impl Store {
         Ok(AppendOutcome { results, latest })
     }
 
-    /// Up to `limit` messages with msgid above `after`, ascending.
+    /// Up to `limit` messages with msgid above `after`, ascending, and where retention cut
+    /// if it pruned some of them.
     pub async fn messages_after(
         &self,
         gid: u64,
         after: u64,
         limit: u32,
     ) -> Result<Page, StoreError> {
+        let after = after.min(crate::model::MAX_ID);
         let _place = self.read_permit().await;
         let _t = timed("messages_after");
         let client = self.client().await?;
         let stmt = client.prepare_cached(MESSAGES_AFTER).await?;
         let rows = client
-            .query(
-                &stmt,
-                &[
-                    &db(gid),
-                    &db(after.min(crate::model::MAX_ID)),
-                    &(i64::from(limit) + 1),
-                ],
-            )
+            .query(&stmt, &[&db(gid), &db(after), &(i64::from(limit) + 1)])
             .await?;
-        let more = rows.len() > limit as usize;
+        let latest = rows.first().map_or(0, |row| id(row.get(5)));
+        let stored = |row: &&tokio_postgres::Row| row.get::<_, Option<i64>>(0).is_some();
+        let more = rows.iter().filter(stored).count() > limit as usize;
         let msgs = rows
             .iter()
+            .filter(stored)
             .take(limit as usize)
             .map(|row| message_view(gid, row))
             .collect();
-        Ok(Page { msgs, more })
+        Ok(Page::pruned_below(msgs, more, after, latest))
     }
 
     /// Every message strictly between two msgids, ascending.
@@ -716,6 +744,36 @@ mod tests {
             .map(|refusal| refusal.to_string()),
             Ok("only the owner of group 7 may disband it".to_owned())
         );
+    }
+
+    /// The `first` of a page holding `msgids`.
+    fn page_of(msgids: &[u64], after: u64, latest: u64) -> Option<u64> {
+        let msgs = msgids
+            .iter()
+            .map(|&msgid| MessageView {
+                gid: 7,
+                msgid,
+                from: 1,
+                cmid: format!("c-{msgid}"),
+                ts: 0,
+                body: RawValue::from_string("{}".to_owned()).unwrap(),
+            })
+            .collect();
+        Page::pruned_below(msgs, false, after, latest).first
+    }
+
+    #[test]
+    fn a_page_says_where_retention_cut_only_when_it_cut_above_after() {
+        let kept = [8, 9, 10, 11, 12];
+        assert_eq!(page_of(&kept, 0, 12), Some(8));
+        assert_eq!(page_of(&kept, 6, 12), Some(8), "first - 2");
+        assert_eq!(page_of(&kept, 7, 12), None, "first - 1");
+        assert_eq!(page_of(&kept[2..], 9, 12), None, "inside");
+        assert_eq!(page_of(&[], 12, 12), None, "at the latest");
+        assert_eq!(page_of(&[], 20, 12), None, "past the latest");
+        // Everything pruned: history starts again after the latest.
+        assert_eq!(page_of(&[], 3, 12), Some(13));
+        assert_eq!(page_of(&[1, 2, 3], 0, 3), None, "nothing pruned");
     }
 
     #[test]
