@@ -539,7 +539,8 @@ mod tests {
             from: 42,
             ts: 1,
             cmid: "c-1".into(),
-            body: RawValue::from_string(r#"{"text":"hi"}"#.into()).unwrap(),
+            body: Some(RawValue::from_string(r#"{"text":"hi"}"#.into()).unwrap()),
+            tombstone: None,
         };
         assert_eq!(
             ServerFrame::Msg(&view).encode(),

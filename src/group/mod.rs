@@ -287,7 +287,8 @@ impl GroupActor {
                     from: message.sender,
                     ts: message.ts,
                     cmid: message.cmid,
-                    body: message.body,
+                    body: Some(message.body),
+                    tombstone: None,
                 });
             }
         }

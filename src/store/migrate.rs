@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[SqlFile] = sql_files!("migrations":
     "0003_sync",
     "0004_reads",
     "0005_webhooks",
+    "0007_tombstones",
 );
 
 /// Every function file, in name order, which is the order they are applied in.
@@ -44,11 +45,13 @@ pub const FUNCTIONS: &[SqlFile] = sql_files!("functions":
     "checks",
     "clock",
     "deactivation",
+    "erasure",
     "events",
     "friends",
     "groups",
     "members",
     "profiles",
+    "recall",
     "versions",
     "webhooks",
 );

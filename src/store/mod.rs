@@ -21,7 +21,7 @@ use tokio_postgres::NoTls;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics;
 use crate::model::refusal::Refusal;
-use crate::model::{GroupCursor, Mark, Marks, MessageView};
+use crate::model::{GroupCursor, Mark, Marks, MessageView, Tombstone};
 
 pub use conversations::Conversation;
 pub use directory::{FriendRequest, Friends, NewGroup, UserUpsert};
@@ -273,13 +273,13 @@ const APPEND: &str =
     "SELECT ord, msgid, ts, dup, latest FROM herald_append($1, $2, $3, $4, $5, $6)";
 
 const MESSAGES_AFTER: &str = "
-    SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
+    SELECT msgid, sender_uid, cmid, ts, body, tombstone FROM group_msgs
     WHERE gid = $1 AND msgid > $2
     ORDER BY msgid
     LIMIT $3";
 
 const MESSAGES_BETWEEN: &str = "
-    SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
+    SELECT msgid, sender_uid, cmid, ts, body, tombstone FROM group_msgs
     WHERE gid = $1 AND msgid > $2 AND msgid < $3
     ORDER BY msgid";
 
@@ -567,7 +567,7 @@ impl Store {
             .iter()
             .take(limit as usize)
             .map(|row| message_view(gid, row))
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(Page { msgs, more })
     }
 
@@ -581,12 +581,12 @@ impl Store {
         let _t = timed("messages_between");
         let client = self.client().await?;
         let stmt = client.prepare_cached(MESSAGES_BETWEEN).await?;
-        Ok(client
+        client
             .query(&stmt, &[&db(gid), &db(after), &db(before)])
             .await?
             .iter()
             .map(|row| message_view(gid, row))
-            .collect())
+            .collect()
     }
 
     /// Writes a batch of watermarks in one statement per mark; returns the rows moved
@@ -657,17 +657,31 @@ impl deadpool_postgres::Connect for OnStorageThread {
     }
 }
 
-fn message_view(gid: u64, row: &tokio_postgres::Row) -> MessageView {
-    let body: String = row.get(4);
-    MessageView {
+/// Reads a message from its columns `msgid, sender_uid, cmid, ts, body, tombstone`.
+fn message_view(gid: u64, row: &tokio_postgres::Row) -> Result<MessageView, StoreError> {
+    let msgid = id(row.get(0));
+    let tombstone = match row.get::<_, Option<&str>>(5) {
+        None => None,
+        Some(stored) => Some(Tombstone::parse(stored).ok_or_else(|| {
+            StoreError::Corrupt(format!("message {msgid} of group {gid}: tombstone {stored}"))
+        })?),
+    };
+    let body = match tombstone {
+        Some(_) => None,
+        // Bodies were checked to be JSON before they were stored.
+        None => Some(RawValue::from_string(row.get(4)).map_err(|e| {
+            StoreError::Corrupt(format!("message {msgid} of group {gid}: body {e}"))
+        })?),
+    };
+    Ok(MessageView {
         gid,
-        msgid: id(row.get(0)),
+        msgid,
         from: id(row.get(1)),
         cmid: row.get(2),
         ts: row.get(3),
-        // Bodies were checked to be JSON before they were stored.
-        body: RawValue::from_string(body).expect("stored bodies are valid JSON"),
-    }
+        body,
+        tombstone,
+    })
 }
 
 #[cfg(test)]
