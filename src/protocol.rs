@@ -121,6 +121,11 @@ pub enum ClientRequest {
         gid: u64,
         kind: SignalKind,
     },
+    /// Recalls a message of the group: its body goes, a tombstone stays.
+    Recall {
+        gid: u64,
+        msgid: u64,
+    },
 }
 
 /// The kind of a signal: what clients agree on (`typing`, `stopped_typing`, …), which Herald
@@ -248,6 +253,13 @@ fn request(envelope: Envelope, max_body: usize) -> Result<ClientRequest, ApiErro
             msgid: envelope.msgid.ok_or_else(|| missing(kind, "msgid"))?,
         }),
         "online" => Ok(ClientRequest::Online { gid: gid()? }),
+        "recall" => Ok(ClientRequest::Recall {
+            gid: gid()?,
+            msgid: envelope
+                .msgid
+                .ok_or_else(|| missing(kind, "msgid"))
+                .and_then(valid_id)?,
+        }),
         "signal" => Ok(ClientRequest::Signal {
             gid: gid()?,
             kind: SignalKind::parse(envelope.signal.ok_or_else(|| missing(kind, "kind"))?)?,
@@ -387,6 +399,13 @@ pub enum ServerFrame<'a> {
     Reads {
         gid: u64,
         reads: &'a [ReadPosition],
+    },
+    /// A recall is done: the message is a tombstone (now, or already before).
+    Recalled {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        gid: u64,
+        msgid: u64,
     },
     /// A member's signal (typing), relayed as it came.
     Signal {

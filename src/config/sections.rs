@@ -176,6 +176,16 @@ pub struct LimitsConfig {
         value_parser = positive::<usize>
     )]
     pub publish_max_groups: usize,
+
+    /// Seconds after its send within which a member may recall their own message; 0 leaves
+    /// recall to owners and admins, who may recall any message of their group at any time.
+    #[arg(
+        long = "recall-window-s",
+        env = "HERALD_RECALL_WINDOW_S",
+        default_value = "120",
+        value_parser = seconds
+    )]
+    pub recall_window: Duration,
 }
 
 /// The WebSocket sessions a node holds, and what waits for each one's socket.

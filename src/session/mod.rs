@@ -17,6 +17,7 @@
 //! floods without reading is held back by TCP rather than by memory.
 
 pub mod outbox;
+mod recall;
 mod state;
 mod websocket;
 
@@ -25,10 +26,11 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::budget::Rate;
-use crate::registry::Directory;
+use crate::registry::{Directory, Publisher};
 use crate::store::Store;
 
 pub use outbox::Outbox;
+pub use recall::recall;
 pub use state::pull_page;
 pub use websocket::start;
 
@@ -36,6 +38,8 @@ pub use websocket::start;
 pub struct SessionContext {
     pub store: Store,
     pub directory: Addr<Directory>,
+    /// Where a change a session makes (a recall) is published.
+    pub publisher: Addr<Publisher>,
     pub limits: SessionLimits,
 }
 
@@ -54,4 +58,6 @@ pub struct SessionLimits {
     pub budget: Rate,
     /// Sends per second.
     pub send_rate: Rate,
+    /// How long after its send a member may recall their own message.
+    pub recall_window: Duration,
 }

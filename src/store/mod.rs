@@ -7,6 +7,7 @@ mod conversations;
 mod directory;
 mod migrate;
 mod sync;
+mod user_data;
 mod webhooks;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::model::{GroupCursor, Mark, Marks, MessageView, Tombstone};
 pub use conversations::Conversation;
 pub use directory::{FriendRequest, Friends, NewGroup, UserUpsert};
 pub use migrate::{SqlFile, FUNCTIONS, MIGRATIONS};
+pub use user_data::{ErasureCounts, MessageKey, UserRecord};
 pub use webhooks::{OutboxEvent, WebhookBacklog, WebhookRecord};
 
 /// Why a storage operation failed.
