@@ -8,12 +8,15 @@
 --   3. herald_erase_finish: their own rows (friend rows, conversations, departures) deleted
 --      and their profile blanked; the users row stays, deactivated, marked erased_at.
 
--- Step 1. Counts what it ends (0 on a rerun) and returns the deactivation's effects.
+-- Step 1. Counts what it ends (0 on a rerun) and returns the deactivation's effects. The
+-- user's row is locked first (as herald_deactivate would, users rows before any other), so
+-- that of two erasures at once only one counts what they end.
 CREATE OR REPLACE FUNCTION herald_erase_begin(
     p_uid bigint, OUT friends bigint, OUT requests bigint, OUT effects jsonb[]
 )
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM 1 FROM users WHERE uid = p_uid FOR UPDATE;
     SELECT count(*) INTO friends FROM friends WHERE uid = p_uid AND active;
     SELECT count(*) INTO requests FROM friend_requests WHERE from_uid = p_uid OR to_uid = p_uid;
     effects := herald_deactivate(p_uid);

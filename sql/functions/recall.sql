@@ -2,7 +2,7 @@
 -- and the group told through its event log.
 
 -- Recalls message p_msgid of p_gid for p_by (NULL: the admin API, which may recall any).
--- A member recalls their own messages within p_window_ms of their ts; owners and admins
+-- A member recalls their own messages less than p_window_ms after their ts; owners and admins
 -- recall any message of the group at any time. A message already tombstoned (recalled or
 -- erased) is left as it is and nothing is told: recalling twice answers the same.
 -- Returns the effects: the `message_recalled` event and the group's new versions.
@@ -38,7 +38,7 @@ BEGIN
             PERFORM herald_refuse('HR403', 'recall_forbidden',
                 jsonb_build_object('gid', p_gid, 'msgid', p_msgid));
         END IF;
-        IF herald_now_ms() - v_ts > p_window_ms THEN
+        IF herald_now_ms() - v_ts >= p_window_ms THEN
             PERFORM herald_refuse('HR403', 'recall_window_passed',
                 jsonb_build_object('gid', p_gid, 'msgid', p_msgid, 'window_ms', p_window_ms));
         END IF;

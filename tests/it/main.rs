@@ -20,6 +20,7 @@ mod protocol_errors;
 mod publish;
 mod pull_ack;
 mod reads;
+mod recall;
 mod signals;
 mod sync_ops;
 mod webhooks;
