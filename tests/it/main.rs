@@ -23,4 +23,5 @@ mod reads;
 mod recall;
 mod signals;
 mod sync_ops;
+mod user_data;
 mod webhooks;
