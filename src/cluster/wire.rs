@@ -193,7 +193,10 @@ mod tests {
         let GroupNews::Messages(msgs) = heard.news else {
             unreachable!()
         };
-        assert_eq!(msgs[0].body.as_ref().unwrap().get(), r#"{"text":"é \u00e9 \"q\""}"#);
+        assert_eq!(
+            msgs[0].body.as_ref().unwrap().get(),
+            r#"{"text":"é \u00e9 \"q\""}"#
+        );
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub async fn recall(
     if recalled_now {
         ctx.publisher.send(Publish(effects)).await?;
     }
-    tracing::info!(gid, msgid, by, admin_api = by.is_none(), recalled_now, "message recalled");
+    tracing::info!(
+        gid,
+        msgid,
+        by,
+        admin_api = by.is_none(),
+        recalled_now,
+        "message recalled"
+    );
     Ok(())
 }

@@ -665,7 +665,9 @@ fn message_view(gid: u64, row: &tokio_postgres::Row) -> Result<MessageView, Stor
     let tombstone = match row.get::<_, Option<&str>>(5) {
         None => None,
         Some(stored) => Some(Tombstone::parse(stored).ok_or_else(|| {
-            StoreError::Corrupt(format!("message {msgid} of group {gid}: tombstone {stored}"))
+            StoreError::Corrupt(format!(
+                "message {msgid} of group {gid}: tombstone {stored}"
+            ))
         })?),
     };
     let body = match tombstone {

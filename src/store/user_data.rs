@@ -103,8 +103,7 @@ const MESSAGES_OF_SENDER: &str = "
     ORDER BY gid, msgid
     LIMIT $4";
 
-const ERASE_BEGIN: &str =
-    "SELECT friends, requests, effects::text[] FROM herald_erase_begin($1)";
+const ERASE_BEGIN: &str = "SELECT friends, requests, effects::text[] FROM herald_erase_begin($1)";
 
 const ERASE_MESSAGES: &str =
     "SELECT erased, last_gid, last_msgid FROM herald_erase_messages($1, $2, $3, $4)";
@@ -201,10 +200,7 @@ impl Store {
 
     /// Erasure, step 1: deactivates the user (every group left and told, friendships
     /// ended, requests dropped). Returns the counts it ended and the effects to publish.
-    pub async fn erase_begin(
-        &self,
-        uid: u64,
-    ) -> Result<(ErasureCounts, Vec<Effect>), StoreError> {
+    pub async fn erase_begin(&self, uid: u64) -> Result<(ErasureCounts, Vec<Effect>), StoreError> {
         let rows = self.change("erase_begin", ERASE_BEGIN, &[&db(uid)]).await?;
         let row = rows
             .first()

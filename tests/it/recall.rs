@@ -85,7 +85,10 @@ async fn a_sender_recalls_and_members_see_the_tombstone_in_place() {
     let text = pulled_text(&mut bob, gid).await;
     assert!(text.contains(&format!(r#""body":{}"#, BODIES[0])), "{text}");
     assert!(text.contains(&format!(r#""body":{}"#, BODIES[2])), "{text}");
-    assert!(!text.contains("second"), "the recalled body is gone: {text}");
+    assert!(
+        !text.contains("second"),
+        "the recalled body is gone: {text}"
+    );
     let pulled: Value = serde_json::from_str(&text).unwrap();
     let msgs = pulled["msgs"].as_array().unwrap();
     let ids: Vec<u64> = msgs.iter().map(|m| m["msgid"].as_u64().unwrap()).collect();
@@ -120,7 +123,10 @@ async fn a_sender_recalls_and_members_see_the_tombstone_in_place() {
 
     // A resend of a recalled message's cmid is still a resend: nothing new is stored.
     let resent = ann.send_msg(gid, "c1", json!("again")).await;
-    assert_eq!((&resent["msgid"], &resent["dup"]), (&json!(2), &json!(true)));
+    assert_eq!(
+        (&resent["msgid"], &resent["dup"]),
+        (&json!(2), &json!(true))
+    );
 }
 
 #[tokio::test]
@@ -172,7 +178,10 @@ async fn owners_and_admins_recall_anyones_members_only_their_own() {
     assert!(event.get("by").is_none(), "{event}");
 
     let stored = server.stored_messages(2, gid).await;
-    assert!(stored.iter().all(|m| m["tombstone"] == "recalled"), "{stored:?}");
+    assert!(
+        stored.iter().all(|m| m["tombstone"] == "recalled"),
+        "{stored:?}"
+    );
 
     // No such message; not a member; no such group.
     let missing = bob.request(recall_frame("r3", gid, 99)).await;
@@ -196,7 +205,10 @@ async fn past_the_window_the_sender_cannot_recall_but_an_owner_can() {
     let refused = bob.request(recall_frame("r1", gid, msgid)).await;
     assert_eq!(refused["code"], "forbidden", "{refused}");
     assert!(
-        refused["message"].as_str().unwrap().contains("recall window"),
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("recall window"),
         "{refused}"
     );
     assert_eq!(server.stored_messages(2, gid).await[0]["body"], "oops");

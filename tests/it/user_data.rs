@@ -71,7 +71,12 @@ async fn world() -> World {
     assert_eq!(status, 204, "{body}");
     for (from, to) in [(ANN, CAT), (DAN, ANN)] {
         let (status, body) = server
-            .user(from, reqwest::Method::POST, "/v1/friends", Some(json!({"uid": to})))
+            .user(
+                from,
+                reqwest::Method::POST,
+                "/v1/friends",
+                Some(json!({"uid": to})),
+            )
             .await;
         assert_eq!(status, 202, "{body}");
     }
@@ -171,10 +176,7 @@ async fn an_export_holds_everything_stored_about_the_user_exactly() {
         .iter()
         .map(|g| (g["gid"].as_u64().unwrap(), g["role"].as_str().unwrap()))
         .collect();
-    assert_eq!(
-        memberships,
-        [(g1, "member"), (g2, "owner"), (g3, "member")]
-    );
+    assert_eq!(memberships, [(g1, "member"), (g2, "owner"), (g3, "member")]);
     assert!(exported["groups"][0]["joined_at"].is_i64());
     assert_eq!(exported["groups"][0]["name"], "test group");
     assert_eq!(exported["friends"], json!([{"uid": BOB, "active": true}]));
@@ -213,7 +215,9 @@ async fn an_export_holds_everything_stored_about_the_user_exactly() {
         );
     }
     for message in &messages {
-        let n: usize = message.cmid["m-".len()..].parse().expect("one of ann's cmids");
+        let n: usize = message.cmid["m-".len()..]
+            .parse()
+            .expect("one of ann's cmids");
         assert_eq!(message.from, ANN);
         assert!(message.tombstone.is_none());
         let body = message.body.as_ref().expect("a body");
@@ -246,7 +250,11 @@ async fn an_erasure_tombstones_every_message_tells_the_groups_and_is_idempotent(
     // Two at once: together they do everything once.
     let ((first_status, first), (second_status, second)) =
         tokio::join!(erase(&server, ANN), erase(&server, ANN));
-    assert_eq!((first_status, second_status), (200, 200), "{first} {second}");
+    assert_eq!(
+        (first_status, second_status),
+        (200, 200),
+        "{first} {second}"
+    );
     for field in [
         "groups_left",
         "messages_erased",
@@ -271,16 +279,25 @@ async fn an_erasure_tombstones_every_message_tells_the_groups_and_is_idempotent(
     while told.len() < 2 {
         let left = bob.recv_type("event").await;
         if left["event"] == "member_removed" {
-            assert_eq!((&left["uid"], &left["reason"]), (&json!(ANN), &json!("deactivated")));
+            assert_eq!(
+                (&left["uid"], &left["reason"]),
+                (&json!(ANN), &json!("deactivated"))
+            );
             told.push(left["gid"].as_u64().unwrap());
         }
     }
     told.sort_unstable();
     assert_eq!(told, [g1, g3]);
     let left = event_in(&mut cat, g2, |e| e["event"] == "member_removed").await;
-    assert_eq!((&left["uid"], &left["reason"]), (&json!(ANN), &json!("deactivated")));
+    assert_eq!(
+        (&left["uid"], &left["reason"]),
+        (&json!(ANN), &json!("deactivated"))
+    );
     let heir = event_in(&mut cat, g2, |e| e["event"] == "role_changed").await;
-    assert_eq!((&heir["uid"], &heir["role"]), (&json!(CAT), &json!("owner")));
+    assert_eq!(
+        (&heir["uid"], &heir["role"]),
+        (&json!(CAT), &json!("owner"))
+    );
 
     // Other members' pulls: the same msgids, dense, hers tombstoned in place, theirs intact.
     let after = server.stored_messages(BOB, g1).await;
@@ -304,7 +321,11 @@ async fn an_erasure_tombstones_every_message_tells_the_groups_and_is_idempotent(
     let exported: Value = serde_json::from_str(&text).unwrap();
     let profile = &exported["profile"];
     assert_eq!(
-        (&profile["nickname"], &profile["avatar"], &profile["signature"]),
+        (
+            &profile["nickname"],
+            &profile["avatar"],
+            &profile["signature"]
+        ),
         (&json!(""), &json!(""), &json!(""))
     );
     assert_eq!(profile["active"], false);
@@ -319,9 +340,13 @@ async fn an_erasure_tombstones_every_message_tells_the_groups_and_is_idempotent(
         .all(|m| m.tombstone.as_deref() == Some("erased") && m.body.is_none()));
 
     // Her friend and the users she had requests with no longer list her.
-    let (_, friends) = server.user(BOB, reqwest::Method::GET, "/v1/friends", None).await;
+    let (_, friends) = server
+        .user(BOB, reqwest::Method::GET, "/v1/friends", None)
+        .await;
     assert_eq!(friends["friends"], json!([]), "{friends}");
-    let (_, requests) = server.user(CAT, reqwest::Method::GET, "/v1/friends", None).await;
+    let (_, requests) = server
+        .user(CAT, reqwest::Method::GET, "/v1/friends", None)
+        .await;
     assert_eq!(requests["requests_in"], json!([]), "{requests}");
 
     // Once more: nothing left to do.
