@@ -114,7 +114,7 @@ pub struct LimitsConfig {
     /// Request budget, in cost units per second, of each WebSocket session and of each user
     /// over HTTP (the burst is twice this); 0 turns it off. Every request kind is charged:
     /// ping, ack and read 1, signal 5, send 10, pull 10 + limit/10, sync 20 (100 from version 0),
-    /// HTTP reads 10 and changes 20, a WebSocket upgrade 50.
+    /// HTTP reads 10 and changes 20, recall 20, a WebSocket upgrade 50.
     #[arg(long, env = "HERALD_REQUEST_BUDGET", default_value_t = 1000)]
     pub request_budget: u32,
 
