@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{Client, Server};
+use crate::helpers::{Client, Cluster, Server};
 
 /// Bodies written with their own spacing, escapes and number forms, which must come back as
 /// they were sent.
@@ -220,4 +220,29 @@ async fn past_the_window_the_sender_cannot_recall_but_an_owner_can() {
         server.stored_messages(2, gid).await[0]["tombstone"],
         "recalled"
     );
+}
+
+#[tokio::test]
+async fn a_recall_on_one_node_reaches_members_on_another() {
+    let cluster = Cluster::start(2).await;
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let gid = a.group(&[1, 2]).await;
+    let mut ann = a.connect(1).await;
+    let mut bob = b.connect(2).await;
+    let msgids = send_bodies(&mut ann, gid).await;
+
+    let reply = ann.request(recall_frame("r1", gid, msgids[0])).await;
+    assert_eq!(reply["type"], "recalled", "{reply}");
+    let event = recalled_event(&mut bob).await;
+    assert_eq!(
+        (&event["msgid"], &event["by"]),
+        (&json!(msgids[0]), &json!(1))
+    );
+
+    let text = pulled_text(&mut bob, gid).await;
+    let pulled: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(pulled["msgs"][0]["tombstone"], "recalled", "{text}");
+    assert!(text.contains(&format!(r#""body":{}"#, BODIES[1])), "{text}");
 }

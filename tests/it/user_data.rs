@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::helpers::{respond, Client, Server, ADMIN_KEY};
+use crate::helpers::{respond, Client, Cluster, Server, ADMIN_KEY};
 
 /// Publishes made as the user, each into their three groups.
 const PUBLISHES: usize = 1000;
@@ -359,4 +359,30 @@ async fn an_erasure_tombstones_every_message_tells_the_groups_and_is_idempotent(
     );
     let (status, body) = erase(&server, 999).await;
     assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+}
+
+#[tokio::test]
+async fn an_erasure_on_one_node_closes_sessions_and_tells_members_on_another() {
+    let cluster = Cluster::start(2).await;
+    let [a, b] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let gid = a.group(&[BOB, ANN]).await;
+    let mut ann = b.connect(ANN).await;
+    let mut bob = b.connect(BOB).await;
+    let sent = ann.send_msg(gid, "c-1", json!({"text": "mine"})).await;
+    assert_eq!(sent["type"], "sent", "{sent}");
+
+    let (status, summary) = erase(a, ANN).await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(
+        (&summary["groups_left"], &summary["messages_erased"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(ann.closed().await, Some(4003));
+    let left = event_in(&mut bob, gid, |e| e["event"] == "member_removed").await;
+    assert_eq!(left["uid"], ANN);
+    let stored = b.stored_messages(BOB, gid).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["tombstone"], "erased", "{}", stored[0]);
 }
