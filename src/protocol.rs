@@ -543,6 +543,32 @@ mod tests {
     }
 
     #[test]
+    fn a_recall_names_its_message_and_is_answered_recalled() {
+        match decode(r#"{"type":"recall","id":"r1","gid":7,"msgid":12}"#, 8) {
+            Ok((_, ClientRequest::Recall { gid, msgid })) => assert_eq!((gid, msgid), (7, 12)),
+            other => panic!("decoded as {other:?}"),
+        }
+        for bad in [
+            r#"{"type":"recall","gid":7}"#,
+            r#"{"type":"recall","gid":7,"msgid":0}"#,
+        ] {
+            assert_eq!(
+                decode(bad, 8).unwrap_err().error.code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+        assert_frame(
+            ServerFrame::Recalled {
+                id: Some(RequestId::Text("r1".into())),
+                gid: 7,
+                msgid: 12,
+            },
+            r#"{"type":"recalled","id":"r1","gid":7,"msgid":12}"#,
+        );
+    }
+
+    #[test]
     fn pull_limits_default_and_cap() {
         assert_eq!(pull_limit(None).unwrap(), 100);
         assert_eq!(pull_limit(Some(1000)).unwrap(), 1000);
