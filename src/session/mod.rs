@@ -8,6 +8,9 @@
 //!   to do through a `Connection`.
 //! - `outbox`: the bounded queue of frames groups push to a session, and its 4008 policy.
 //!
+//! Beside them, `recall`: a message's recall, which a session's `recall` and the HTTP
+//! routes share.
+//!
 //! Nothing a client sends piles up: every request is charged before any work is done, at
 //! most `max_in_flight` wait for replies, at most `READS_AT_ONCE` pulls and syncs run at
 //! once, and acks are coalesced to the highest per group with one on its way at a time. The
