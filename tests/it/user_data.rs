@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use crate::helpers::{respond, Client, Cluster, Server, ADMIN_KEY};
+use crate::helpers::{respond, sql, Client, Cluster, Server, ADMIN_KEY};
 
 /// Publishes made as the user, each into their three groups.
 const PUBLISHES: usize = 1000;
@@ -385,4 +385,44 @@ async fn an_erasure_on_one_node_closes_sessions_and_tells_members_on_another() {
     let stored = b.stored_messages(BOB, gid).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0]["tombstone"], "erased", "{}", stored[0]);
+}
+
+#[tokio::test]
+async fn an_erasure_cut_off_half_way_is_finished_by_the_next() {
+    let server = Server::start().await;
+    let gid = server.group(&[BOB, ANN]).await;
+    let mut ann = server.connect(ANN).await;
+    for n in 0..30 {
+        ann.send_msg(gid, &format!("c-{n}"), json!(n)).await;
+    }
+    // What a crash leaves after the first step and one batch of ten: the steps as the
+    // erase route runs them, stopped there.
+    sql(
+        &server.database_url,
+        &format!("SELECT * FROM herald_erase_begin({ANN})"),
+    )
+    .await;
+    let rows = sql(
+        &server.database_url,
+        &format!("SELECT erased FROM herald_erase_messages({ANN}, 0, 0, 10)"),
+    )
+    .await;
+    assert_eq!(rows[0].get::<_, i64>(0), 10);
+
+    let (status, summary) = erase(&server, ANN).await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(
+        (&summary["groups_left"], &summary["messages_erased"]),
+        (&json!(0), &json!(20)),
+        "the rest, once: {summary}"
+    );
+    let stored = server.stored_messages(BOB, gid).await;
+    assert_eq!(stored.len(), 30);
+    assert!(
+        stored.iter().all(|m| m["tombstone"] == "erased"),
+        "{stored:?}"
+    );
+    let (_, text) = export(&server, ANN).await;
+    let exported: Value = serde_json::from_str(&text).unwrap();
+    assert!(exported["profile"]["erased_at"].is_i64(), "{text}");
 }
