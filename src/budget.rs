@@ -37,6 +37,8 @@ pub enum RequestKind {
     Signal,
     /// A read position moved (coalesced like acks).
     MarkRead,
+    /// A message recalled: one transaction and a group event, like a change.
+    Recall,
 }
 
 impl RequestKind {
@@ -63,7 +65,7 @@ impl RequestKind {
                 let base = if full { 100 } else { 20 };
                 base + u32::try_from(groups / 100).unwrap_or(u32::MAX)
             }
-            RequestKind::Change => 20,
+            RequestKind::Change | RequestKind::Recall => 20,
             RequestKind::Connect => 50,
         }
     }
@@ -81,6 +83,7 @@ impl RequestKind {
             RequestKind::Connect => "connect",
             RequestKind::Signal => "signal",
             RequestKind::MarkRead => "mark_read",
+            RequestKind::Recall => "recall",
         }
     }
 }

@@ -9,10 +9,12 @@
 //!
 //! - [`startup`]: builds the gateway (pool, actors, server), runs it, stops it in order.
 //! - [`api`]: the HTTP routes by area — WebSocket upgrade, user, groups, friends,
-//!   conversations, admin, operations — and how an error becomes an HTTP response.
+//!   conversations, admin, a user's data (export, erasure), operations — and how an error
+//!   becomes an HTTP response.
 //! - [`session`]: one per WebSocket, in three parts: the actix-web-actors glue
 //!   (`session::websocket`), the per-client state machine (`session::state`), the bounded
-//!   outbox and its 4008 policy ([`session::outbox`]).
+//!   outbox and its 4008 policy ([`session::outbox`]); and a message's recall
+//!   (`session::recall`), which the HTTP routes share.
 //! - [`registry`]: the [`registry::directory`] (gid → group, uid → sessions, caps), the
 //!   [`registry::ticker`] (heartbeats, token expiry), the [`registry::publisher`] (effects
 //!   become deliveries).

@@ -121,6 +121,11 @@ pub enum ClientRequest {
         gid: u64,
         kind: SignalKind,
     },
+    /// Recalls a message of the group: its body goes, a tombstone stays.
+    Recall {
+        gid: u64,
+        msgid: u64,
+    },
 }
 
 /// The kind of a signal: what clients agree on (`typing`, `stopped_typing`, …), which Herald
@@ -248,6 +253,13 @@ fn request(envelope: Envelope, max_body: usize) -> Result<ClientRequest, ApiErro
             msgid: envelope.msgid.ok_or_else(|| missing(kind, "msgid"))?,
         }),
         "online" => Ok(ClientRequest::Online { gid: gid()? }),
+        "recall" => Ok(ClientRequest::Recall {
+            gid: gid()?,
+            msgid: envelope
+                .msgid
+                .ok_or_else(|| missing(kind, "msgid"))
+                .and_then(valid_id)?,
+        }),
         "signal" => Ok(ClientRequest::Signal {
             gid: gid()?,
             kind: SignalKind::parse(envelope.signal.ok_or_else(|| missing(kind, "kind"))?)?,
@@ -391,6 +403,13 @@ pub enum ServerFrame<'a> {
         gid: u64,
         reads: &'a [ReadPosition],
     },
+    /// A recall is done: the message is a tombstone (now, or already before).
+    Recalled {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        gid: u64,
+        msgid: u64,
+    },
     /// A member's signal (typing), relayed as it came.
     Signal {
         gid: u64,
@@ -527,6 +546,32 @@ mod tests {
     }
 
     #[test]
+    fn a_recall_names_its_message_and_is_answered_recalled() {
+        match decode(r#"{"type":"recall","id":"r1","gid":7,"msgid":12}"#, 8) {
+            Ok((_, ClientRequest::Recall { gid, msgid })) => assert_eq!((gid, msgid), (7, 12)),
+            other => panic!("decoded as {other:?}"),
+        }
+        for bad in [
+            r#"{"type":"recall","gid":7}"#,
+            r#"{"type":"recall","gid":7,"msgid":0}"#,
+        ] {
+            assert_eq!(
+                decode(bad, 8).unwrap_err().error.code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+        assert_frame(
+            ServerFrame::Recalled {
+                id: Some(RequestId::Text("r1".into())),
+                gid: 7,
+                msgid: 12,
+            },
+            r#"{"type":"recalled","id":"r1","gid":7,"msgid":12}"#,
+        );
+    }
+
+    #[test]
     fn pull_limits_default_and_cap() {
         assert_eq!(pull_limit(None).unwrap(), 100);
         assert_eq!(pull_limit(Some(1000)).unwrap(), 1000);
@@ -542,7 +587,8 @@ mod tests {
             from: 42,
             ts: 1,
             cmid: "c-1".into(),
-            body: RawValue::from_string(r#"{"text":"hi"}"#.into()).unwrap(),
+            body: Some(RawValue::from_string(r#"{"text":"hi"}"#.into()).unwrap()),
+            tombstone: None,
         };
         assert_eq!(
             ServerFrame::Msg(&view).encode(),

@@ -102,7 +102,7 @@ impl Application {
             ready: ready.clone(),
             store: store.clone(),
             directory: directory.clone(),
-            publisher,
+            publisher: publisher.clone(),
             tokens: TokenVerifier::new(&config.auth.user_tokens, &config.auth.token_checks)?,
             issuer: TokenIssuer::new(secret.map(Secret::expose)),
             admin_key: AdminKey::new(config.auth.admin_key.expose().to_owned()),
@@ -110,6 +110,7 @@ impl Application {
             sessions: Arc::new(SessionContext {
                 store: store.clone(),
                 directory: directory.clone(),
+                publisher,
                 limits: SessionLimits {
                     max_frame_bytes: config.limits.max_frame_bytes,
                     max_body_bytes: config.limits.max_body_bytes,
@@ -119,6 +120,7 @@ impl Application {
                     max_json_depth: config.limits.max_json_depth,
                     budget: Rate::per_second(config.limits.request_budget),
                     send_rate: Rate::per_second(config.limits.send_rate),
+                    recall_window: config.limits.recall_window,
                 },
             }),
             budgets: UserBudgets::new(Rate::per_second(config.limits.request_budget)),

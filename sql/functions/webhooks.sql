@@ -56,9 +56,13 @@ LANGUAGE sql STABLE AS $$
     SELECT json_build_object(
         'gid', r.gid,
         'messages', coalesce(
-            (SELECT json_agg(json_build_object(
-                        'msgid', m.msgid, 'from', m.sender_uid, 'ts', m.ts, 'cmid', m.cmid,
-                        'body', m.body::json) ORDER BY m.msgid)
+            (SELECT json_agg(CASE WHEN m.tombstone IS NULL
+                        THEN json_build_object('msgid', m.msgid, 'from', m.sender_uid,
+                            'ts', m.ts, 'cmid', m.cmid, 'body', m.body::json)
+                        -- Recalled or erased before it was posted: its body is not told.
+                        ELSE json_build_object('msgid', m.msgid, 'from', m.sender_uid,
+                            'ts', m.ts, 'cmid', m.cmid, 'tombstone', m.tombstone)
+                        END ORDER BY m.msgid)
              FROM group_msgs m
              WHERE m.gid = r.gid AND m.msgid BETWEEN r.first AND r.last),
             '[]'),

@@ -12,6 +12,7 @@ use crate::model::effect::Effect;
 use crate::model::sync::{GroupEdit, GroupInfo, MAX_GROUP_DESCRIPTION_CHARS, MAX_GROUP_NAME_CHARS};
 use crate::model::valid_id;
 use crate::model::Role;
+use crate::session::recall;
 use crate::store::NewGroup;
 
 /// Most members named in one request.
@@ -183,6 +184,33 @@ pub async fn remove_member_route<C: Caller>(
         .remove_from_group(gid, uid, caller.acting_uid())
         .await?;
     publish(&state, effects).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /v1/groups/{gid}/messages/{msgid}/recall`: recalls a message — the sender within
+/// HERALD_RECALL_WINDOW_S, an owner or admin (or the admin API) any at any time. Its body
+/// goes, its msgid stays (a tombstone); online members get `message_recalled`. Recalling a
+/// tombstone again answers the same.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{gid}/messages/{msgid}/recall",
+    tag = "groups",
+    security(("user_token" = [])),
+    params(("gid" = u64, Path, description = "The group"), ("msgid" = u64, Path, description = "The message")),
+    responses(
+        (status = 204, description = "The message is a tombstone (now, or already before)"),
+        (status = 403, description = "forbidden: not a member, not the sender and not an owner or admin, or past the recall window", body = super::error_response::HttpErrorBody),
+        (status = 404, description = "not_found: no such group or message", body = super::error_response::HttpErrorBody),
+    ),
+)]
+pub async fn recall_route<C: Caller>(
+    caller: C,
+    path: web::Path<(u64, u64)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (gid, msgid) = path.into_inner();
+    let (gid, msgid) = (valid_id(gid)?, valid_id(msgid)?);
+    recall(&state.sessions, gid, msgid, caller.acting_uid()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

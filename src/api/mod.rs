@@ -11,6 +11,7 @@ pub mod openapi;
 mod ops;
 mod publish;
 mod user;
+mod user_data;
 mod ws;
 
 use std::future::Future;
@@ -118,6 +119,16 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/v1/admin/users/{uid}/deactivate",
             admin::deactivate_route,
         ),
+        Endpoint::new(
+            Method::GET,
+            "/v1/admin/users/{uid}/export",
+            user_data::export_route,
+        ),
+        Endpoint::new(
+            Method::POST,
+            "/v1/admin/users/{uid}/erase",
+            user_data::erase_route,
+        ),
         Endpoint::new(Method::POST, "/v1/admin/groups", admin::create_group_route),
         Endpoint::new(
             Method::GET,
@@ -167,7 +178,7 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 /// The group operations users and the admin API share, under `prefix`.
-fn group_endpoints<C: Caller + 'static>(prefix: &str) -> [Endpoint; 5] {
+fn group_endpoints<C: Caller + 'static>(prefix: &str) -> [Endpoint; 6] {
     [
         Endpoint::new(
             Method::PATCH,
@@ -193,6 +204,11 @@ fn group_endpoints<C: Caller + 'static>(prefix: &str) -> [Endpoint; 5] {
             Method::PUT,
             format!("{prefix}/groups/{{gid}}/members/{{uid}}/role"),
             groups::set_role_route::<C>,
+        ),
+        Endpoint::new(
+            Method::POST,
+            format!("{prefix}/groups/{{gid}}/messages/{{msgid}}/recall"),
+            groups::recall_route::<C>,
         ),
     ]
 }

@@ -12,7 +12,7 @@ use utoipa::openapi::{OpenApi as Spec, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::error_response::HttpErrorBody;
-use super::{admin, conversations, friends, groups, me, ops, publish, user, ws};
+use super::{admin, conversations, friends, groups, me, ops, publish, user, user_data, ws};
 use crate::model::MAX_ID;
 
 /// Where the spec is served.
@@ -24,11 +24,12 @@ pub const USER_TOKEN: &str = "user_token";
 pub const ADMIN_KEY: &str = "admin_key";
 
 /// The group routes the admin API serves too, under `/v1/admin`, with the same handlers.
-const SHARED_WITH_ADMIN: [&str; 4] = [
+const SHARED_WITH_ADMIN: [&str; 5] = [
     "/v1/groups/{gid}",
     "/v1/groups/{gid}/members",
     "/v1/groups/{gid}/members/{uid}",
     "/v1/groups/{gid}/members/{uid}/role",
+    "/v1/groups/{gid}/messages/{msgid}/recall",
 ];
 
 #[derive(OpenApi)]
@@ -49,6 +50,8 @@ const SHARED_WITH_ADMIN: [&str; 4] = [
         admin::tokens_route,
         admin::users_route,
         admin::deactivate_route,
+        user_data::export_route,
+        user_data::erase_route,
         admin::create_group_route,
         admin::retention_route,
         admin::set_retention_route,
@@ -67,6 +70,7 @@ const SHARED_WITH_ADMIN: [&str; 4] = [
         groups::add_members_route,
         groups::remove_member_route,
         groups::set_role_route,
+        groups::recall_route,
         groups::leave_route,
         me::profile_route,
         me::edit_profile_route,

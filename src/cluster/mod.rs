@@ -126,7 +126,10 @@ impl Bus {
         let Some(latest) = msgs.last().map(|m| m.msgid) else {
             return;
         };
-        let carried: usize = msgs.iter().map(|m| m.body.get().len() + 64).sum();
+        let carried: usize = msgs
+            .iter()
+            .map(|m| m.body.as_ref().map_or(0, |body| body.get().len()) + 64)
+            .sum();
         if carried <= LARGEST_CARRIED {
             self.queue(
                 group_subject(gid),

@@ -172,7 +172,8 @@ mod tests {
             from: 1,
             ts: 1_732_000_000_000,
             cmid: format!("c-{msgid}"),
-            body: RawValue::from_string(r#"{"text":"é \u00e9 \"q\""}"#.into()).unwrap(),
+            body: Some(RawValue::from_string(r#"{"text":"é \u00e9 \"q\""}"#.into()).unwrap()),
+            tombstone: None,
         }
     }
 
@@ -192,7 +193,10 @@ mod tests {
         let GroupNews::Messages(msgs) = heard.news else {
             unreachable!()
         };
-        assert_eq!(msgs[0].body.get(), r#"{"text":"é \u00e9 \"q\""}"#);
+        assert_eq!(
+            msgs[0].body.as_ref().unwrap().get(),
+            r#"{"text":"é \u00e9 \"q\""}"#
+        );
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub struct LimitsConfig {
     /// Request budget, in cost units per second, of each WebSocket session and of each user
     /// over HTTP (the burst is twice this); 0 turns it off. Every request kind is charged:
     /// ping, ack and read 1, signal 5, send 10, pull 10 + limit/10, sync 20 (100 from version 0),
-    /// HTTP reads 10 and changes 20, a WebSocket upgrade 50.
+    /// HTTP reads 10 and changes 20, recall 20, a WebSocket upgrade 50.
     #[arg(long, env = "HERALD_REQUEST_BUDGET", default_value_t = 1000)]
     pub request_budget: u32,
 
@@ -230,6 +230,16 @@ pub struct LimitsConfig {
         value_parser = positive::<usize>
     )]
     pub publish_max_groups: usize,
+
+    /// Seconds after its send within which a member may recall their own message; 0 leaves
+    /// recall to owners and admins, who may recall any message of their group at any time.
+    #[arg(
+        long = "recall-window-s",
+        env = "HERALD_RECALL_WINDOW_S",
+        default_value = "120",
+        value_parser = seconds
+    )]
+    pub recall_window: Duration,
 }
 
 /// The WebSocket sessions a node holds, and what waits for each one's socket.

@@ -288,7 +288,8 @@ impl GroupActor {
                     // As stored: raised to keep ts growing with msgid (append.sql).
                     ts: result.ts,
                     cmid: message.cmid,
-                    body: message.body,
+                    body: Some(message.body),
+                    tombstone: None,
                 });
             }
         }

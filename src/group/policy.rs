@@ -604,7 +604,8 @@ mod tests {
             from: 2,
             ts: 0,
             cmid: format!("c{msgid}"),
-            body: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            body: Some(serde_json::value::RawValue::from_string("{}".into()).unwrap()),
+            tombstone: None,
         }
     }
 

@@ -94,6 +94,15 @@ mod tests {
                 ts: 1_732_000_000_002,
             },
             Effect::Deactivated { uid: 3 },
+            Effect::Event(LoggedEvent {
+                gid: 7,
+                version: 6,
+                ts: 1_732_000_000_003,
+                event: GroupEvent::MessageRecalled {
+                    msgid: 12,
+                    by: Some(3),
+                },
+            }),
         ]
     }
 
@@ -125,6 +134,8 @@ mod tests {
                    "friend_info_version": 5}),
             json!({"effect": "friend_request", "from": 3, "to": 4, "ts": 1_732_000_000_002_i64}),
             json!({"effect": "deactivated", "uid": 3}),
+            json!({"effect": "event", "event": "message_recalled", "gid": 7, "version": 6,
+                   "ts": 1_732_000_000_003_i64, "msgid": 12, "by": 3}),
         ];
         let decoded: Vec<Effect> = from_sql
             .iter()

@@ -49,6 +49,12 @@ pub enum GroupEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<u64>,
     },
+    /// Message `msgid` was recalled: pulls now return its tombstone.
+    MessageRecalled {
+        msgid: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<u64>,
+    },
 }
 
 /// Why a member left a group.
@@ -150,6 +156,9 @@ mod tests {
             json!({"event": "group_updated", "gid": 7, "version": 5, "ts": 5, "by": 2,
                    "name": "g2", "description": "d"}),
             json!({"event": "group_disbanded", "gid": 7, "version": 6, "ts": 5, "by": 1}),
+            json!({"event": "message_recalled", "gid": 7, "version": 7, "ts": 5, "msgid": 12,
+                   "by": 1}),
+            json!({"event": "message_recalled", "gid": 7, "version": 7, "ts": 5, "msgid": 12}),
         ];
         for body in bodies {
             let event: LoggedEvent =

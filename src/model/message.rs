@@ -11,8 +11,52 @@ pub struct MessageView {
     pub from: u64,
     pub ts: i64,
     pub cmid: String,
-    #[schema(value_type = serde_json::Value)]
-    pub body: Box<RawValue>,
+    /// The body byte for byte as sent (`null` included); absent once the message is a
+    /// tombstone.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_body"
+    )]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub body: Option<Box<RawValue>>,
+    /// Why the body is gone, on a tombstone; absent on a message as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone: Option<Tombstone>,
+}
+
+/// Why a stored message lost its body. Its row and msgid stay, so msgids stay dense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Tombstone {
+    /// Its sender, or an owner or admin of the group, recalled it.
+    Recalled,
+    /// Its sender's data was erased.
+    Erased,
+}
+
+impl Tombstone {
+    /// As `group_msgs.tombstone` stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tombstone::Recalled => "recalled",
+            Tombstone::Erased => "erased",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Tombstone> {
+        [Tombstone::Recalled, Tombstone::Erased]
+            .into_iter()
+            .find(|kind| kind.as_str() == stored)
+    }
+}
+
+/// A present body, `null` included, is `Some`: only an absent one is `None` (serde's own
+/// `Option` would read a `null` body as absent).
+fn present_body<'de, D: serde::Deserializer<'de>>(
+    value: D,
+) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(value).map(Some)
 }
 
 /// A group the user belongs to, with how far they received it (`last_ack`), how far they
@@ -87,5 +131,40 @@ impl GroupCursor {
             },
             None => self,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(body: Option<&str>, tombstone: Option<Tombstone>) -> MessageView {
+        MessageView {
+            gid: 7,
+            msgid: 3,
+            from: 42,
+            ts: 1,
+            cmid: "c".into(),
+            body: body.map(|text| RawValue::from_string(text.into()).unwrap()),
+            tombstone,
+        }
+    }
+
+    #[test]
+    fn a_null_body_and_a_tombstone_survive_a_round_trip_apart() {
+        for message in [
+            view(Some("null"), None),
+            view(Some(r#"{"b":1e400, "a":[1]}"#), None),
+            view(None, Some(Tombstone::Recalled)),
+        ] {
+            let text = serde_json::to_string(&message).unwrap();
+            let back: MessageView = serde_json::from_str(&text).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
+        let tombstone = serde_json::to_string(&view(None, Some(Tombstone::Erased))).unwrap();
+        assert_eq!(
+            tombstone,
+            r#"{"gid":7,"msgid":3,"from":42,"ts":1,"cmid":"c","tombstone":"erased"}"#
+        );
     }
 }

@@ -12,5 +12,5 @@ pub mod role;
 pub mod sync;
 
 pub use ids::{check_length, no_nul, now_ms, valid_id, MAX_ID};
-pub use message::{GroupCursor, Mark, Marks, MessageView, ReadPosition};
+pub use message::{GroupCursor, Mark, Marks, MessageView, ReadPosition, Tombstone};
 pub use role::Role;

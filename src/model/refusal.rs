@@ -49,6 +49,22 @@ pub enum Refusal {
         #[serde(flatten)]
         action: GroupAction,
     },
+    /// No message `msgid` is stored in the group.
+    MessageMissing {
+        gid: u64,
+        msgid: u64,
+    },
+    /// A member recalls only their own messages.
+    RecallForbidden {
+        gid: u64,
+        msgid: u64,
+    },
+    /// A member recalls their own message only within the recall window.
+    RecallWindowPassed {
+        gid: u64,
+        msgid: u64,
+        window_ms: u64,
+    },
     /// The owner leaves a group only by quitting it.
     OwnerNotRemovable,
     /// The owner's role changes only when they quit.
@@ -77,13 +93,16 @@ impl Refusal {
             Refusal::UserMissing { .. }
             | Refusal::UserInactive { .. }
             | Refusal::GroupMissing { .. }
-            | Refusal::TargetNotMember { .. } => ErrorCode::NotFound,
+            | Refusal::TargetNotMember { .. }
+            | Refusal::MessageMissing { .. } => ErrorCode::NotFound,
             Refusal::GroupExists { .. } => ErrorCode::Conflict,
             Refusal::NotMember { .. }
             | Refusal::UserDeactivated { .. }
             | Refusal::RoleRequired { .. }
             | Refusal::OwnerNotRemovable
-            | Refusal::OwnerRoleFixed => ErrorCode::Forbidden,
+            | Refusal::OwnerRoleFixed
+            | Refusal::RecallForbidden { .. }
+            | Refusal::RecallWindowPassed { .. } => ErrorCode::Forbidden,
             Refusal::SelfFriendship => ErrorCode::BadRequest,
         }
     }
@@ -108,6 +127,22 @@ impl fmt::Display for Refusal {
                 let roles = roles.join(" or ");
                 write!(f, "only the {roles} of group {gid} may {action}")
             }
+            Refusal::MessageMissing { gid, msgid } => {
+                write!(f, "message {msgid} of group {gid} does not exist")
+            }
+            Refusal::RecallForbidden { gid, msgid } => write!(
+                f,
+                "only its sender or an owner or admin of group {gid} may recall message {msgid}"
+            ),
+            Refusal::RecallWindowPassed {
+                gid,
+                msgid,
+                window_ms,
+            } => write!(
+                f,
+                "message {msgid} of group {gid} is past the recall window of {} s",
+                window_ms / 1000
+            ),
             Refusal::OwnerNotRemovable => {
                 f.write_str("the owner cannot remove themself; quit instead")
             }
@@ -219,6 +254,22 @@ mod tests {
                 "the owner's role changes only when they quit",
             ),
             (Refusal::SelfFriendship, "a user cannot befriend themself"),
+            (
+                Refusal::MessageMissing { gid: 7, msgid: 9 },
+                "message 9 of group 7 does not exist",
+            ),
+            (
+                Refusal::RecallForbidden { gid: 7, msgid: 9 },
+                "only its sender or an owner or admin of group 7 may recall message 9",
+            ),
+            (
+                Refusal::RecallWindowPassed {
+                    gid: 7,
+                    msgid: 9,
+                    window_ms: 120_000,
+                },
+                "message 9 of group 7 is past the recall window of 120 s",
+            ),
         ];
         for (refusal, text) in cases {
             assert_eq!(refusal.to_string(), text, "{refusal:?}");

@@ -8,6 +8,9 @@
 //!   to do through a `Connection`.
 //! - `outbox`: the bounded queue of frames groups push to a session, and its 4008 policy.
 //!
+//! Beside them, `recall`: a message's recall, which a session's `recall` and the HTTP
+//! routes share.
+//!
 //! Nothing a client sends piles up: every request is charged before any work is done, at
 //! most `max_in_flight` wait for replies, at most `READS_AT_ONCE` pulls and syncs run at
 //! once, and acks are coalesced to the highest per group with one on its way at a time. The
@@ -17,6 +20,7 @@
 //! floods without reading is held back by TCP rather than by memory.
 
 pub mod outbox;
+mod recall;
 mod state;
 mod websocket;
 
@@ -25,10 +29,11 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::budget::Rate;
-use crate::registry::Directory;
+use crate::registry::{Directory, Publisher};
 use crate::store::Store;
 
 pub use outbox::Outbox;
+pub use recall::recall;
 pub use state::pull_page;
 pub use websocket::start;
 
@@ -36,6 +41,8 @@ pub use websocket::start;
 pub struct SessionContext {
     pub store: Store,
     pub directory: Addr<Directory>,
+    /// Where a change a session makes (a recall) is published.
+    pub publisher: Addr<Publisher>,
     pub limits: SessionLimits,
 }
 
@@ -54,4 +61,6 @@ pub struct SessionLimits {
     pub budget: Rate,
     /// Sends per second.
     pub send_rate: Rate,
+    /// How long after its send a member may recall their own message.
+    pub recall_window: Duration,
 }

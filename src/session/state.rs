@@ -123,6 +123,13 @@ pub enum Outcome {
         gid: u64,
         uids: Result<Vec<u64>, ApiError>,
     },
+    /// A recall's outcome.
+    Recalled {
+        id: Option<RequestId>,
+        gid: u64,
+        msgid: u64,
+        outcome: Result<(), ApiError>,
+    },
     /// The notice window is over: the gathered `sync_notify` is written.
     NoticeDue,
 }
@@ -279,6 +286,20 @@ impl SessionState {
                     uids,
                 });
                 self.answer(id, reply.map_err(Clone::clone), conn);
+            }
+            Outcome::Recalled {
+                id,
+                gid,
+                msgid,
+                outcome,
+            } => {
+                self.in_flight -= 1;
+                let reply = outcome.map(|()| ServerFrame::Recalled {
+                    id: id.clone(),
+                    gid,
+                    msgid,
+                });
+                self.answer(id, reply, conn);
             }
             Outcome::NoticeDue => {
                 if let Some(notice) = self.notice.take() {
@@ -508,7 +529,24 @@ impl SessionState {
             ClientRequest::Online { gid } => self.online(id, gid, conn),
             ClientRequest::Signal { gid, kind } => self.signal(id, gid, kind, conn),
             ClientRequest::Read { gid, msgid } => self.mark_read(id, gid, msgid, conn),
+            ClientRequest::Recall { gid, msgid } => self.recall(id, gid, msgid, conn),
         }
+    }
+
+    fn recall(&mut self, id: Option<RequestId>, gid: u64, msgid: u64, conn: &mut impl Connection) {
+        if !self.begin_in_flight(id.clone(), RequestKind::Recall, conn) {
+            return;
+        }
+        let (shared, uid) = (self.shared.clone(), self.uid());
+        conn.spawn(self.work(async move {
+            let outcome = super::recall(&shared, gid, msgid, Some(uid)).await;
+            Outcome::Recalled {
+                id,
+                gid,
+                msgid,
+                outcome,
+            }
+        }));
     }
 
     fn signal(
@@ -805,6 +843,7 @@ fn kind_of(request: &ClientRequest) -> RequestKind {
         ClientRequest::Online { .. } => RequestKind::Read,
         ClientRequest::Signal { .. } => RequestKind::Signal,
         ClientRequest::Read { .. } => RequestKind::MarkRead,
+        ClientRequest::Recall { .. } => RequestKind::Recall,
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{db, id, timed, Store, StoreError};
 
 /// A conversation in a user's list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: u64,
     pub channel_id: String,

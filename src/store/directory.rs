@@ -92,6 +92,8 @@ const DEACTIVATE: &str = "SELECT unnest(herald_deactivate($1))::text";
 
 const TRIM_EVENTS: &str = "SELECT herald_trim_events($1)";
 
+const RECALL: &str = "SELECT unnest(herald_recall($1, $2, $3, $4))::text";
+
 /// The columns of a [`UserInfo`], in the order `user_info` reads them from `u`.
 pub(super) const USER_INFO_COLUMNS: &str = "u.uid, u.nickname, u.avatar, u.signature, u.active,
     u.user_info_version, u.nickname_version, u.avatar_version, u.signature_version";
@@ -142,7 +144,7 @@ pub(super) fn group_info(row: &tokio_postgres::Row) -> GroupInfo {
 }
 
 /// Decodes the effects a change function returned, one JSON object each.
-fn effects(texts: impl IntoIterator<Item = String>) -> Result<Vec<Effect>, StoreError> {
+pub(super) fn effects(texts: impl IntoIterator<Item = String>) -> Result<Vec<Effect>, StoreError> {
     texts
         .into_iter()
         .map(|text| {
@@ -158,7 +160,7 @@ const DEADLOCK_ATTEMPTS: usize = 3;
 impl Store {
     /// Runs one change function and returns its rows. A change that PostgreSQL chose as a
     /// deadlock victim was rolled back entirely, so it is simply run again.
-    async fn change(
+    pub(super) async fn change(
         &self,
         op: &'static str,
         sql: &str,
@@ -404,6 +406,26 @@ impl Store {
     pub async fn deactivate_user(&self, uid: u64) -> Result<Vec<Effect>, StoreError> {
         self.change_effects("deactivate_user", DEACTIVATE, &[&db(uid)])
             .await
+    }
+
+    /// Recalls a message of a group: its body goes, its row and msgid stay (a tombstone),
+    /// and the group logs `message_recalled`. `by` is the member asking (`None`: the admin
+    /// API); a plain member recalls only their own messages within `window_ms`. A message
+    /// that is a tombstone already is left as it is, with no effects.
+    pub async fn recall_message(
+        &self,
+        gid: u64,
+        msgid: u64,
+        by: Option<u64>,
+        window_ms: u64,
+    ) -> Result<Vec<Effect>, StoreError> {
+        let window_ms = i64::try_from(window_ms).unwrap_or(i64::MAX);
+        self.change_effects(
+            "recall_message",
+            RECALL,
+            &[&db(gid), &db(msgid), &by.map(db), &window_ms],
+        )
+        .await
     }
 
     /// Drops each group's events older than its newest `keep`; returns how many went.

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[SqlFile] = sql_files!("migrations":
     "0004_reads",
     "0005_webhooks",
     "0006_retention",
+    "0007_tombstones",
 );
 
 /// Every function file, in name order, which is the order they are applied in.
@@ -45,11 +46,13 @@ pub const FUNCTIONS: &[SqlFile] = sql_files!("functions":
     "checks",
     "clock",
     "deactivation",
+    "erasure",
     "events",
     "friends",
     "groups",
     "members",
     "profiles",
+    "recall",
     "retention",
     "versions",
     "webhooks",

@@ -8,6 +8,7 @@ mod directory;
 mod migrate;
 mod retention;
 mod sync;
+mod user_data;
 mod webhooks;
 
 use std::sync::Arc;
@@ -22,12 +23,13 @@ use tokio_postgres::NoTls;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics;
 use crate::model::refusal::Refusal;
-use crate::model::{GroupCursor, Mark, Marks, MessageView};
+use crate::model::{GroupCursor, Mark, Marks, MessageView, Tombstone};
 
 pub use conversations::Conversation;
 pub use directory::{FriendRequest, Friends, NewGroup, UserUpsert};
 pub use migrate::{SqlFile, FUNCTIONS, MIGRATIONS};
 pub use retention::{ExpiredPartition, GroupRetention, PruneCut, PrunerTurn};
+pub use user_data::{ErasureCounts, MessageKey, UserRecord};
 pub use webhooks::{OutboxEvent, WebhookBacklog, WebhookRecord};
 
 /// Why a storage operation failed.
@@ -294,10 +296,10 @@ const APPEND: &str =
 /// The page and the group's newest msgid in one statement, so in one snapshot (no row for a
 /// group that does not exist; one row of NULLs after the newest for an empty page).
 const MESSAGES_AFTER: &str = "
-    SELECT m.msgid, m.sender_uid, m.cmid, m.ts, m.body, g.last_msgid
+    SELECT m.msgid, m.sender_uid, m.cmid, m.ts, m.body, m.tombstone, g.last_msgid
     FROM groups g
     LEFT JOIN LATERAL (
-        SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
+        SELECT msgid, sender_uid, cmid, ts, body, tombstone FROM group_msgs
         WHERE gid = $1 AND msgid > $2
         ORDER BY msgid
         LIMIT $3
@@ -305,7 +307,7 @@ const MESSAGES_AFTER: &str = "
     WHERE g.gid = $1";
 
 const MESSAGES_BETWEEN: &str = "
-    SELECT msgid, sender_uid, cmid, ts, body FROM group_msgs
+    SELECT msgid, sender_uid, cmid, ts, body, tombstone FROM group_msgs
     WHERE gid = $1 AND msgid > $2 AND msgid < $3
     ORDER BY msgid";
 
@@ -587,7 +589,7 @@ impl Store {
         let rows = client
             .query(&stmt, &[&db(gid), &db(after), &(i64::from(limit) + 1)])
             .await?;
-        let latest = rows.first().map_or(0, |row| id(row.get(5)));
+        let latest = rows.first().map_or(0, |row| id(row.get(6)));
         let stored = |row: &&tokio_postgres::Row| row.get::<_, Option<i64>>(0).is_some();
         let more = rows.iter().filter(stored).count() > limit as usize;
         let msgs = rows
@@ -595,7 +597,7 @@ impl Store {
             .filter(stored)
             .take(limit as usize)
             .map(|row| message_view(gid, row))
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(Page::pruned_below(msgs, more, after, latest))
     }
 
@@ -609,12 +611,12 @@ impl Store {
         let _t = timed("messages_between");
         let client = self.client().await?;
         let stmt = client.prepare_cached(MESSAGES_BETWEEN).await?;
-        Ok(client
+        client
             .query(&stmt, &[&db(gid), &db(after), &db(before)])
             .await?
             .iter()
             .map(|row| message_view(gid, row))
-            .collect())
+            .collect()
     }
 
     /// Writes a batch of watermarks in one statement per mark; returns the rows moved
@@ -685,17 +687,33 @@ impl deadpool_postgres::Connect for OnStorageThread {
     }
 }
 
-fn message_view(gid: u64, row: &tokio_postgres::Row) -> MessageView {
-    let body: String = row.get(4);
-    MessageView {
+/// Reads a message from its columns `msgid, sender_uid, cmid, ts, body, tombstone`.
+fn message_view(gid: u64, row: &tokio_postgres::Row) -> Result<MessageView, StoreError> {
+    let msgid = id(row.get(0));
+    let tombstone = match row.get::<_, Option<&str>>(5) {
+        None => None,
+        Some(stored) => Some(Tombstone::parse(stored).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "message {msgid} of group {gid}: tombstone {stored}"
+            ))
+        })?),
+    };
+    let body = match tombstone {
+        Some(_) => None,
+        // Bodies were checked to be JSON before they were stored.
+        None => Some(RawValue::from_string(row.get(4)).map_err(|e| {
+            StoreError::Corrupt(format!("message {msgid} of group {gid}: body {e}"))
+        })?),
+    };
+    Ok(MessageView {
         gid,
-        msgid: id(row.get(0)),
+        msgid,
         from: id(row.get(1)),
         cmid: row.get(2),
         ts: row.get(3),
-        // Bodies were checked to be JSON before they were stored.
-        body: RawValue::from_string(body).expect("stored bodies are valid JSON"),
-    }
+        body,
+        tombstone,
+    })
 }
 
 #[cfg(test)]
@@ -756,7 +774,8 @@ mod tests {
                 from: 1,
                 cmid: format!("c-{msgid}"),
                 ts: 0,
-                body: RawValue::from_string("{}".to_owned()).unwrap(),
+                body: Some(RawValue::from_string("{}".to_owned()).unwrap()),
+                tombstone: None,
             })
             .collect();
         Page::pruned_below(msgs, false, after, latest).first

@@ -325,3 +325,48 @@ async fn in_a_cluster_the_members_offline_are_those_online_on_no_node_and_each_e
     ids.dedup();
     assert_eq!(ids.len(), all, "each event accepted once");
 }
+
+#[tokio::test]
+async fn a_message_recalled_before_it_was_posted_is_told_as_its_tombstone() {
+    let (server, receiver) = server_posting_to(&[("HERALD_WEBHOOK_RETRY_MAX_S", "1")]).await;
+    receiver.answer(Answer::Fail(503));
+    let gid = server.group(&[1, 2]).await;
+    let mut ann = server.connect(1).await;
+    ann.send_msg(gid, "kept", json!({"text": "kept"})).await;
+    ann.send_msg(gid, "oops", json!({"text": "oops"})).await;
+    let recalled = ann
+        .request(json!({"type": "recall", "id": "r", "gid": gid, "msgid": 2}))
+        .await;
+    assert_eq!(recalled["type"], "recalled", "{recalled}");
+
+    receiver.answer(Answer::Accept(Duration::ZERO));
+    let told = accepted(&receiver, "messages.stored", |e| {
+        distinct_msgids(e) == [1, 2]
+    })
+    .await;
+    let messages: Vec<Value> = told
+        .iter()
+        .flat_map(|e| {
+            e["data"]["messages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    let last_of = |msgid: u64| messages.iter().rfind(|m| m["msgid"] == msgid).unwrap();
+    assert_eq!(last_of(1)["body"], json!({"text": "kept"}));
+    assert_eq!(last_of(2)["tombstone"], "recalled", "{messages:?}");
+    assert!(last_of(2).get("body").is_none(), "{messages:?}");
+    let events = accepted(&receiver, "group.event", |e| {
+        e.iter().any(|e| e["data"]["event"] == "message_recalled")
+    })
+    .await;
+    let event = events
+        .iter()
+        .find(|e| e["data"]["event"] == "message_recalled")
+        .unwrap();
+    assert_eq!(
+        (&event["data"]["msgid"], &event["data"]["by"]),
+        (&json!(2), &json!(1))
+    );
+}

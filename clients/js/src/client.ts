@@ -266,6 +266,15 @@ export class HeraldClient {
     return { msgs: reply.msgs, more: reply.more };
   }
 
+  /**
+   * Recalls a message: its body is removed for good and a tombstone keeps its msgid; the
+   * group's members get a `message_recalled` event. The sender may within the server's
+   * recall window, an owner or admin at any time. Recalling a tombstone again succeeds.
+   */
+  async recall(gid: Gid, msgid: Msgid): Promise<void> {
+    await this.request("recall", { gid, msgid });
+  }
+
   // -------------------------------------------------------------------------------------
   // Presence
 
@@ -436,6 +445,7 @@ export class HeraldClient {
       case "pong":
       case "online":
       case "synced":
+      case "recalled":
         this.requests.settle(frame);
         break;
       case "error":

@@ -51,14 +51,22 @@ export interface ReadPosition {
   msgid: Msgid;
 }
 
-/** A stored message, as pushed (`msg`) or pulled (`msgs`). */
+/** Why a message has no body any more: recalled, or its sender's data erased. */
+export type Tombstone = "recalled" | "erased";
+
+/**
+ * A stored message, as pushed (`msg`) or pulled (`msgs`). A tombstone keeps its place (and
+ * msgid) but has no `body`, and says why in `tombstone`.
+ */
 export interface Message {
   gid: Gid;
   msgid: Msgid;
   from: Uid;
   ts: Millis;
   cmid: string;
-  body: Json;
+  /** Exactly as sent; absent on a tombstone. */
+  body?: Json;
+  tombstone?: Tombstone;
 }
 
 /** A profile, each field with the version at which it last changed. */
@@ -130,6 +138,11 @@ export interface GroupUpdated extends EventBase {
 export interface GroupDisbanded extends EventBase {
   event: "group_disbanded";
 }
+/** A message was recalled: pulls now return its tombstone. */
+export interface MessageRecalled extends EventBase {
+  event: "message_recalled";
+  msgid: Msgid;
+}
 
 /**
  * The event kinds this library knows. The server may add kinds; those still reach the
@@ -142,7 +155,8 @@ export type GroupEvent =
   | MemberRemoved
   | RoleChanged
   | GroupUpdated
-  | GroupDisbanded;
+  | GroupDisbanded
+  | MessageRecalled;
 
 // ---------------------------------------------------------------------------------------
 // Sync (docs/sync.md)
@@ -237,6 +251,12 @@ export interface SyncFrame extends SyncVersions {
   type: "sync";
   id: string;
 }
+export interface RecallFrame {
+  type: "recall";
+  id: string;
+  gid: Gid;
+  msgid: Msgid;
+}
 
 export type ClientFrame =
   | SendFrame
@@ -246,9 +266,10 @@ export type ClientFrame =
   | PullFrame
   | PingFrame
   | OnlineRequestFrame
-  | SyncFrame;
+  | SyncFrame
+  | RecallFrame;
 /** The client frames that get a reply, matched to it by `id`. */
-export type RequestFrame = SendFrame | PullFrame | PingFrame | OnlineRequestFrame | SyncFrame;
+export type RequestFrame = SendFrame | PullFrame | PingFrame | OnlineRequestFrame | SyncFrame | RecallFrame;
 
 // ---------------------------------------------------------------------------------------
 // Server → client
@@ -292,6 +313,12 @@ export interface SyncedFrame {
   group_list?: SyncedGroupList;
   groups?: SyncedGroup[];
   friends?: SyncedFriends;
+}
+export interface RecalledFrame {
+  type: "recalled";
+  id: string;
+  gid: Gid;
+  msgid: Msgid;
 }
 export interface ErrorFrame {
   type: "error";
@@ -338,6 +365,7 @@ export interface ReplyTo {
   ping: PongFrame;
   online: OnlineFrame;
   sync: SyncedFrame;
+  recall: RecalledFrame;
 }
 export type ReplyFrame = ReplyTo[keyof ReplyTo];
 
@@ -377,4 +405,5 @@ export const REPLY_TYPE: { readonly [K in keyof ReplyTo]: ReplyTo[K]["type"] } =
   ping: "pong",
   online: "online",
   sync: "synced",
+  recall: "recalled",
 };

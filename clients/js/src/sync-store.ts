@@ -242,5 +242,8 @@ function applyToMembers(copy: MutableGroupCopy, event: GroupEvent): void {
     case "group_updated":
       // The group's info lives in the group list, which its own versions bring up to date.
       break;
+    case "message_recalled":
+      // A message's tombstone: the member list is as it was.
+      break;
   }
 }

@@ -8,7 +8,9 @@ import WebSocket from "ws";
 
 import {
   HeraldClient,
+  HeraldError,
   type ConnectionState,
+  type GroupEvent,
   type HeraldClientOptions,
   type Message,
   type Presence,
@@ -398,4 +400,37 @@ test("read receipts: markRead reaches the group and the server; typing reaches t
     listed.groups.map(({ gid, last_read, latest }) => ({ gid, last_read, latest })),
     [{ gid, last_read: 2, latest: 3 }],
   );
+});
+
+test("recall: a member takes their message back, the group is told, pulls show the tombstone", async () => {
+  await herald.users(1, 2);
+  const gid = await herald.group(1, [2]);
+  const bo = await connect(2);
+  const ann = await connect(1);
+  const recalls: GroupEvent[] = [];
+  ann.client.on("event", (event) => {
+    if (event.event === "message_recalled") recalls.push(event);
+  });
+
+  const first = await bo.client.send(gid, { text: "keep" });
+  const second = await bo.client.send(gid, { text: "oops" });
+  await bo.client.recall(gid, second.msgid);
+  await eventually("ann is told", () => recalls.length === 1);
+  const told = recalls[0];
+  assert.ok(told !== undefined && told.event === "message_recalled");
+  assert.equal(told.msgid, second.msgid);
+  assert.equal(told.by, 2);
+
+  const page = await ann.client.pull(gid);
+  assert.deepEqual(
+    page.msgs.map((m) => [m.msgid, m.body, m.tombstone]),
+    [
+      [first.msgid, { text: "keep" }, undefined],
+      [second.msgid, undefined, "recalled"],
+    ],
+  );
+  // Again: the same answer. Another's message: refused for a plain member.
+  await bo.client.recall(gid, second.msgid);
+  const third = await ann.client.send(gid, { text: "mine" });
+  await assert.rejects(bo.client.recall(gid, third.msgid), (error: HeraldError) => error.code === "forbidden");
 });
