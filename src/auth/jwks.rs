@@ -36,7 +36,11 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Where a set comes from.
 enum Origin {
     File(PathBuf),
-    Url { client: HttpClient, url: hyper::Uri },
+    /// Boxed: a client is large, and a source holds one origin for its life.
+    Url {
+        client: Box<HttpClient>,
+        url: hyper::Uri,
+    },
 }
 
 /// One JWKS source and the keys it last loaded.
@@ -71,7 +75,7 @@ impl JwksSource {
 
     /// The URL source, empty until its first load (see [`JwksSource::refresh_forever`]).
     pub fn url(url: hyper::Uri) -> anyhow::Result<JwksSource> {
-        let client = outbound::client("HERALD_JWKS_URL")?;
+        let client = Box::new(outbound::client("HERALD_JWKS_URL")?);
         Ok(JwksSource::new(Origin::Url { client, url }, "url"))
     }
 

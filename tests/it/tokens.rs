@@ -475,7 +475,7 @@ async fn keys_rotate_by_kid_through_a_jwks_url_and_a_failing_endpoint_keeps_the_
         body["error"]["message"],
         "token keys not loaded yet from HERALD_JWKS_URL"
     );
-    jwks.serve(&[old_key.clone()]);
+    jwks.serve(std::slice::from_ref(&old_key));
     eventually(
         "ready once the JWKS loads",
         Duration::from_secs(20),
@@ -493,7 +493,7 @@ async fn keys_rotate_by_kid_through_a_jwks_url_and_a_failing_endpoint_keeps_the_
     assert_accepted(&server, old).await;
 
     // The old key withdrawn: its tokens are refused once the set is reloaded.
-    jwks.serve(&[new_key.clone()]);
+    jwks.serve(std::slice::from_ref(&new_key));
     eventually("the old key dropped", Duration::from_secs(20), async || {
         let request = server
             .http
