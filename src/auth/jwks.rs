@@ -36,7 +36,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Where a set comes from.
 enum Origin {
     File(PathBuf),
-    /// The client is boxed: it is ten times the size of a path.
+    /// Boxed: a client is large, and a source holds one origin for its life.
     Url {
         client: Box<HttpClient>,
         url: hyper::Uri,
@@ -75,8 +75,7 @@ impl JwksSource {
 
     /// The URL source, empty until its first load (see [`JwksSource::refresh_forever`]).
     pub fn url(url: hyper::Uri) -> anyhow::Result<JwksSource> {
-        let client = outbound::client("HERALD_JWKS_URL")?;
-        let client = Box::new(client);
+        let client = Box::new(outbound::client("HERALD_JWKS_URL")?);
         Ok(JwksSource::new(Origin::Url { client, url }, "url"))
     }
 

@@ -664,7 +664,8 @@ async fn every_authentication_failure_is_refused_with_401_or_403_before_the_upgr
 
 #[tokio::test]
 async fn a_session_is_closed_with_4001_when_its_token_expires() {
-    let server = Server::start().await;
+    // No leeway: the session ends at `exp` itself.
+    let server = Server::start_with(&[("HERALD_JWT_LEEWAY_S", "0")]).await;
     server.users(&[1]).await;
     let token = jwt(json!({"sub": "1", "exp": now_s() + 3}), JWT_SECRET);
     let mut client = Client::connect(server.addr, &token)
@@ -679,8 +680,9 @@ async fn a_session_is_closed_with_4001_when_its_token_expires() {
 #[tokio::test]
 async fn a_token_is_refused_from_the_second_its_exp_names() {
     // RFC 7519: the current time MUST be before `exp`; a token whose `exp` is the current
-    // second is expired (HTTP 401), as the session timer already treats it.
-    let server = Server::start().await;
+    // second is expired (HTTP 401), as the session timer already treats it. (With a
+    // leeway, the same holds of `exp` + leeway.)
+    let server = Server::start_with(&[("HERALD_JWT_LEEWAY_S", "0")]).await;
     server.users(&[1]).await;
     // Start just after a second boundary so the whole check runs within that second.
     let into_second = std::time::SystemTime::now()

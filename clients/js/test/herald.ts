@@ -113,6 +113,8 @@ export class Herald {
         HERALD_LISTEN: this.address,
         HERALD_LOG_FORMAT: "json",
         HERALD_PRESENCE_DEBOUNCE_MS: "300",
+        // Sessions end at `exp` itself, so the expiry tests need not wait out a leeway.
+        HERALD_JWT_LEEWAY_S: "0",
         ...this.env,
       },
       stdio: ["ignore", "pipe", "pipe"],
