@@ -508,6 +508,7 @@ var Resume = class {
       for (; ; ) {
         const before = stream.cursor;
         const page = await this.options.pull(gid, before);
+        if (page.first !== void 0 && page.first > stream.cursor + 1) stream.cursor = page.first - 1;
         for (const message of page.msgs) {
           if (message.msgid === stream.cursor + 1) this.advance(stream, message);
         }
@@ -969,10 +970,15 @@ var HeraldClient = class {
   cursors() {
     return this.resume.cursors();
   }
-  /** One page of a group's stored messages after `after` (does not go through delivery). */
+  /**
+   * One page of a group's stored messages after `after` (does not go through delivery);
+   * `first` says where the server's retention cut, when it pruned some of them.
+   */
   async pull(gid, after = 0, limit = this.pullLimit) {
     const reply = await this.request("pull", { gid, after, limit });
-    return { msgs: reply.msgs, more: reply.more };
+    const page = { msgs: reply.msgs, more: reply.more };
+    if (reply.first !== void 0) page.first = reply.first;
+    return page;
   }
   // -------------------------------------------------------------------------------------
   // Presence

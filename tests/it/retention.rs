@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use herald::store::MIGRATIONS;
+use herald_loadtest::kit::webhooks::{Answer, WebhookReceiver};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -306,6 +307,67 @@ async fn sends_while_the_pruner_deletes_are_all_stored_dense_and_acked() {
             .ok_or(groups.to_string())
     })
     .await;
+}
+
+#[tokio::test]
+async fn webhooks_delivered_after_their_messages_were_pruned_say_so_and_carry_what_is_left() {
+    const SECRET: &str = "the webhook secret, shared";
+    let receiver = WebhookReceiver::start(SECRET).await.expect("a receiver");
+    receiver.answer(Answer::Fail(503));
+    let url = receiver.url();
+    let server = server_with(&[
+        ("HERALD_RETENTION_MAX_MESSAGES", "2"),
+        ("HERALD_WEBHOOK_URL", url.as_str()),
+        ("HERALD_WEBHOOK_SECRET", SECRET),
+        ("HERALD_WEBHOOK_RETRY_MAX_S", "1"),
+    ])
+    .await;
+    let gid = server.group(&[1, 2]).await;
+    let mut sender = server.connect(1).await;
+    // One commit each: each its own messages.stored event.
+    send_count(&mut sender, gid, "w", 5).await;
+    until_first_is(&server, 2, gid, 4).await;
+
+    receiver.answer(Answer::Accept(Duration::ZERO));
+    let events = eventually(
+        "every messages.stored delivered",
+        PRUNED_WITHIN,
+        async || {
+            let mut events: Vec<Value> = receiver.received(|r| {
+                r.accepted
+                    .iter()
+                    .filter(|e| e["type"] == "messages.stored")
+                    .cloned()
+                    .collect()
+            });
+            events.sort_by_key(|e| e["id"].as_i64());
+            events.dedup_by_key(|e| e["id"].as_i64());
+            (events.len() == 5)
+                .then_some(events.clone())
+                .ok_or(format!("{events:?}"))
+        },
+    )
+    .await;
+    let told: Vec<(Vec<u64>, u64)> = events
+        .iter()
+        .map(|e| {
+            let data = &e["data"];
+            let msgids = data["messages"].as_array().expect("messages").iter();
+            let msgids = msgids.map(|m| m["msgid"].as_u64().unwrap()).collect();
+            (msgids, data["pruned"].as_u64().expect("pruned"))
+        })
+        .collect();
+    assert_eq!(
+        told,
+        [
+            (vec![], 1),
+            (vec![], 1),
+            (vec![], 1),
+            (vec![4], 0),
+            (vec![5], 0)
+        ],
+        "{events:?}"
+    );
 }
 
 /// What a deployment at 0005 holds: users, a group and its messages, whose ts went back

@@ -260,10 +260,15 @@ export class HeraldClient {
     return this.resume.cursors();
   }
 
-  /** One page of a group's stored messages after `after` (does not go through delivery). */
+  /**
+   * One page of a group's stored messages after `after` (does not go through delivery);
+   * `first` says where the server's retention cut, when it pruned some of them.
+   */
   async pull(gid: Gid, after: Msgid = 0, limit: number = this.pullLimit): Promise<Page> {
     const reply = await this.request("pull", { gid, after, limit });
-    return { msgs: reply.msgs, more: reply.more };
+    const page: Page = { msgs: reply.msgs, more: reply.more };
+    if (reply.first !== undefined) page.first = reply.first;
+    return page;
   }
 
   /**

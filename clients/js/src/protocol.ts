@@ -295,6 +295,8 @@ export interface MsgsFrame {
   gid: Gid;
   msgs: Message[];
   more: boolean;
+  /** The group's first retained msgid, when retention pruned messages after `after`. */
+  first?: Msgid;
 }
 export interface PongFrame {
   type: "pong";

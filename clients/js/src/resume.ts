@@ -19,6 +19,11 @@ import type { Gid, GroupPosition, Message, Msgid } from "./protocol.js";
 export interface Page {
   msgs: Message[];
   more: boolean;
+  /**
+   * Present when the server's retention pruned messages after the `after` asked for: the
+   * group's first retained msgid, where the page starts. History before it is gone.
+   */
+  first?: Msgid;
 }
 
 export interface ResumeOptions {
@@ -119,6 +124,8 @@ export class Resume {
       for (;;) {
         const before = stream.cursor;
         const page = await this.options.pull(gid, before);
+        // Retention pruned what the cursor would have gone through: it goes on from there.
+        if (page.first !== undefined && page.first > stream.cursor + 1) stream.cursor = page.first - 1;
         for (const message of page.msgs) {
           if (message.msgid === stream.cursor + 1) this.advance(stream, message);
         }

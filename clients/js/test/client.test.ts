@@ -434,3 +434,31 @@ test("recall: a member takes their message back, the group is told, pulls show t
   const third = await ann.client.send(gid, { text: "mine" });
   await assert.rejects(bo.client.recall(gid, third.msgid), (error: HeraldError) => error.code === "forbidden");
 });
+
+test("retention: a pull below the window says where history starts; a client resuming from below goes on there", async () => {
+  await herald.stop();
+  herald = await Herald.start({ HERALD_RETENTION_MAX_MESSAGES: "3", HERALD_RETENTION_INTERVAL_S: "1" });
+  await herald.users(1, 2);
+  const gid = await herald.group(1, [2]);
+  const ann = await connect(1);
+  for (const text of range(1, 6, "m")) await ann.client.send(gid, { text });
+
+  await eventually("the pruner kept the newest 3", async () => (await ann.client.pull(gid, 0)).first === 4);
+  const below = await ann.client.pull(gid, 2);
+  assert.equal(below.first, 4);
+  assert.deepEqual(
+    below.msgs.map((m) => m.msgid),
+    [4, 5, 6],
+  );
+  const edge = await ann.client.pull(gid, 3);
+  assert.equal(edge.first, undefined, "nothing missing after 3");
+  assert.deepEqual(
+    edge.msgs.map((m) => m.msgid),
+    [4, 5, 6],
+  );
+
+  // bo's cursor is 0: the resume pulls from there and delivers from the first kept.
+  const bo = await connect(2, { cursors: { [gid]: 0 } });
+  await eventually("bo has the 3 kept", () => bo.messages.length >= 3);
+  assert.deepEqual(texts(bo.messages, gid), range(4, 6, "m"));
+});

@@ -295,9 +295,13 @@ export class Relay {
 }
 
 /** Waits until `condition` holds, checking every 20 ms. */
-export async function eventually(what: string, condition: () => boolean, timeoutMs = 15_000): Promise<void> {
+export async function eventually(
+  what: string,
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 15_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
