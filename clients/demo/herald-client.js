@@ -104,7 +104,8 @@ var REPLY_TYPE = {
   pull: "msgs",
   ping: "pong",
   online: "online",
-  sync: "synced"
+  sync: "synced",
+  recall: "recalled"
 };
 
 // ../js/src/websocket.ts
@@ -761,6 +762,8 @@ function applyToMembers(copy, event) {
       break;
     case "group_updated":
       break;
+    case "message_recalled":
+      break;
   }
 }
 
@@ -980,6 +983,14 @@ var HeraldClient = class {
     if (reply.first !== void 0) page.first = reply.first;
     return page;
   }
+  /**
+   * Recalls a message: its body is removed for good and a tombstone keeps its msgid; the
+   * group's members get a `message_recalled` event. The sender may within the server's
+   * recall window, an owner or admin at any time. Recalling a tombstone again succeeds.
+   */
+  async recall(gid, msgid) {
+    await this.request("recall", { gid, msgid });
+  }
   // -------------------------------------------------------------------------------------
   // Presence
   /**
@@ -1122,6 +1133,7 @@ var HeraldClient = class {
       case "pong":
       case "online":
       case "synced":
+      case "recalled":
         this.requests.settle(frame);
         break;
       case "error":
