@@ -1118,7 +1118,7 @@ var HeraldClient = class {
   changeState(state) {
     if (state.status === "stopped" && this.closedError === void 0) {
       this.closedError = new HeraldError("closed", `stopped by the server: ${state.meaning} (${state.code})`);
-      this.acks.stop();
+      for (const marks of [this.acks, this.reads]) marks.stop();
       this.sends.close(this.closedError);
       this.requests.failAll(this.closedError);
       this.wakeUpWaiters();

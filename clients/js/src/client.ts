@@ -434,7 +434,7 @@ export class HeraldClient {
     if (state.status === "stopped" && this.closedError === undefined) {
       // The server's close code said not to come back: nothing can complete any more.
       this.closedError = new HeraldError("closed", `stopped by the server: ${state.meaning} (${state.code})`);
-      this.acks.stop();
+      for (const marks of [this.acks, this.reads]) marks.stop();
       this.sends.close(this.closedError);
       this.requests.failAll(this.closedError);
       this.wakeUpWaiters();

@@ -182,7 +182,7 @@ test("a graceful restart (1012): the clients reconnect and pull what they missed
   assert.ok(bo.states.some((s) => s.status === "waiting" && s.code === 1012));
 });
 
-test("a send retried across a restart keeps its cmid: stored once", async () => {
+test("a send made while the server is down goes out once it is back: stored once", async () => {
   await herald.users(1, 2);
   const gid = await herald.group(1, [2]);
   const ann = await connect(1);
@@ -291,6 +291,51 @@ test("a fixed token that expires stops the client for good", async () => {
   assert.equal(last.code, 4001);
   assert.equal(last.meaning, "token expired");
   await assert.rejects(client.send(1, "late"), { code: "closed" });
+});
+
+test("a deactivated user's client stops for good with 4003; sends made after it reject", async () => {
+  await herald.users(1, 2);
+  const gid = await herald.group(1, [2]);
+  const bo = await connect(2);
+  await herald.admin("POST", "/users/2/deactivate");
+  await eventually("stopped", () => bo.states.some((s) => s.status === "stopped"), 10_000);
+  const last = bo.states.at(-1);
+  assert.equal(last?.status, "stopped");
+  assert.equal(last.code, 4003);
+  await sleep(500); // several backoff delays: no attempt follows
+  assert.deepEqual(
+    bo.states.slice(bo.states.findIndex((s) => s.status === "open")).map((s) => s.status),
+    ["open", "stopped"],
+  );
+  await assert.rejects(bo.client.send(gid, "late"), { code: "closed" });
+});
+
+test("acks: a burst of deliveries is acknowledged in a few cumulative frames, up to the newest", async () => {
+  await herald.users(1, 2);
+  const gid = await herald.group(1, [2]);
+  const acks: number[] = [];
+  /** `ws`, recording the ack frames the client writes. */
+  class RecordingWebSocket extends WebSocket {
+    override send(data: string, ...rest: unknown[]): void {
+      const frame = JSON.parse(data) as { type: string; msgid?: number };
+      if (frame.type === "ack" && frame.msgid !== undefined) acks.push(frame.msgid);
+      (super.send as (data: string, ...rest: unknown[]) => void)(data, ...rest);
+    }
+  }
+  const ann = await connect(1, { WebSocket: RecordingWebSocket as unknown as typeof WebSocket });
+  const bo = await connect(2);
+
+  const burst = 40;
+  await Promise.all(range(1, burst, "b").map((text) => bo.client.send(gid, { text })));
+  await eventually("ann has the burst", () => ann.messages.length === burst);
+  const annToken = await herald.token(1);
+  await eventually("the server holds ann's ack of the newest", async () => {
+    const listed = (await herald.http("GET", "/v1/me/groups", annToken)) as { groups: Array<{ gid: number; last_ack: number }> };
+    return listed.groups.find((g) => g.gid === gid)?.last_ack === burst;
+  });
+  assert.equal(acks.at(-1), burst, "the last ack names the newest msgid");
+  assert.ok(acks.length <= 5, `${acks.length} ack frames for ${burst} messages: ${acks.join(",")}`);
+  assert.deepEqual([...acks].sort((a, b) => a - b), acks, "cumulative: each ack above the last");
 });
 
 test("sync copies follow a membership change made by the admin API", async () => {
