@@ -151,7 +151,10 @@ impl GroupActor {
                     _ => before - 1,
                 };
                 tracing::debug!(after, before, read = events.len(), "events repaired");
-                act.carry_out(InTurn::Next(repaired_steps(events, online)), ctx);
+                // Changes that arrived live while the log was read were carried out then.
+                let applied = act.changes.applied();
+                let missing = events.into_iter().filter(|e| e.version > applied).collect();
+                act.carry_out(InTurn::Next(repaired_steps(missing, online)), ctx);
                 for change in act.changes.done_up_to(done) {
                     act.carry_out(change, ctx);
                 }

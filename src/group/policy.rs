@@ -335,6 +335,12 @@ impl<T> VersionOrder<T> {
         out
     }
 
+    /// Every version up to this one was carried out. A read of the log may find versions
+    /// that arrived live while it ran: those at or below this are done already.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
     /// A position check says versions up to `version` exist.
     pub fn exists_up_to(&mut self, version: u64) {
         self.known = self.known.max(version);
@@ -752,6 +758,18 @@ mod tests {
         );
         assert_eq!(order.gap(), None);
         assert_eq!(order.offer(3, 3, "old"), [InTurn::Stale("old")]);
+    }
+
+    #[test]
+    fn a_change_arriving_while_its_gap_is_read_is_carried_out_once() {
+        let mut order = VersionOrder::new(4);
+        assert!(order.offer(6, 6, "b").is_empty());
+        assert_eq!(order.gap(), Some((4, 6)), "the read of 5 starts");
+        assert_eq!(
+            order.offer(5, 5, "a"),
+            [InTurn::Next("a"), InTurn::Next("b")]
+        );
+        assert_eq!(order.applied(), 6, "the read's 5 is done already");
     }
 
     #[test]
