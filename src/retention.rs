@@ -109,13 +109,12 @@ impl Pruner {
         let metrics = &metrics::global().retention;
         let (max_age, max_messages) = (self.config.max_age, self.config.max_messages);
         let mut dropped = 0;
-        if !max_age.is_zero() {
-            for partition in turn.expired_partitions(max_age).await? {
-                turn.drop_partition(&partition).await?;
-                tracing::info!(partition = partition.name, "retention: partition dropped");
-                metrics.partitions_dropped.inc();
-                dropped += 1;
-            }
+        // With no age limit, only what a pruner cut off mid-way left behind.
+        for partition in turn.expired_partitions(max_age).await? {
+            turn.drop_partition(&partition).await?;
+            tracing::info!(partition = partition.name, "retention: partition dropped");
+            metrics.partitions_dropped.inc();
+            dropped += 1;
         }
         let mut pruned = 0;
         for cut in turn.prune_plan(max_age, max_messages).await? {

@@ -9,11 +9,12 @@
 -- it was a resend of a (sender, cmid) stored before or earlier in the batch (dup: then the
 -- msgid and ts are the original's), and the group's newest msgid after the batch.
 --
--- Each message's ts is the gateway's stamp, raised to at least the ts of the message before it
--- (groups.last_ts, then the batch's own) and lowered to at most PostgreSQL's clock: ts never
--- decreases with msgid inside a group, whatever the gateways' clocks, so the messages older
--- than any age are a prefix of the group's msgids (what retention prunes), and no message
--- lands beyond the partitions made ahead of now (sql/functions/retention.sql).
+-- Each message's ts is the gateway's stamp, lowered to at most PostgreSQL's clock, then raised
+-- to at least the ts of the message before it (groups.last_ts, then the batch's own): ts never
+-- decreases with msgid inside a group, whatever the gateways' clocks or a PostgreSQL clock
+-- set back, so the messages older than any age are a prefix of the group's msgids (what
+-- retention prunes), and no message lands beyond the partitions made ahead of now
+-- (sql/functions/retention.sql).
 --
 -- With webhooks on, the messages stored (resends left out) are recorded in the webhook outbox
 -- in the same transaction, as one `messages.stored` event naming their msgids and p_offline:
@@ -58,7 +59,9 @@ BEGIN
     ), fresh AS (
         SELECT f.ord, f.sender, f.cmid, f.body,
                v_last + row_number() OVER (ORDER BY f.ord) AS msgid,
-               least(v_now, greatest(v_last_ts, max(f.ts) OVER (ORDER BY f.ord))) AS ts
+               -- Lowered to PostgreSQL's clock first, raised to the group's last ts after: if
+               -- that clock went back (a failover), ts still never decreases.
+               greatest(v_last_ts, least(v_now, max(f.ts) OVER (ORDER BY f.ord))) AS ts
         FROM firsts f
     ), stored AS (
         INSERT INTO group_msgs (gid, msgid, sender_uid, cmid, ts, body)

@@ -6,8 +6,8 @@
 -- The pruner (src/retention.rs) calls these on a connection of its own, one node at a time,
 -- each call its own short transaction; none takes a groups row lock.
 
--- Creates the partitions missing from the newest one (or from the partition of now, if the
--- newest ends before it) until one holds now + p_ahead_ms. Partitions are p_width_ms wide,
+-- Creates the partitions missing from the newest one (or from the partition of now, if
+-- there is none) until one holds now + p_ahead_ms. Partitions are p_width_ms wide,
 -- aligned on multiples of it; the first after an older, unaligned one ends at the next
 -- multiple. A new partition is created apart and attached (SHARE UPDATE EXCLUSIVE on
 -- group_msgs, which sends do not wait for), not created as PARTITION OF (ACCESS EXCLUSIVE).
@@ -25,7 +25,9 @@ BEGIN
     -- Nodes starting together create each partition once (the key: "HRLDPART").
     PERFORM pg_advisory_xact_lock(x'48524c4450415254'::bigint);
     PERFORM set_config('lock_timeout', '5s', true);
-    SELECT greatest(max(p.to_ts), v_now - v_now % p_width_ms) INTO v_from
+    -- From the newest partition's end, even when that is long past (a database down for
+    -- days): a gateway whose clock lags may still stamp a message there.
+    SELECT coalesce(max(p.to_ts), v_now - v_now % p_width_ms) INTO v_from
     FROM group_msgs_partitions p;
     WHILE v_from <= v_now + p_ahead_ms LOOP
         v_to := v_from - v_from % p_width_ms + p_width_ms;
@@ -43,19 +45,26 @@ END;
 $$;
 
 -- The partitions whose every row is older than p_max_age_ms (they end at or before now minus
--- it), oldest first: those the deployment's age limit drops whole. A group's own age limit is
--- only ever stricter, so no group keeps anything in them. Partitions left detached by a
--- pruner cut off mid-way (DETACH ... CONCURRENTLY is two transactions) come first, with
--- `pending`, to be finalized.
+-- it; none when it is 0), oldest first: those the deployment's age limit drops whole. A
+-- group's own age limit is only ever stricter, so no group keeps anything in them. Tables a
+-- pruner cut off mid-way left behind come first, whatever the limit: DETACH ... CONCURRENTLY
+-- is two transactions ('finalize': still detaching), and the drop is a third ('drop':
+-- detached, or gone, but still listed). Their rows are out of group_msgs, where an erasure
+-- would not find them. The rest are to 'detach'.
 CREATE OR REPLACE FUNCTION herald_expired_partitions(p_max_age_ms bigint)
-RETURNS TABLE (name text, pending boolean)
+RETURNS TABLE (name text, step text)
 LANGUAGE sql STABLE AS $$
-    SELECT p.name, coalesce(i.inhdetachpending, false)
+    SELECT p.name,
+           CASE WHEN i.inhrelid IS NULL THEN 'drop'
+                WHEN i.inhdetachpending THEN 'finalize'
+                ELSE 'detach' END
     FROM group_msgs_partitions p
-    LEFT JOIN pg_inherits i ON i.inhrelid = to_regclass(p.name)
-    WHERE p.to_ts <= herald_now_ms() - p_max_age_ms
+    LEFT JOIN pg_inherits i
+        ON i.inhrelid = to_regclass(p.name) AND i.inhparent = 'group_msgs'::regclass
+    WHERE (p_max_age_ms > 0 AND p.to_ts <= herald_now_ms() - p_max_age_ms)
+       OR i.inhrelid IS NULL
        OR i.inhdetachpending
-    ORDER BY p.to_ts
+    ORDER BY i.inhrelid IS NOT NULL AND NOT i.inhdetachpending, p.to_ts
 $$;
 
 -- Drops a partition once detached, and forgets it.

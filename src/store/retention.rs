@@ -25,12 +25,22 @@ pub struct PruneCut {
     pub through: u64,
 }
 
-/// A partition past the deployment's age limit.
+/// A partition past the deployment's age limit, or one a pruner cut off mid-way left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiredPartition {
     pub name: String,
-    /// A detach begun by a pruner that was cut off: it only needs finalizing.
-    pub pending: bool,
+    pub step: DropStep,
+}
+
+/// What dropping a partition still takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropStep {
+    /// Attached: detach it, then drop it.
+    Detach,
+    /// Its detach was begun: finalize it, then drop it.
+    Finalize,
+    /// No longer attached (or no longer there): drop it and forget it.
+    Drop,
 }
 
 /// The session advisory lock naming the pruner's turn ("HRLDPRUN").
@@ -39,7 +49,7 @@ const PRUNER_LOCK: i64 = 0x4852_4c44_5052_554e;
 const TRY_TURN: &str = "SELECT pg_try_advisory_lock($1)";
 const END_TURN: &str = "SELECT pg_advisory_unlock($1)";
 const ENSURE_PARTITIONS: &str = "SELECT herald_ensure_partitions($1, $2)";
-const EXPIRED_PARTITIONS: &str = "SELECT name, pending FROM herald_expired_partitions($1)";
+const EXPIRED_PARTITIONS: &str = "SELECT name, step FROM herald_expired_partitions($1)";
 const FORGET_PARTITION: &str = "SELECT herald_forget_partition($1)";
 const PRUNE_PLAN: &str = "SELECT gid, through_msgid FROM herald_prune_plan($1, $2)";
 const PRUNE_BATCH: &str = "SELECT herald_prune_batch($1, $2, $3)";
@@ -132,33 +142,42 @@ impl PrunerTurn {
         max_age: Duration,
     ) -> Result<Vec<ExpiredPartition>, StoreError> {
         let stmt = self.client.prepare_cached(EXPIRED_PARTITIONS).await?;
-        Ok(self
-            .client
+        self.client
             .query(&stmt, &[&millis(max_age)])
             .await?
             .iter()
-            .map(|row| ExpiredPartition {
-                name: row.get(0),
-                pending: row.get(1),
+            .map(|row| {
+                let step = match row.get::<_, &str>(1) {
+                    "detach" => Ok(DropStep::Detach),
+                    "finalize" => Ok(DropStep::Finalize),
+                    "drop" => Ok(DropStep::Drop),
+                    other => Err(StoreError::Corrupt(format!("partition step {other}"))),
+                };
+                Ok(ExpiredPartition {
+                    name: row.get(0),
+                    step: step?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Detaches a partition without blocking sends (`DETACH ... CONCURRENTLY`, which runs
     /// outside any transaction: a plain statement on this connection), then drops it.
     pub async fn drop_partition(&self, partition: &ExpiredPartition) -> Result<(), StoreError> {
         let _t = timed("drop_partition");
-        let finish = if partition.pending {
-            "FINALIZE"
-        } else {
-            "CONCURRENTLY"
-        };
         let name = quoted(&partition.name);
-        self.client
-            .batch_execute(&format!(
-                "ALTER TABLE group_msgs DETACH PARTITION {name} {finish}"
-            ))
-            .await?;
+        let detach = match partition.step {
+            DropStep::Detach => Some("CONCURRENTLY"),
+            DropStep::Finalize => Some("FINALIZE"),
+            DropStep::Drop => None,
+        };
+        if let Some(finish) = detach {
+            self.client
+                .batch_execute(&format!(
+                    "ALTER TABLE group_msgs DETACH PARTITION {name} {finish}"
+                ))
+                .await?;
+        }
         let stmt = self.client.prepare_cached(FORGET_PARTITION).await?;
         self.client.execute(&stmt, &[&partition.name]).await?;
         Ok(())

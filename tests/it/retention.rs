@@ -465,3 +465,70 @@ async fn a_database_at_0005_with_messages_is_partitioned_in_place() {
     let (_, groups) = server.user(2, Method::GET, "/v1/me/groups", None).await;
     assert_eq!(groups["groups"][0]["last_ack"], 1, "{groups}");
 }
+
+#[tokio::test]
+async fn a_partition_a_cut_off_pruner_left_detached_is_dropped_even_without_an_age_limit() {
+    let server = server_with(&[]).await;
+    let url = &server.database_url;
+    let gid = server.group(&[1, 2]).await;
+    let mut sender = server.connect(1).await;
+    send_count(&mut sender, gid, "old", 2).await;
+    let holding = sql(
+        url,
+        &format!("SELECT DISTINCT tableoid::regclass::text FROM group_msgs WHERE gid = {gid}"),
+    )
+    .await;
+    let names: Vec<String> = holding.iter().map(|r| r.get(0)).collect();
+    // What a pruner killed between its detach and its drop leaves: detached, still listed.
+    for name in &names {
+        sql(
+            url,
+            &format!("ALTER TABLE group_msgs DETACH PARTITION {name}"),
+        )
+        .await;
+    }
+    let listed = format!("'{{{}}}'", names.join(","));
+    eventually(
+        "the leftovers dropped and forgotten",
+        PRUNED_WITHIN,
+        async || {
+            let rows = sql(
+                url,
+                &format!(
+                    "SELECT (SELECT count(*) FROM pg_class WHERE relname = ANY ({listed}))
+                      + (SELECT count(*) FROM group_msgs_partitions WHERE name = ANY ({listed}))"
+                ),
+            )
+            .await;
+            let left: i64 = rows[0].get(0);
+            (left == 0).then_some(()).ok_or(format!("{left} left"))
+        },
+    )
+    .await;
+
+    // The pruner is not stuck on them: a group's count limit still applies.
+    let (status, view) = set_retention(&server, gid, json!({"max_messages": 1})).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(send_count(&mut sender, gid, "new", 3).await, [3, 4, 5]);
+    until_first_is(&server, 2, gid, 5).await;
+}
+
+#[tokio::test]
+async fn a_messages_ts_never_goes_below_the_one_before_even_when_the_clock_went_back() {
+    let server = server_with(&[]).await;
+    let gid = server.group(&[1, 2]).await;
+    // As if PostgreSQL's clock had been 2 s ahead when the group's last message was stored
+    // (within the partitions made ahead, as a stored ts always is).
+    let ahead = sql(
+        &server.database_url,
+        &format!(
+            "UPDATE groups SET last_ts = (extract(epoch FROM now()) * 1000)::bigint + 2000
+             WHERE gid = {gid} RETURNING last_ts"
+        ),
+    )
+    .await[0]
+        .get::<_, i64>(0);
+    let mut sender = server.connect(1).await;
+    let sent = sender.send_msg(gid, "after", json!({})).await;
+    assert_eq!(sent["ts"], ahead, "{sent}");
+}
