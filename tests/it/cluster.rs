@@ -230,6 +230,21 @@ async fn on_one_node_presence_needs_no_nats() {
 }
 
 #[tokio::test]
+async fn presence_is_off_in_groups_above_the_presence_size() {
+    let server = Server::start_with(&[("HERALD_PRESENCE_MAX_GROUP", "2")]).await;
+    let gid = server.group(&[1, 2, 3]).await;
+    let mut ann = server.connect(1).await;
+    let refused = ann
+        .request(json!({"type": "online", "id": "who", "gid": gid}))
+        .await;
+    assert_eq!(refused["code"], "too_large", "{refused}");
+    let (status, body) = server
+        .user(2, Method::GET, &format!("/v1/groups/{gid}/online"), None)
+        .await;
+    assert_eq!((status, &body["error"]["code"]), (413, &json!("too_large")));
+}
+
+#[tokio::test]
 async fn presence_answers_the_same_on_every_node_and_a_dead_node_takes_its_users_along() {
     let mut cluster = Cluster::start(3).await;
     let gid = cluster.nodes[0].group(&[1, 2, 3]).await;
