@@ -24,6 +24,8 @@ const positions = new Map();
 /** Per group: Map msgid → message, and the lowest msgid loaded (older ones are pulled on scroll). */
 const history = new Map();
 const oldest = new Map();
+/** Per group: the first msgid the server still keeps, once a pull met its retention limit. */
+const kept = new Map();
 /** Per group: Map uid → how far they have read. */
 const readers = new Map();
 /** Own messages not yet confirmed, by cmid: { gid, text }. */
@@ -73,6 +75,7 @@ async function signIn(uid) {
   client.on("presence", ({ gid }) => gid === current && renderMembers());
   client.on("members", ({ gid }) => gid === current && renderMembers());
   client.on("groupList", renderGroups);
+  client.on("event", onEvent);
   $("signin").hidden = true;
   $("chat").hidden = false;
   $("me").textContent = `Signed in as ${DEMO_USERS[uid]} (${uid})`;
@@ -172,7 +175,9 @@ async function loadOlder() {
     const pane = $("messages");
     const fromBottom = pane.scrollHeight - pane.scrollTop;
     for (const m of page.msgs) if (m.msgid < below) history.get(gid).set(m.msgid, m);
-    oldest.set(gid, after + 1);
+    // Below `first` the server keeps nothing: there is no older page to pull.
+    if (page.first !== undefined) kept.set(gid, page.first);
+    oldest.set(gid, page.first === undefined ? after + 1 : 1);
     if (gid === current) {
       renderMessages();
       pane.scrollTop = pane.scrollHeight - fromBottom; // keep what was on screen in place
@@ -211,12 +216,13 @@ function renderMessages() {
   pane.replaceChildren();
   const gid = current;
   if ((oldest.get(gid) ?? 1) > 1) pane.append(el("li", "older", "scroll up for older messages"));
+  else if (kept.has(gid)) pane.append(el("li", "gone", "older messages are no longer kept"));
   const msgs = [...(history.get(gid)?.values() ?? [])].sort((a, b) => a.msgid - b.msgid);
   const reads = readers.get(gid) ?? new Map();
   for (const [i, m] of msgs.entries()) {
     const item = el("li", m.from === me ? "mine" : "");
     item.dataset.msgid = m.msgid;
-    item.append(el("span", "from", nick(m.from)), el("span", "text", m.body?.text ?? JSON.stringify(m.body)));
+    item.append(el("span", "from", nick(m.from)), messageText(m));
     if (m.from === me) item.append(el("span", "state", "✓"));
     // Who has read up to here: their position is at this message or before the next one.
     const next = msgs[i + 1]?.msgid ?? Infinity;
@@ -232,6 +238,21 @@ function renderMessages() {
     item.append(el("span", "from", nick(me)), el("span", "text", p.text), el("span", "state", "…"));
     pane.append(item);
   }
+}
+
+/** A message's text, or what became of it: recalled, or its sender's data erased. */
+function messageText(m) {
+  if (m.tombstone !== undefined) return el("span", "text tombstone", `message ${m.tombstone}`);
+  return el("span", "text", m.body?.text ?? JSON.stringify(m.body));
+}
+
+/** A recalled message loses its body here as it did on the server. */
+function onEvent(event) {
+  if (event.event !== "message_recalled") return;
+  const message = history.get(event.gid)?.get(event.msgid);
+  if (!message) return;
+  history.get(event.gid).set(event.msgid, { ...message, body: undefined, tombstone: "recalled" });
+  if (event.gid === current) renderMessages();
 }
 
 function nearEnd() {

@@ -212,6 +212,11 @@ test("two users chat in Chromium, see typing and read marks, and live through a 
   await ann.locator("#messages li[data-msgid]", { hasText: "more 40" }).scrollIntoViewIfNeeded();
   await ann.locator("#messages .readers", { hasText: "read by bob" }).waitFor();
 
+  // Bob takes his last message back: ann's page shows it recalled, in its place.
+  await bob.evaluate(async (gid) => window.heraldClient.recall(gid, 50), gid);
+  await ann.locator('#messages li[data-msgid="50"] .tombstone', { hasText: "message recalled" }).waitFor();
+  assert.deepEqual((await rendered(ann)).shown.at(-1), [50, "message recalled"]);
+
   // Bob types: ann sees it in the screenshot.
   await bob.locator("#text").pressSequentially("one more thing", { delay: 20 });
   await ann.locator("#typing", { hasText: "bob is typing" }).waitFor();
