@@ -63,6 +63,12 @@ BEGIN
     DELETE FROM conversations WHERE uid = p_uid;
     GET DIAGNOSTICS conversations = ROW_COUNT;
     effects := herald_update_profiles(ARRAY[p_uid], ARRAY[''], ARRAY[''], ARRAY['']);
+    -- The app's backend is told once, by the first erasure to finish, so it can forget its
+    -- own copies (of messages.stored bodies, say).
+    IF herald_webhooks_on() AND (SELECT erased_at IS NULL FROM users WHERE uid = p_uid) THEN
+        INSERT INTO webhook_outbox (kind, data)
+        VALUES ('user.erased', json_build_object('uid', p_uid, 'at', herald_now_ms()));
+    END IF;
     UPDATE users SET erased_at = coalesce(erased_at, herald_now_ms()) WHERE uid = p_uid;
 END;
 $$;

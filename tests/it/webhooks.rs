@@ -370,3 +370,35 @@ async fn a_message_recalled_before_it_was_posted_is_told_as_its_tombstone() {
         (&json!(2), &json!(1))
     );
 }
+
+#[tokio::test]
+async fn an_erased_user_is_told_once() {
+    let (server, receiver) = server_posting_to(&[]).await;
+    let gid = server.group(&[1, 2]).await;
+    let mut bob = server.connect(2).await;
+    bob.send_msg(gid, "mine", json!({"text": "mine"})).await;
+    let path = "/v1/admin/users/2/erase";
+    for _ in 0..2 {
+        let (status, summary) = server.admin(Method::POST, path, None).await;
+        assert_eq!(status, 200, "{summary}");
+    }
+    let told = accepted(&receiver, "user.erased", |e| !e.is_empty()).await;
+    assert_eq!(told[0]["data"]["uid"], 2, "{told:?}");
+    eventually("the outbox drained", Duration::from_secs(20), async || {
+        let rows = outbox_rows(&server).await;
+        (rows == 0).then_some(()).ok_or(format!("{rows} rows"))
+    })
+    .await;
+    let ids: std::collections::BTreeSet<String> = receiver.received(|r| {
+        r.accepted
+            .iter()
+            .filter(|e| e["type"] == "user.erased")
+            .map(|e| e["id"].to_string())
+            .collect()
+    });
+    assert_eq!(
+        ids.len(),
+        1,
+        "the second erasure tells nothing new: {ids:?}"
+    );
+}
