@@ -268,7 +268,8 @@ async fn a_short_cluster_fault_run_loses_nothing_and_passes_every_check() {
         [
             "nats-server down 2 s",
             "node0 cut from NATS 2 s",
-            "node1 killed -9"
+            "node1 killed -9",
+            "rolling restart"
         ]
     );
     let repaired = |row: &faults::FaultRow| row.cross_node_delay_ms.is_some_and(|d| d.count > 0);

@@ -75,7 +75,7 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 /// Longest wait for the first `sent` after a fault ends.
 const RECOVERY_WITHIN: Duration = Duration::from_secs(60);
 /// Longest wait for Herald to exit after SIGTERM: its shutdown timeout (10 s) and slack.
-const EXIT_WITHIN: Duration = Duration::from_secs(25);
+pub(super) const EXIT_WITHIN: Duration = Duration::from_secs(25);
 /// How soon after the flood `/readyz` must answer 200.
 const READY_AFTER_FLOOD: Duration = Duration::from_secs(2);
 /// How much more memory Herald may hold under the flood than at most in the calm window.

@@ -13,7 +13,11 @@
 //!    every reader caught up);
 //! 3. **the last node killed -9** and started again: its clients reconnect to the next node,
 //!    resume from their last ack by pull and catch up; sessions on the other nodes stay open
-//!    (recovery: kill → every reader caught up).
+//!    (recovery: kill → every reader caught up);
+//! 4. **a rolling restart**: every node in turn stopped with SIGTERM and started again, the load
+//!    running throughout: each node exits 0, its clients are closed with 1012 and move to
+//!    another node, every live stream stays dense, and every reader catches up (recovery: the
+//!    last node back → every reader caught up).
 //!
 //! The cut comes before the kill: the killed node's clients move to the next node, the first
 //! when it is the last, and stay there, so a cut after the kill could find no sender on another
@@ -30,8 +34,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::book::{self, wait_for, Book, PhaseStart, SESSIONS_WITHIN};
-use super::session::Member;
-use super::{FaultArgs, FaultReport, ACK_FLUSH_MS};
+use super::session::{End, Member};
+use super::{FaultArgs, FaultReport, ACK_FLUSH_MS, EXIT_WITHIN};
 use crate::cluster::{Breakable, Cluster};
 use crate::report::Percentiles;
 use crate::target::TargetArgs;
@@ -132,6 +136,7 @@ pub(super) async fn go(target: &TargetArgs, args: &FaultArgs, dir: &Path) -> Res
     run.bus_outage(Outage::NatsKilled).await?;
     run.bus_outage(Outage::FirstNodeCut).await?;
     run.kill_node().await?;
+    run.rolling_restart().await?;
     run.book.finish(&run.cluster.nodes()[0]).await?;
     let urls: Vec<&str> = run
         .cluster
@@ -310,6 +315,93 @@ impl ClusterRun<'_> {
             moved.map_or(f64::NAN, |after| after.as_secs_f64()),
             recovery.as_secs_f64(),
             rejoined.as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// Fault 4: every node in turn stopped with SIGTERM and started again, under load.
+    async fn rolling_restart(&mut self) -> Result<()> {
+        let fault = "rolling restart".to_string();
+        self.book.wait_connected().await?;
+        self.book.status.phase(format!("{fault}: load"));
+        let since = self.book.phase_start();
+        book::load(self.args).await;
+        let mut exits = Vec::new();
+        let mut moves = Vec::new();
+        for n in 0..self.args.nodes {
+            self.book.status.phase(format!("{fault}: node{n} stopping"));
+            let moving: Vec<Arc<Member>> = self
+                .book
+                .sessions()
+                .members
+                .iter()
+                .filter(|m| m.node.load(Ordering::SeqCst) == n)
+                .cloned()
+                .collect();
+            let signalled = Instant::now();
+            let exit = self.cluster.nodes_mut()[n].terminate(EXIT_WITHIN).await?;
+            exits.push(format!("node{n}: {exit}"));
+            let moved = wait_for(SESSIONS_WITHIN, || {
+                moving.iter().all(|m| {
+                    m.connected.load(Ordering::SeqCst) && m.node.load(Ordering::SeqCst) != n
+                })
+            })
+            .await;
+            let told_1012 = moving
+                .iter()
+                .filter(|m| {
+                    let end = *m.last_end.lock().unwrap();
+                    end.is_some_and(|(at, end)| at >= signalled && end == End::Closed(Some(1012)))
+                })
+                .count();
+            moves.push((n, moving.len(), told_1012, moved.is_ok()));
+            self.book.status.phase(format!("{fault}: node{n} starting"));
+            let node = &mut self.cluster.nodes_mut()[n];
+            node.restart().await?;
+            node.wait_ready(READY_WITHIN).await?;
+            self.cluster.wait_joined().await?;
+            book::load(self.args).await;
+        }
+        let back = Instant::now();
+        let latest = self.confirmed_latest();
+        let caught_up = self.wait_caught_up(&latest, back).await;
+
+        self.book.check(
+            format!("{fault}: every node exited 0 on SIGTERM"),
+            exits.iter().all(|e| e.ends_with("exit status: 0")),
+            exits.join(", "),
+        );
+        let describe = |&(n, count, told, moved): &(usize, usize, usize, bool)| {
+            format!("node{n}: {told} of {count} told 1012, moved: {moved}")
+        };
+        self.book.check(
+            format!("{fault}: each node's clients were told 1012 and moved to another node"),
+            moves
+                .iter()
+                .all(|&(_, count, told, moved)| count > 0 && told == count && moved),
+            moves.iter().map(describe).collect::<Vec<_>>().join("; "),
+        );
+        self.check_streams(&fault, &since);
+        let recovery = self
+            .check_caught_up(
+                &fault,
+                "by pull and push",
+                caught_up,
+                "the last node was back",
+            )
+            .await?;
+        self.book.record(
+            &fault,
+            "last node back → every reader caught up",
+            &since,
+            recovery,
+        );
+        self.book.status.say(format!(
+            "{fault}: {} nodes stopped with SIGTERM and started in turn under load, {} clients \
+             moved in all; every reader caught up {:.2} s after the last node was back",
+            self.args.nodes,
+            moves.iter().map(|&(_, count, _, _)| count).sum::<usize>(),
+            recovery.as_secs_f64()
         ));
         Ok(())
     }
