@@ -452,6 +452,19 @@ async fn readyz(server: &Server) -> (u16, Value) {
     respond(server.http.get(server.url("/readyz"))).await
 }
 
+/// Waits until the node is ready: once its JWKS has loaded.
+async fn until_ready(server: &Server) {
+    eventually(
+        "ready once the JWKS loads",
+        Duration::from_secs(20),
+        async || match readyz(server).await {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+}
+
 async fn jwks_metric(server: &Server, series: &str) -> f64 {
     metric(&server.metrics().await, &format!("herald_jwks_{series}"))
 }
@@ -482,15 +495,7 @@ async fn keys_rotate_by_kid_through_a_jwks_url_and_a_failing_endpoint_keeps_the_
         "token keys not loaded yet from HERALD_JWKS_URL"
     );
     jwks.serve(std::slice::from_ref(&old_key));
-    eventually(
-        "ready once the JWKS loads",
-        Duration::from_secs(20),
-        async || match readyz(&server).await {
-            (200, _) => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    )
-    .await;
+    until_ready(&server).await;
     assert_accepted(&server, old).await;
 
     // Overlap: both keys published, tokens of either valid.
@@ -555,15 +560,7 @@ async fn a_new_kid_is_taken_up_at_once_without_waiting_for_the_refresh() {
     let server = Server::start_with(&[("HERALD_JWKS_URL", &jwks.url())]).await;
     server.users(&[UID]).await;
     // Ready once the set loaded at start, so the first token needs no early refresh.
-    eventually(
-        "ready once the JWKS loads",
-        Duration::from_secs(20),
-        async || match readyz(&server).await {
-            (200, _) => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    )
-    .await;
+    until_ready(&server).await;
     assert_accepted(&server, &minted[0]).await;
     jwks.serve(&[keys.jwk("ec", "first"), keys.jwk("rsa", "second")]);
     assert_accepted(&server, &minted[1]).await;
