@@ -237,9 +237,12 @@ async fn every_algorithm_is_accepted_over_http_and_websocket() {
         spec("HS384", secret.clone(), None, claims(json!({}))),
         spec("HS512", secret, None, claims(json!({}))),
         spec("RS256", keys.private("rsa"), Some("rsa"), claims(json!({}))),
+        spec("RS384", keys.private("rsa"), Some("rsa"), claims(json!({}))),
         // No kid: the keys of the algorithm's family are tried.
         spec("RS512", keys.private("rsa"), None, claims(json!({}))),
         spec("PS256", keys.private("rsa"), Some("rsa"), claims(json!({}))),
+        spec("PS384", keys.private("rsa"), Some("rsa"), claims(json!({}))),
+        spec("PS512", keys.private("rsa"), None, claims(json!({}))),
         spec("ES256", keys.private("ec"), Some("ec"), claims(json!({}))),
         spec(
             "EdDSA",
