@@ -488,6 +488,12 @@ async fn a_partition_a_cut_off_pruner_left_detached_is_dropped_even_without_an_a
         .await;
     }
     let listed = format!("'{{{}}}'", names.join(","));
+    let ends: i64 = sql(
+        url,
+        &format!("SELECT max(to_ts) FROM group_msgs_partitions WHERE name = ANY ({listed})"),
+    )
+    .await[0]
+        .get(0);
     eventually(
         "the leftovers dropped and forgotten",
         PRUNED_WITHIN,
@@ -504,6 +510,14 @@ async fn a_partition_a_cut_off_pruner_left_detached_is_dropped_even_without_an_a
             (left == 0).then_some(()).ok_or(format!("{left} left"))
         },
     )
+    .await;
+
+    // Sends from now on are stamped past the range the detached partitions held (else none
+    // would hold them: the table is gone).
+    eventually("past the detached range", PRUNED_WITHIN, async || {
+        let now: i64 = sql(url, "SELECT herald_now_ms()").await[0].get(0);
+        (now >= ends).then_some(()).ok_or(format!("{now} < {ends}"))
+    })
     .await;
 
     // The pruner is not stuck on them: a group's count limit still applies.
