@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -66,13 +67,16 @@ pub struct RunDatabase {
 }
 
 impl RunDatabase {
-    /// Makes the run's database afresh (one of an earlier run of this pid is dropped first).
+    /// Makes the run's database afresh, named after the process and the run's number in it:
+    /// runs in one process (the suite's smoke tests) must not drop each other's.
     pub fn create(args: &TargetArgs) -> Result<RunDatabase> {
+        static RUNS: AtomicU32 = AtomicU32::new(0);
         let admin_url = match &args.postgres_url {
             Some(url) => url.clone(),
             None => project_postgres()?,
         };
-        let name = format!("herald_load_{}", std::process::id());
+        let run = RUNS.fetch_add(1, Ordering::Relaxed);
+        let name = format!("herald_load_{}_{run}", std::process::id());
         psql(
             &admin_url,
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
