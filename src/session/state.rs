@@ -909,10 +909,7 @@ pub async fn pull_page(
     after: u64,
     limit: u32,
 ) -> Result<Page, ApiError> {
-    let (membership, page) = futures_util::try_join!(
-        store.membership(gid, uid),
-        store.messages_after(gid, after, limit)
-    )?;
+    let (membership, page) = store.messages_after(gid, uid, after, limit).await?;
     match membership {
         Membership::Member => Ok(page),
         Membership::NotMember => Err(Refusal::NotMember { gid }.into()),

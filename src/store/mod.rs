@@ -296,14 +296,16 @@ const APPEND: &str =
 /// The page and the group's newest msgid in one statement, so in one snapshot (no row for a
 /// group that does not exist; one row of NULLs after the newest for an empty page).
 const MESSAGES_AFTER: &str = "
-    SELECT m.msgid, m.sender_uid, m.cmid, m.ts, m.body, m.tombstone, g.last_msgid
+    SELECT m.msgid, m.sender_uid, m.cmid, m.ts, m.body, m.tombstone, g.last_msgid,
+           g.disbanded, r.uid IS NOT NULL
     FROM groups g
+    LEFT JOIN group_members r ON r.gid = g.gid AND r.uid = $4
     LEFT JOIN LATERAL (
         SELECT msgid, sender_uid, cmid, ts, body, tombstone FROM group_msgs
         WHERE gid = $1 AND msgid > $2
         ORDER BY msgid
         LIMIT $3
-    ) m ON true
+    ) m ON r.uid IS NOT NULL AND NOT g.disbanded
     WHERE g.gid = $1";
 
 const MESSAGES_BETWEEN: &str = "
@@ -574,21 +576,32 @@ impl Store {
     }
 
     /// Up to `limit` messages with msgid above `after`, ascending, and where retention cut
-    /// if it pruned some of them.
+    /// if it pruned some of them — if `reader` may read the group, which is checked in the
+    /// same statement: a pull costs one round trip (a reconnect storm is thousands of them).
     pub async fn messages_after(
         &self,
         gid: u64,
+        reader: u64,
         after: u64,
         limit: u32,
-    ) -> Result<Page, StoreError> {
+    ) -> Result<(Membership, Page), StoreError> {
         let after = after.min(crate::model::MAX_ID);
         let _place = self.read_permit().await;
         let _t = timed("messages_after");
         let client = self.client().await?;
         let stmt = client.prepare_cached(MESSAGES_AFTER).await?;
         let rows = client
-            .query(&stmt, &[&db(gid), &db(after), &(i64::from(limit) + 1)])
+            .query(
+                &stmt,
+                &[&db(gid), &db(after), &(i64::from(limit) + 1), &db(reader)],
+            )
             .await?;
+        let membership = match rows.first() {
+            None => Membership::NoSuchGroup,
+            Some(row) if row.get::<_, bool>(7) => Membership::NoSuchGroup,
+            Some(row) if !row.get::<_, bool>(8) => Membership::NotMember,
+            Some(_) => Membership::Member,
+        };
         let latest = rows.first().map_or(0, |row| id(row.get(6)));
         let stored = |row: &&tokio_postgres::Row| row.get::<_, Option<i64>>(0).is_some();
         let more = rows.iter().filter(stored).count() > limit as usize;
@@ -598,7 +611,7 @@ impl Store {
             .take(limit as usize)
             .map(|row| message_view(gid, row))
             .collect::<Result<_, _>>()?;
-        Ok(Page::pruned_below(msgs, more, after, latest))
+        Ok((membership, Page::pruned_below(msgs, more, after, latest)))
     }
 
     /// Every message strictly between two msgids, ascending.
