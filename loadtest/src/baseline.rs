@@ -52,6 +52,8 @@ impl Broadcast {
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(threads)
+                    // Its own name, so a profile tells the server's threads from the clients'.
+                    .thread_name("baseline")
                     .enable_all()
                     .build()
                     .expect("a runtime for the baseline server");
