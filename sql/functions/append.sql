@@ -20,13 +20,6 @@
 -- in the same transaction, as one `messages.stored` event naming their msgids and p_offline:
 -- the members with no session online when they were stored, as the gateway knows them (NULL:
 -- not known).
---
--- Its statements run on generic plans, made once per connection. Left to choose, the planner
--- can make a custom plan for every call (a one-row batch's values make one look cheaper),
--- and planning the batch statement over every partition of group_msgs then costs more than
--- running it: one-row calls take 0.9-1.2 ms instead of 0.55-0.65 (scripts/bench-append).
--- The plans are the same shape either way (each resend probe an index scan per partition),
--- and a plan is made again when a partition it reads is analysed or one is attached.
 CREATE OR REPLACE FUNCTION herald_append(
     p_gid bigint,
     p_senders bigint[],
@@ -35,9 +28,7 @@ CREATE OR REPLACE FUNCTION herald_append(
     p_bodies text[],
     p_offline bigint[]
 ) RETURNS TABLE (ord bigint, msgid bigint, ts bigint, dup boolean, latest bigint)
-LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan
-AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     v_last bigint;
     v_last_ts bigint;

@@ -3,6 +3,7 @@
 //! message with `first`, over WebSocket and HTTP; partitions dropped whole; sends during
 //! pruning all stored and acked; a database at 0005 with messages migrated in place.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald::store::MIGRATIONS;
@@ -327,6 +328,24 @@ async fn webhooks_delivered_after_their_messages_were_pruned_say_so_and_carry_wh
     // One commit each: each its own messages.stored event.
     send_count(&mut sender, gid, "w", 5).await;
     until_first_is(&server, 2, gid, 4).await;
+    // A delivery claimed before the pruning and still on its way carries what was stored
+    // then. An attempt two past an event's latest one received by now was claimed after the
+    // attempt before it failed, and that one was received after now: after the pruning.
+    let pruned_by = receiver.received(|r| stored_attempts(&r.seen));
+    eventually(
+        "every event claimed again after the pruning",
+        PRUNED_WITHIN,
+        async || {
+            let attempts = receiver.received(|r| stored_attempts(&r.seen));
+            let again = |(id, attempt): (&i64, &i64)| {
+                *attempt >= pruned_by.get(id).copied().unwrap_or(0) + 2
+            };
+            (attempts.len() == 5 && attempts.iter().all(again))
+                .then_some(())
+                .ok_or(format!("{attempts:?} after {pruned_by:?}"))
+        },
+    )
+    .await;
 
     receiver.answer(Answer::Accept(Duration::ZERO));
     let events = eventually(
@@ -368,6 +387,19 @@ async fn webhooks_delivered_after_their_messages_were_pruned_say_so_and_carry_wh
         ],
         "{events:?}"
     );
+}
+
+/// The latest attempt come in of each `messages.stored` event, by event id.
+fn stored_attempts(seen: &[Value]) -> BTreeMap<i64, i64> {
+    let mut attempts = BTreeMap::new();
+    for event in seen.iter().filter(|e| e["type"] == "messages.stored") {
+        let (Some(id), Some(attempt)) = (event["id"].as_i64(), event["attempt"].as_i64()) else {
+            panic!("an event without its id or attempt: {event}");
+        };
+        let latest = attempts.entry(id).or_insert(attempt);
+        *latest = attempt.max(*latest);
+    }
+    attempts
 }
 
 /// What a deployment at 0005 holds: users, a group and its messages, whose ts went back
