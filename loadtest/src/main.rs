@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
 use herald_loadtest::backend::Backend;
 use herald_loadtest::baseline::Broadcast;
@@ -11,6 +11,7 @@ use herald_loadtest::scenarios::fanout::{self, FanoutArgs};
 use herald_loadtest::scenarios::faults::{self, FaultArgs, FaultReport};
 use herald_loadtest::scenarios::{idle, reconnect};
 use herald_loadtest::target::{Target, TargetArgs};
+use tokio::signal::unix::{signal, SignalKind};
 
 /// Load tests for Herald. Every run is bounded in time and count and targets loopback only.
 #[derive(Parser)]
@@ -110,7 +111,20 @@ impl Outcome {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    let stopped = match stop_signal() {
+        Ok(stopped) => stopped,
+        Err(error) => {
+            eprintln!("herald-loadtest: listening for SIGINT and SIGTERM: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // Stopped by a signal (Ctrl-C, `timeout`, a script's kill), the run is dropped, and with
+    // it everything it started: Herald, the nodes, nats-server, PostgreSQL, the database.
+    let outcome = tokio::select! {
+        outcome = run(cli) => outcome,
+        signal = stopped => Err(anyhow!("stopped by {signal}")),
+    };
+    match outcome {
         Ok(outcome) => {
             outcome.print();
             match outcome.failure() {
@@ -126,6 +140,18 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The first SIGINT or SIGTERM from now on, by name.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
+    })
 }
 
 async fn run(cli: Cli) -> Result<Outcome> {

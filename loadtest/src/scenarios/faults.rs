@@ -41,7 +41,7 @@ mod flood;
 mod session;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -327,31 +327,44 @@ pub async fn run(target: &TargetArgs, args: &FaultArgs) -> Result<FaultReport> {
         bail!("--nodes must be at least 1");
     }
     static RUNS: AtomicU32 = AtomicU32::new(0);
-    let dir = work_dir(&format!(
+    let mut logs = RunLogs::create(work_dir(&format!(
         "faults-{}-{}",
         std::process::id(),
         RUNS.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Dropping the run (on error or Ctrl-C) stops Herald, the sessions and PostgreSQL (or
-    // the nodes, the nats-server and the database).
-    let go = async {
-        match args.nodes {
-            1 => Run::go(target, args, &dir).await,
-            _ => cluster::go(target, args, &dir).await,
-        }
+    )))?;
+    // Dropping the run (on an error, or a signal that drops this future) stops Herald, the
+    // sessions and PostgreSQL (or the nodes, the nats-server and the database) before the
+    // logs are told.
+    let outcome = match args.nodes {
+        1 => Run::go(target, args, &logs.dir).await,
+        _ => cluster::go(target, args, &logs.dir).await,
     };
-    let outcome = tokio::select! {
-        outcome = go => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
-    match &outcome {
-        Ok(report) if report.passed() => {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        _ => eprintln!("herald's logs are kept in {}", dir.display()),
-    }
+    logs.passed = outcome.as_ref().is_ok_and(FaultReport::passed);
     outcome
+}
+
+/// The directory of a fault run's Herald logs: removed if the run passed, else kept and its
+/// path told, also when the run ends half-way.
+struct RunLogs {
+    dir: PathBuf,
+    passed: bool,
+}
+
+impl RunLogs {
+    fn create(dir: PathBuf) -> Result<RunLogs> {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(RunLogs { dir, passed: false })
+    }
+}
+
+impl Drop for RunLogs {
+    fn drop(&mut self) {
+        if self.passed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("herald's logs are kept in {}", self.dir.display());
+        }
+    }
 }
 
 /// The run's state. Fields drop in order: the sessions end first, then Herald stops
